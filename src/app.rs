@@ -1,0 +1,530 @@
+//! Wiring: builds the key sources, issuers, cache and [`Authorizer`] from a [`Config`],
+//! keeps them current (rescans files every `reload.scan_interval`, refreshes on SIGHUP
+//! and `POST /refresh`, reloads the config file itself) and answers readiness.
+//!
+//! Reload rules: a file that fails to load keeps its last good keys (logged, counted);
+//! a config file that fails to parse keeps the running config (logged, counted); a valid
+//! new config swaps issuers, sources, routes and policies at once. An issuer whose key
+//! sources did not change keeps its keys, statistics and fetch state.
+
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+
+use aws_lc_rs::digest;
+
+use crate::authz::{Authorizer, Policy};
+use crate::clock::Clock;
+use crate::config::{Config, ConfigError, IssuerConfig, KeySourceConfig};
+use crate::issuer::Issuer;
+use crate::keys::files::FileSource;
+use crate::keys::jwks_source::{JwksSource, Location};
+use crate::keys::keystore::KeystoreSource;
+use crate::keys::{self, IssuerKeys, RevokedSet, SourceError, SourceKeys, SourceKind, inventory};
+use crate::metrics::{IssuerMetrics, Metrics};
+
+/// Environment lookup, injected (tests never call `set_var`).
+pub type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
+/// A problem with one key source, as `check-config` reports it.
+#[derive(Debug, Clone)]
+pub struct SourceProblem {
+    /// Issuer name.
+    pub issuer: String,
+    /// `issuers[i].key_sources[j]`.
+    pub field: String,
+    /// What went wrong.
+    pub error: SourceError,
+}
+
+/// The running application (listeners excluded).
+pub struct App {
+    authorizer: Arc<Authorizer>,
+    metrics: Arc<Metrics>,
+    clock: Arc<dyn Clock>,
+    runtime: tokio::runtime::Handle,
+    env: EnvLookup,
+    state: Mutex<State>,
+}
+
+struct State {
+    config: Arc<Config>,
+    config_digest: Option<[u8; 32]>,
+    revoked: Arc<RevokedSet>,
+    issuers: Vec<IssuerRuntime>,
+    initial_problems: Vec<SourceProblem>,
+}
+
+struct IssuerRuntime {
+    config: IssuerConfig,
+    keys: Arc<IssuerKeys>,
+    metrics: IssuerMetrics,
+    locals: Vec<(usize, Local)>,
+    remotes: Vec<Arc<JwksSource>>,
+}
+
+enum Local {
+    File(FileSource),
+    Keystore(KeystoreSource),
+}
+
+// === impl App ===
+
+impl App {
+    /// Builds everything for `config` and loads local sources once. Remote sources are
+    /// created but not fetched: call [`App::start_background`] (serve) or
+    /// [`App::load_remote_now`] (CLI).
+    pub fn new(
+        config: Config,
+        runtime: tokio::runtime::Handle,
+        clock: Arc<dyn Clock>,
+        metrics: Arc<Metrics>,
+        env: EnvLookup,
+    ) -> Arc<App> {
+        let config = Arc::new(config);
+        let revoked = Arc::new(match keys::revoked::load(&config.revoked) {
+            Ok(set) => set,
+            Err(e) => {
+                tracing::error!(error = %e, "revoked keys could not be loaded; using the config lists only");
+                RevokedSet {
+                    kids: config.revoked.kids.iter().cloned().collect(),
+                    thumbprints: config.revoked.thumbprints.iter().cloned().collect(),
+                }
+            }
+        });
+        let config_digest = std::fs::read(&config.file).ok().map(|b| sha256(&b));
+        let issuers: Vec<IssuerRuntime> = config
+            .issuers
+            .iter()
+            .map(|ic| build_issuer(ic, &revoked, &runtime, &clock, &metrics, &env))
+            .collect();
+        let policy = policy_for(&config, &issuers, &metrics);
+        let app = Arc::new(App {
+            authorizer: Arc::new(Authorizer::new(policy, clock.clone(), metrics.clone())),
+            metrics,
+            clock,
+            runtime,
+            env,
+            state: Mutex::new(State {
+                config,
+                config_digest,
+                revoked,
+                issuers,
+                initial_problems: Vec::new(),
+            }),
+        });
+        let problems = app.reload_locals(true);
+        keys::lock(&app.state).initial_problems = problems;
+        app
+    }
+
+    /// The authorizer every listener calls.
+    pub fn authorizer(&self) -> &Arc<Authorizer> {
+        &self.authorizer
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The config in force.
+    pub fn config(&self) -> Arc<Config> {
+        keys::lock(&self.state).config.clone()
+    }
+
+    /// Starts the refresh loops of remote sources and the file scan loop.
+    pub fn start_background(self: &Arc<Self>) {
+        for r in self.remotes() {
+            r.spawn();
+        }
+        let weak = Arc::downgrade(self);
+        self.runtime.spawn(async move {
+            loop {
+                let Some(app) = weak.upgrade() else { return };
+                let interval = app.config().scan_interval;
+                drop(app);
+                tokio::time::sleep(interval).await;
+                let Some(app) = weak.upgrade() else { return };
+                app.rescan();
+            }
+        });
+    }
+
+    /// Fetches every remote source once, now; returns the failures.
+    pub async fn load_remote_now(&self) -> Vec<SourceProblem> {
+        let list: Vec<(String, String, Arc<JwksSource>)> = {
+            let st = keys::lock(&self.state);
+            st.issuers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, ir)| {
+                    ir.remotes.iter().map(move |r| {
+                        (
+                            ir.config.name.to_string(),
+                            format!("issuers[{i}].key_sources[{}]", r.index()),
+                            r.clone(),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let mut problems = Vec::new();
+        for (issuer, field, source) in list {
+            if let Err(error) = source.load_now().await {
+                problems.push(SourceProblem {
+                    issuer,
+                    field,
+                    error,
+                });
+            }
+        }
+        problems
+    }
+
+    /// The failures of the first load of local sources and the revoked file
+    /// (check-config).
+    pub fn local_problems(&self) -> Vec<SourceProblem> {
+        let st = keys::lock(&self.state);
+        let mut out = st.initial_problems.clone();
+        if let Some(path) = &st.config.revoked.file
+            && let Err(error) = keys::revoked::load(&st.config.revoked)
+        {
+            out.push(SourceProblem {
+                issuer: "-".into(),
+                field: format!("revoked.file ({})", path.display()),
+                error,
+            });
+        }
+        out
+    }
+
+    /// True when every issuer has at least one usable key.
+    pub fn ready(&self) -> bool {
+        self.readiness().iter().all(|(_, ok)| *ok)
+    }
+
+    /// Per issuer: does it have keys?
+    pub fn readiness(&self) -> Vec<(String, bool)> {
+        let policy = self.authorizer.policy();
+        policy
+            .issuers
+            .iter()
+            .map(|i| (i.config.name.to_string(), i.keys.ring().loaded))
+            .collect()
+    }
+
+    /// The key inventory of every issuer.
+    pub fn inventory(&self) -> Vec<inventory::KeyEntry> {
+        let policy = self.authorizer.policy();
+        policy
+            .issuers
+            .iter()
+            .flat_map(|i| inventory::entries(&i.keys))
+            .collect()
+    }
+
+    /// Refreshes `tokengate_key_info` states and renders `/metrics`.
+    pub fn render_metrics(&self) -> String {
+        for i in self.authorizer.policy().issuers.iter() {
+            i.keys.export_key_info();
+        }
+        self.metrics.render()
+    }
+
+    /// SIGHUP and `POST /refresh`: reload the config and every file now, and ask every
+    /// remote source to fetch.
+    pub fn refresh(&self) {
+        self.rescan();
+        for r in self.remotes() {
+            r.wake();
+        }
+    }
+
+    /// One scan: the config file, the revoked file, every local key file.
+    pub fn rescan(&self) {
+        self.reload_config();
+        self.reload_revoked();
+        let _ = self.reload_locals(false);
+    }
+
+    fn remotes(&self) -> Vec<Arc<JwksSource>> {
+        let st = keys::lock(&self.state);
+        st.issuers
+            .iter()
+            .flat_map(|i| i.remotes.iter().cloned())
+            .collect()
+    }
+
+    fn reload_locals(&self, first: bool) -> Vec<SourceProblem> {
+        let mut problems = Vec::new();
+        let mut st = keys::lock(&self.state);
+        for (i, ir) in st.issuers.iter_mut().enumerate() {
+            for (index, local) in &mut ir.locals {
+                let kind = local.kind();
+                match local.reload() {
+                    Ok(None) => {}
+                    Ok(Some(keys)) => {
+                        if !first {
+                            tracing::info!(issuer = %ir.config.name, source = kind.label(), path = %local.path().display(), keys = keys.keys.len(), "key source reloaded");
+                        }
+                        self.metrics.source_reload(&ir.config.name, kind.label(), true);
+                        ir.keys.publish(*index, Some(keys));
+                    }
+                    Err(e) => {
+                        tracing::error!(issuer = %ir.config.name, source = kind.label(), error = %e, "key source failed to load; keeping the last good keys");
+                        self.metrics.source_reload(&ir.config.name, kind.label(), false);
+                        problems.push(SourceProblem {
+                            issuer: ir.config.name.to_string(),
+                            field: format!("issuers[{i}].key_sources[{index}]"),
+                            error: e,
+                        });
+                    }
+                }
+            }
+        }
+        problems
+    }
+
+    fn reload_revoked(&self) {
+        let mut st = keys::lock(&self.state);
+        if st.config.revoked.file.is_none() {
+            return;
+        }
+        match keys::revoked::load(&st.config.revoked) {
+            Ok(set) if set != *st.revoked => {
+                tracing::info!(
+                    kids = set.kids.len(),
+                    thumbprints = set.thumbprints.len(),
+                    "revoked keys changed"
+                );
+                let set = Arc::new(set);
+                for ir in &st.issuers {
+                    ir.keys.set_revoked(set.clone());
+                }
+                st.revoked = set;
+            }
+            Ok(_) => {}
+            Err(e) => tracing::error!(error = %e, "revoked file failed to load; keeping the last good list"),
+        }
+    }
+
+    fn reload_config(&self) {
+        let path = keys::lock(&self.state).config.file.clone();
+        let Ok(bytes) = std::fs::read(&path) else {
+            return;
+        };
+        let digest = sha256(&bytes);
+        if keys::lock(&self.state).config_digest == Some(digest) {
+            return;
+        }
+        match Config::parse(&path, &bytes) {
+            Ok(config) => {
+                self.apply_config(config, digest);
+                self.metrics.config_reload(true);
+            }
+            Err(e) => {
+                // Remember the digest so the same broken file is reported once.
+                keys::lock(&self.state).config_digest = Some(digest);
+                self.metrics.config_reload(false);
+                tracing::error!(error = %e, "config reload failed; the running config stays");
+            }
+        }
+    }
+
+    fn apply_config(&self, config: Config, digest: [u8; 32]) {
+        let mut st = keys::lock(&self.state);
+        if config.listeners != st.config.listeners {
+            tracing::warn!("listener addresses changed in the config: they take effect after a restart");
+        }
+        let revoked = match keys::revoked::load(&config.revoked) {
+            Ok(set) => Arc::new(set),
+            Err(e) => {
+                tracing::error!(error = %e, "revoked file failed to load; keeping the last good list");
+                st.revoked.clone()
+            }
+        };
+        let mut old: Vec<IssuerRuntime> = std::mem::take(&mut st.issuers);
+        let mut issuers = Vec::with_capacity(config.issuers.len());
+        let mut fresh = Vec::new();
+        for ic in &config.issuers {
+            let reuse = old
+                .iter()
+                .position(|o| o.config.name == ic.name && o.config.key_sources == ic.key_sources);
+            match reuse {
+                Some(pos) => {
+                    let mut ir = old.swap_remove(pos);
+                    ir.config = ic.clone();
+                    ir.keys.set_revoked(revoked.clone());
+                    issuers.push(ir);
+                }
+                None => {
+                    let ir = build_issuer(ic, &revoked, &self.runtime, &self.clock, &self.metrics, &self.env);
+                    fresh.push(issuers.len());
+                    issuers.push(ir);
+                }
+            }
+        }
+        // Load the new issuers' local files before the new policy is visible.
+        for &i in &fresh {
+            let ir = &mut issuers[i];
+            for (index, local) in &mut ir.locals {
+                match local.reload() {
+                    Ok(Some(keys)) => ir.keys.publish(*index, Some(keys)),
+                    Ok(None) => {}
+                    Err(e) => {
+                        tracing::error!(issuer = %ir.config.name, error = %e, "key source failed to load");
+                        self.metrics.source_reload(&ir.config.name, local.kind().label(), false);
+                    }
+                }
+            }
+            for r in &ir.remotes {
+                r.spawn();
+            }
+        }
+        let config = Arc::new(config);
+        self.authorizer
+            .replace(policy_for(&config, &issuers, &self.metrics));
+        tracing::info!(issuers = issuers.len(), "config reloaded");
+        st.config = config;
+        st.config_digest = Some(digest);
+        st.revoked = revoked;
+        st.issuers = issuers;
+        // `old` now holds removed issuers; dropping them stops their refresh loops.
+    }
+}
+
+impl std::fmt::Debug for App {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("App").finish_non_exhaustive()
+    }
+}
+
+// === impl Local ===
+
+impl Local {
+    fn reload(&mut self) -> Result<Option<SourceKeys>, SourceError> {
+        match self {
+            Local::File(f) => f.reload(),
+            Local::Keystore(k) => k.reload(),
+        }
+    }
+
+    fn kind(&self) -> SourceKind {
+        match self {
+            Local::File(f) => f.kind(),
+            Local::Keystore(_) => SourceKind::Keystore,
+        }
+    }
+
+    fn path(&self) -> &Path {
+        match self {
+            Local::File(f) => &f.path,
+            Local::Keystore(k) => k.path(),
+        }
+    }
+}
+
+fn build_issuer(
+    ic: &IssuerConfig,
+    revoked: &Arc<RevokedSet>,
+    runtime: &tokio::runtime::Handle,
+    clock: &Arc<dyn Clock>,
+    metrics: &Arc<Metrics>,
+    env: &EnvLookup,
+) -> IssuerRuntime {
+    let keys = Arc::new(IssuerKeys::new(
+        ic.name.clone(),
+        ic.key_sources.len(),
+        revoked.clone(),
+        clock.clone(),
+        metrics.clone(),
+    ));
+    let issuer_metrics = metrics.issuer(&ic.name);
+    let mut locals = Vec::new();
+    let mut remotes = Vec::new();
+    for (index, sc) in ic.key_sources.iter().enumerate() {
+        let remote = |location: Location, settings: &crate::config::RemoteSettings| {
+            JwksSource::new(
+                keys.clone(),
+                index,
+                location,
+                settings.clone(),
+                issuer_metrics.clone(),
+                runtime.clone(),
+            )
+        };
+        match sc {
+            KeySourceConfig::JwksUri { url, settings } => {
+                match remote(Location::Jwks(url.clone()), settings) {
+                    Ok(r) => remotes.push(r),
+                    Err(e) => tracing::error!(issuer = %ic.name, error = %e, "JWKS source cannot start"),
+                }
+            }
+            KeySourceConfig::Discovery { url, settings } => {
+                match remote(Location::Discovery(url.clone()), settings) {
+                    Ok(r) => remotes.push(r),
+                    Err(e) => tracing::error!(issuer = %ic.name, error = %e, "discovery source cannot start"),
+                }
+            }
+            KeySourceConfig::JwksFile { path } => {
+                locals.push((index, Local::File(FileSource::jwks(path.clone()))));
+            }
+            KeySourceConfig::PemFile { path, kid } => {
+                locals.push((index, Local::File(FileSource::pem(path.clone(), kid.clone()))));
+            }
+            KeySourceConfig::Keystore {
+                path,
+                password,
+                encoding,
+                aliases,
+            } => locals.push((
+                index,
+                Local::Keystore(KeystoreSource::new(
+                    path.clone(),
+                    password.clone(),
+                    *encoding,
+                    aliases.clone(),
+                    env.clone(),
+                )),
+            )),
+        }
+    }
+    IssuerRuntime {
+        config: ic.clone(),
+        keys,
+        metrics: issuer_metrics,
+        locals,
+        remotes,
+    }
+}
+
+fn policy_for(config: &Arc<Config>, issuers: &[IssuerRuntime], metrics: &Metrics) -> Policy {
+    let list = issuers
+        .iter()
+        .enumerate()
+        .map(|(index, ir)| Issuer {
+            index,
+            config: ir.config.clone(),
+            keys: ir.keys.clone(),
+            metrics: ir.metrics.clone(),
+        })
+        .collect();
+    Policy::new(config.clone(), list, metrics)
+}
+
+fn sha256(bytes: &[u8]) -> [u8; 32] {
+    let d = digest::digest(&digest::SHA256, bytes);
+    let mut out = [0u8; 32];
+    out.copy_from_slice(d.as_ref());
+    out
+}
+
+/// Loads the config, mapping errors for the command line.
+pub fn load_config(path: &Path) -> Result<Config, ConfigError> {
+    Config::load(path)
+}
+
+/// Where the config file is: the flag, else `TOKENGATE_CONFIG`.
+pub fn config_path(flag: Option<PathBuf>, env: &EnvLookup) -> Option<PathBuf> {
+    flag.or_else(|| env("TOKENGATE_CONFIG").map(PathBuf::from))
+}

@@ -1,0 +1,411 @@
+//! The one decision path. Every listener builds a [`RequestView`] and calls
+//! [`Authorizer::check`]; the [`Verdict`] it gets back carries the [`Decision`] to
+//! encode, and what the decision was based on (issuer, key, how the key was found).
+//! The authorizer counts the decision through a pre-resolved handle, observes its
+//! duration and logs one event, identifying the token only by a fingerprint.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use arc_swap::ArcSwap;
+use aws_lc_rs::digest;
+use serde_json::Value;
+
+use crate::cache::TokenCache;
+use crate::claims::{self, Principal};
+use crate::clock::Clock;
+use crate::config::Config;
+use crate::decision::{AllowReason, Allowed, Decision, Denial, DenyReason};
+use crate::issuer::{Issuer, Issuers};
+use crate::keys::{Key, MatchKind};
+use crate::metrics::{DecisionHandles, Listener, Metrics};
+use crate::routes::{Route, Routes, normalize_path};
+use crate::token::extract::{Headers, extract};
+use crate::token::jws;
+use crate::verify::{self, VerifiedToken};
+
+/// What a listener knows about the request being checked.
+#[derive(Debug)]
+pub struct RequestView<'a, H: ?Sized> {
+    /// The method of the request being authorized.
+    pub method: &'a str,
+    /// Its path (query string allowed; it is dropped for matching).
+    pub path: &'a str,
+    /// Its headers.
+    pub headers: &'a H,
+}
+
+/// A decision and what it rests on.
+#[derive(Debug, Clone)]
+pub struct Verdict {
+    /// The decision to encode.
+    pub decision: Decision,
+    /// The issuer that judged the token.
+    pub issuer: Option<Arc<str>>,
+    /// The key that verified it.
+    pub key: Option<Arc<Key>>,
+    /// How the key was found.
+    pub matched: Option<MatchKind>,
+    /// Answered from the verified-token cache.
+    pub cached: bool,
+    /// First 8 hex digits of the token's SHA-256.
+    pub fingerprint: Option<String>,
+}
+
+/// Everything a decision depends on that a config reload replaces at once.
+pub struct Policy {
+    /// The config it was built from.
+    pub config: Arc<Config>,
+    /// Issuers and their keys.
+    pub issuers: Issuers,
+    routes: Routes,
+    cache: TokenCache,
+    handles: [DecisionHandles; 4],
+    claim_headers: Vec<(Arc<str>, String)>,
+    claims_header: Option<Arc<str>>,
+    headers_to_remove: Arc<[Arc<str>]>,
+}
+
+/// The authorizer: the current policy, swapped atomically on reload.
+pub struct Authorizer {
+    policy: ArcSwap<Policy>,
+    clock: Arc<dyn Clock>,
+    metrics: Arc<Metrics>,
+}
+
+struct Judged {
+    decision: Decision,
+    issuer: Option<usize>,
+    key: Option<Arc<Key>>,
+    matched: Option<MatchKind>,
+    cached: bool,
+}
+
+// === impl Policy ===
+
+impl Policy {
+    /// Builds the policy of `config` over already-built issuers.
+    pub fn new(config: Arc<Config>, issuers: Vec<Issuer>, metrics: &Metrics) -> Self {
+        let issuers = Issuers::new(issuers);
+        let names: Vec<&str> = issuers.iter().map(|i| &*i.config.name).collect();
+        let reasons: Vec<(&str, &str)> = AllowReason::ALL
+            .iter()
+            .map(|r| ("allow", r.label()))
+            .chain(DenyReason::ALL.iter().map(|r| ("deny", r.label())))
+            .collect();
+        let handles = [
+            Listener::Proxy,
+            Listener::AuthzHttp,
+            Listener::AuthzGrpc,
+            Listener::Cli,
+        ]
+        .map(|l| metrics.decision_handles(l, &names, &reasons));
+        let claim_headers: Vec<(Arc<str>, String)> = config
+            .forward
+            .claim_headers
+            .iter()
+            .map(|(h, c)| (Arc::from(h.as_str()), c.clone()))
+            .collect();
+        let claims_header: Option<Arc<str>> =
+            config.forward.claims_header.as_deref().map(Arc::from);
+        let headers_to_remove: Arc<[Arc<str>]> = claim_headers
+            .iter()
+            .map(|(h, _)| h.clone())
+            .chain(claims_header.clone())
+            .collect();
+        let cache = TokenCache::new(
+            config.cache.max_entries,
+            config.cache.max_ttl,
+            metrics.cache(),
+        );
+        Self {
+            routes: Routes::new(&config.routes),
+            issuers,
+            cache,
+            handles,
+            claim_headers,
+            claims_header,
+            headers_to_remove,
+            config,
+        }
+    }
+
+    /// Header names that allowed requests must not carry from the client.
+    pub fn headers_to_remove(&self) -> &Arc<[Arc<str>]> {
+        &self.headers_to_remove
+    }
+
+    /// The verified-token cache.
+    pub fn cache(&self) -> &TokenCache {
+        &self.cache
+    }
+
+    fn forward_headers(&self, p: &Principal) -> Vec<(Arc<str>, String)> {
+        let mut out = Vec::with_capacity(self.claim_headers.len() + 1);
+        for (header, claim) in &self.claim_headers {
+            let value = match p.claims.get(claim.as_str()) {
+                None | Some(Value::Null) => continue,
+                Some(Value::String(s)) => s.clone(),
+                Some(Value::Array(list)) if list.iter().all(Value::is_string) => list
+                    .iter()
+                    .filter_map(Value::as_str)
+                    .collect::<Vec<_>>()
+                    .join(" "),
+                Some(other) => other.to_string(),
+            };
+            // A header value cannot carry control characters; drop rather than mangle.
+            if value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
+                out.push((header.clone(), value));
+            }
+        }
+        if let Some(h) = &self.claims_header {
+            out.push((h.clone(), p.payload_b64.to_string()));
+        }
+        out
+    }
+}
+
+impl std::fmt::Debug for Policy {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Policy")
+            .field("issuers", &self.issuers)
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl Authorizer ===
+
+impl Authorizer {
+    /// An authorizer starting with `policy`.
+    pub fn new(policy: Policy, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
+        Self {
+            policy: ArcSwap::from_pointee(policy),
+            clock,
+            metrics,
+        }
+    }
+
+    /// Swaps in a new policy (config reload); requests in flight finish on the old one.
+    pub fn replace(&self, policy: Policy) {
+        self.policy.store(Arc::new(policy));
+    }
+
+    /// The current policy.
+    pub fn policy(&self) -> Arc<Policy> {
+        self.policy.load_full()
+    }
+
+    /// The metrics registry.
+    pub fn metrics(&self) -> &Arc<Metrics> {
+        &self.metrics
+    }
+
+    /// The clock.
+    pub fn clock(&self) -> &Arc<dyn Clock> {
+        &self.clock
+    }
+
+    /// Decides one request.
+    pub async fn check<H: Headers + ?Sized + Sync>(
+        &self,
+        listener: Listener,
+        req: &RequestView<'_, H>,
+    ) -> Verdict {
+        let started = Instant::now();
+        let policy = self.policy.load_full();
+        let now = self.clock.now();
+        let path = normalize_path(req.path);
+        let route = policy.routes.pick(req.method, &path);
+
+        let mut fingerprint = None;
+        let judged = match extract(&policy.config.token, req.headers) {
+            Err(reason) => Judged::deny(reason.into(), None),
+            Ok(None) => match route {
+                Some(r) if r.config.allow_anonymous => Judged {
+                    decision: Decision::Allow(Allowed {
+                        reason: AllowReason::Anonymous,
+                        forward_headers: Vec::new(),
+                        headers_to_remove: policy.headers_to_remove.clone(),
+                        claims: None,
+                    }),
+                    issuer: None,
+                    key: None,
+                    matched: None,
+                    cached: false,
+                },
+                _ => Judged::deny(DenyReason::MissingToken.into(), None),
+            },
+            Ok(Some(token)) => {
+                let d = digest::digest(&digest::SHA256, token.as_bytes());
+                let mut hash = [0u8; 32];
+                hash.copy_from_slice(d.as_ref());
+                fingerprint = Some(hex4(&hash));
+                self.judge_token(&policy, route, token, hash, now).await
+            }
+        };
+
+        let listener_slot = listener as usize;
+        let issuer_slot = judged.issuer.map_or(0, |i| i + 1);
+        let reason_slot = match &judged.decision {
+            Decision::Allow(a) => a.reason as usize,
+            Decision::Deny(d) => AllowReason::ALL.len() + d.reason.index(),
+        };
+        policy.handles[listener_slot].record(
+            issuer_slot,
+            reason_slot,
+            started.elapsed().as_secs_f64(),
+        );
+        let issuer = judged
+            .issuer
+            .and_then(|i| policy.issuers.get(i))
+            .map(|i| i.config.name.clone());
+        tracing::debug!(
+            listener = listener.label(),
+            decision = if judged.decision.is_allowed() { "allow" } else { "deny" },
+            reason = judged.decision.label(),
+            issuer = issuer.as_deref().unwrap_or("-"),
+            key = judged.key.as_ref().map(|k| &*k.id).unwrap_or("-"),
+            cached = judged.cached,
+            token = fingerprint.as_deref().unwrap_or("-"),
+            "decision"
+        );
+        Verdict {
+            decision: judged.decision,
+            issuer,
+            key: judged.key,
+            matched: judged.matched,
+            cached: judged.cached,
+            fingerprint,
+        }
+    }
+
+    async fn judge_token(
+        &self,
+        policy: &Policy,
+        route: Option<&Route>,
+        token: &str,
+        hash: [u8; 32],
+        now: i64,
+    ) -> Judged {
+        let generation_of = |i: usize| policy.issuers.get(i).map_or(0, |i| i.keys.generation());
+        if let Some(entry) = policy.cache.get(&hash, generation_of, now) {
+            let p = &entry.principal;
+            p.key.stats.record_use(p.matched, now);
+            return Judged::allow_or_scope(policy, route, p, entry.forward_headers.clone(), true);
+        }
+        let jws = match jws::parse(token, policy.issuers.algorithms()) {
+            Ok(j) => j,
+            Err(reason) => return Judged::deny(reason.into(), None),
+        };
+        let issuer = match policy.issuers.pick(&jws.claims) {
+            Ok(i) => i,
+            Err(reason) => return Judged::deny(reason.into(), None),
+        };
+        let deny = |reason: DenyReason| Judged::deny(reason.into(), Some(issuer.index));
+        if !issuer.config.algorithms.contains(jws.alg) {
+            return deny(DenyReason::BadAlg);
+        }
+        let (verified, generation) = match self.verify(policy, issuer, jws).await {
+            Ok(v) => v,
+            Err(reason) => return deny(reason),
+        };
+        let principal = match claims::check(verified, issuer.index, &issuer.config, now) {
+            Ok(p) => p,
+            Err(reason) => return deny(reason),
+        };
+        principal.key.stats.record_use(principal.matched, now);
+        let forward = policy.forward_headers(&principal);
+        let principal = Arc::new(principal);
+        policy
+            .cache
+            .insert(hash, generation, principal.clone(), forward.clone(), now);
+        Judged::allow_or_scope(policy, route, &principal, forward, false)
+    }
+
+    /// Picks the key and verifies (SPEC §4 step 3): a known kid → that key only; an
+    /// unknown kid → one refetch, then the fallback; no kid → the fallback. Returns the
+    /// verified token and the ring generation it was verified under.
+    async fn verify<'t>(
+        &self,
+        policy: &Policy,
+        issuer: &Issuer,
+        jws: jws::Jws<'t>,
+    ) -> Result<(VerifiedToken<'t>, u64), DenyReason> {
+        let max = policy.config.fallback_max_keys;
+        let mut ring = issuer.keys.ring();
+        if !ring.loaded {
+            return Err(DenyReason::KeysUnavailable);
+        }
+        let Some(kid) = jws.kid.clone() else {
+            return verify::with_fallback(jws, &ring, max).map(|v| (v, ring.generation));
+        };
+        if let Some(indices) = ring.by_kid(&kid) {
+            return verify::with_kid(jws, &ring, indices).map(|v| (v, ring.generation));
+        }
+        let misses = &issuer.metrics.misses;
+        if issuer.keys.refetch_for_unknown_kid().await {
+            ring = issuer.keys.ring();
+            if let Some(indices) = ring.by_kid(&kid) {
+                let r = verify::with_kid(jws, &ring, indices).map(|v| (v, ring.generation));
+                misses[if r.is_ok() { 0 } else { 2 }].inc();
+                return r;
+            }
+        }
+        let r = verify::with_fallback(jws, &ring, max).map(|v| (v, ring.generation));
+        misses[if r.is_ok() { 1 } else { 2 }].inc();
+        r
+    }
+}
+
+impl std::fmt::Debug for Authorizer {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Authorizer").finish_non_exhaustive()
+    }
+}
+
+// === impl Judged ===
+
+impl Judged {
+    fn deny(denial: Denial, issuer: Option<usize>) -> Self {
+        Self {
+            decision: Decision::Deny(denial),
+            issuer,
+            key: None,
+            matched: None,
+            cached: false,
+        }
+    }
+
+    fn allow_or_scope(
+        policy: &Policy,
+        route: Option<&Route>,
+        p: &Arc<Principal>,
+        forward_headers: Vec<(Arc<str>, String)>,
+        cached: bool,
+    ) -> Self {
+        let scoped = match route {
+            Some(r) if !r.config.allow_anonymous => r.check_scopes(&p.scopes),
+            _ => Ok(()),
+        };
+        let decision = match scoped {
+            Ok(()) => Decision::Allow(Allowed {
+                reason: AllowReason::Ok,
+                forward_headers,
+                headers_to_remove: policy.headers_to_remove.clone(),
+                claims: Some(p.claims.clone()),
+            }),
+            Err(denial) => Decision::Deny(denial),
+        };
+        Self {
+            decision,
+            issuer: Some(p.issuer),
+            key: Some(p.key.clone()),
+            matched: Some(p.matched),
+            cached,
+        }
+    }
+}
+
+fn hex4(hash: &[u8; 32]) -> String {
+    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+}

@@ -1,0 +1,123 @@
+//! The verified-token cache: SHA-256 of the token → the checked [`Principal`]. An entry
+//! lives until the earlier of the token's `exp` and `cache.max_ttl`, and is used only
+//! while its issuer's key ring is still at the generation it was verified under, so a
+//! rotation, revocation or reload invalidates it before the next request. Bounded by
+//! `cache.max_entries` (0 turns it off).
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use moka::Expiry;
+use moka::sync::Cache;
+
+use crate::claims::Principal;
+use crate::metrics::CacheMetrics;
+
+/// A cached verification.
+#[derive(Debug)]
+pub struct Entry {
+    /// The issuer's ring generation it was verified under.
+    pub generation: u64,
+    /// The result.
+    pub principal: Arc<Principal>,
+    /// Forward headers computed from the claims.
+    pub forward_headers: Vec<(Arc<str>, String)>,
+    ttl: Duration,
+}
+
+/// The cache (or nothing, when turned off).
+pub struct TokenCache {
+    inner: Option<Cache<[u8; 32], Arc<Entry>>>,
+    max_ttl: Duration,
+    metrics: CacheMetrics,
+}
+
+struct EntryExpiry;
+
+// === impl TokenCache ===
+
+impl TokenCache {
+    /// A cache of at most `max_entries` entries, each living at most `max_ttl`.
+    pub fn new(max_entries: u64, max_ttl: Duration, metrics: CacheMetrics) -> Self {
+        let inner = (max_entries > 0 && !max_ttl.is_zero()).then(|| {
+            Cache::builder()
+                .max_capacity(max_entries)
+                .expire_after(EntryExpiry)
+                .build()
+        });
+        Self {
+            inner,
+            max_ttl,
+            metrics,
+        }
+    }
+
+    /// True when the cache is on.
+    pub fn enabled(&self) -> bool {
+        self.inner.is_some()
+    }
+
+    /// The entry for `hash`, if present, verified under `generation`, and not expired.
+    pub fn get(&self, hash: &[u8; 32], generation: impl Fn(usize) -> u64, now: i64) -> Option<Arc<Entry>> {
+        let cache = self.inner.as_ref()?;
+        let hit = cache.get(hash).filter(|e| {
+            e.generation == generation(e.principal.issuer) && e.principal.exp.is_none_or(|exp| now < exp)
+        });
+        if hit.is_some() {
+            self.metrics.hit.inc();
+        } else {
+            self.metrics.miss.inc();
+        }
+        hit
+    }
+
+    /// Stores a verification made under `generation`.
+    pub fn insert(
+        &self,
+        hash: [u8; 32],
+        generation: u64,
+        principal: Arc<Principal>,
+        forward_headers: Vec<(Arc<str>, String)>,
+        now: i64,
+    ) -> Option<Arc<Entry>> {
+        let cache = self.inner.as_ref()?;
+        let until_exp = principal
+            .exp
+            .map_or(self.max_ttl, |exp| Duration::from_secs(exp.saturating_sub(now).max(0) as u64));
+        let ttl = until_exp.min(self.max_ttl);
+        let entry = Arc::new(Entry {
+            generation,
+            principal,
+            forward_headers,
+            ttl,
+        });
+        if !ttl.is_zero() {
+            cache.insert(hash, entry.clone());
+        }
+        Some(entry)
+    }
+
+    /// Entries now (approximate; for tests and the inventory).
+    pub fn entry_count(&self) -> u64 {
+        self.inner.as_ref().map_or(0, |c| {
+            c.run_pending_tasks();
+            c.entry_count()
+        })
+    }
+}
+
+impl std::fmt::Debug for TokenCache {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("TokenCache")
+            .field("enabled", &self.enabled())
+            .finish_non_exhaustive()
+    }
+}
+
+// === impl EntryExpiry ===
+
+impl Expiry<[u8; 32], Arc<Entry>> for EntryExpiry {
+    fn expire_after_create(&self, _: &[u8; 32], value: &Arc<Entry>, _: Instant) -> Option<Duration> {
+        Some(value.ttl)
+    }
+}

@@ -1,0 +1,886 @@
+//! The PKCS#12 keystore key source, after PingGateway's `KeyStoreSecretStore`: it opens a
+//! keystore with its store password and publishes the entries an ordered alias mapping
+//! names, the first alias active and every alias valid. Entries may be private keys with
+//! their certificate chain (the leaf certificate's public key is used), trusted
+//! certificates, or HMAC secret keys. The keystore is re-read by content and password, so
+//! a rewritten file or a changed password reloads it; any problem (wrong password, an
+//! alias that is not in the file) fails the whole reload and the caller keeps the last good
+//! keys. Passwords and key bytes never appear in errors, logs or `Debug` output.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use aws_lc_rs::digest;
+use base64::Engine as _;
+use base64::alphabet;
+use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
+use p12_keystore::error::Error as P12Error;
+use p12_keystore::secret::SecretKeyType;
+use p12_keystore::{KeyStore, KeyStoreEntry, Pkcs12ImportPolicy};
+
+use super::files::read_limited;
+use super::{KeyMaterial, LoadedKey, SourceError, SourceKeys, SourceKind, Validity};
+use crate::config::{PasswordEncoding, PasswordSource};
+
+/// Standard base64 alphabet, padding optional (the SystemAndEnvSecretStore format).
+const PASSWORD_BASE64: GeneralPurpose = GeneralPurpose::new(
+    &alphabet::STANDARD,
+    GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
+);
+
+/// A PKCS#12 keystore with an alias mapping, and the digest of what it last loaded.
+pub struct KeystoreSource {
+    path: PathBuf,
+    password: PasswordSource,
+    encoding: PasswordEncoding,
+    aliases: Vec<String>,
+    env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    last_digest: Option<[u8; 32]>,
+}
+
+/// A store password. Deliberately neither `Debug` nor `Display`.
+struct Password(String);
+
+// === impl KeystoreSource ===
+
+impl KeystoreSource {
+    /// A keystore source publishing `aliases` (active first) from the PKCS#12 file at
+    /// `path`. `env` looks up environment variables (injected so tests never call
+    /// `set_var`).
+    pub fn new(
+        path: PathBuf,
+        password: PasswordSource,
+        encoding: PasswordEncoding,
+        aliases: Vec<String>,
+        env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    ) -> Self {
+        Self {
+            path,
+            password,
+            encoding,
+            aliases,
+            env,
+            last_digest: None,
+        }
+    }
+
+    /// The keystore file.
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    /// Reads the keystore. `Ok(None)`: file and password unchanged since the last
+    /// successful load.
+    pub fn reload(&mut self) -> Result<Option<SourceKeys>, SourceError> {
+        let bytes = read_limited(&self.path)?;
+        let password = self.password()?;
+        let sum = content_digest(&bytes, &password);
+        if self.last_digest == Some(sum) {
+            return Ok(None);
+        }
+        let keys = self.load(&bytes, &password)?;
+        self.last_digest = Some(sum);
+        Ok(Some(SourceKeys {
+            kind: SourceKind::Keystore,
+            keys,
+            fetched_at: None,
+        }))
+    }
+
+    /// The store password, from the environment or a file, decoded.
+    fn password(&self) -> Result<Password, SourceError> {
+        let (raw, origin) = match &self.password {
+            PasswordSource::Env(name) => {
+                let value = (self.env)(name).ok_or_else(|| {
+                    SourceError::Invalid(format!(
+                        "keystore {}: environment variable {name} (password_env) is not set",
+                        self.path.display()
+                    ))
+                })?;
+                (value, format!("environment variable {name}"))
+            }
+            PasswordSource::File(file) => {
+                let bytes = read_limited(file)?;
+                let origin = format!("password file {}", file.display());
+                let mut text = String::from_utf8(bytes).map_err(|_| {
+                    SourceError::Invalid(format!(
+                        "keystore {}: {origin} is not UTF-8",
+                        self.path.display()
+                    ))
+                })?;
+                if text.ends_with('\n') {
+                    text.pop();
+                    if text.ends_with('\r') {
+                        text.pop();
+                    }
+                }
+                (text, origin)
+            }
+        };
+        match self.encoding {
+            PasswordEncoding::Plain => Ok(Password(raw)),
+            PasswordEncoding::Base64 => {
+                // The decoder's error names the offending byte: never pass it on.
+                let bytes = PASSWORD_BASE64.decode(raw.trim()).map_err(|_| {
+                    SourceError::Invalid(format!(
+                        "keystore {}: {origin} is not base64 (password_encoding is \"base64\")",
+                        self.path.display()
+                    ))
+                })?;
+                let text = String::from_utf8(bytes).map_err(|_| {
+                    SourceError::Invalid(format!(
+                        "keystore {}: the base64 password in {origin} does not decode to UTF-8",
+                        self.path.display()
+                    ))
+                })?;
+                Ok(Password(text))
+            }
+        }
+    }
+
+    /// Opens the keystore and resolves every alias of the mapping, in order.
+    fn load(&self, bytes: &[u8], password: &Password) -> Result<Vec<LoadedKey>, SourceError> {
+        // Strict: the Java keystore model. A private key needs its certificate; a
+        // certificate that is not part of a key's chain is an entry only when it carries
+        // Java's trusted-certificate attribute (as `keytool -import` writes).
+        let store = KeyStore::from_pkcs12(bytes, &password.0, Pkcs12ImportPolicy::Strict)
+            .map_err(|e| open_error(&self.path, &e))?;
+        let mut keys = Vec::with_capacity(self.aliases.len());
+        for (index, alias) in self.aliases.iter().enumerate() {
+            let entry = find_entry(&store, alias, &self.path)?;
+            let (material, validity) = entry_material(entry).map_err(|reason| {
+                SourceError::Invalid(format!(
+                    "alias \"{alias}\" in {}: {reason}",
+                    self.path.display()
+                ))
+            })?;
+            keys.push(LoadedKey {
+                id: alias.clone(),
+                material: Arc::new(material),
+                alg: None,
+                foreign_alg: None,
+                for_verification: true,
+                validity,
+                active: index == 0,
+            });
+        }
+        Ok(keys)
+    }
+}
+
+impl fmt::Debug for KeystoreSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // The password source is a variable name or a file path, never the password.
+        f.debug_struct("KeystoreSource")
+            .field("path", &self.path)
+            .field("password", &self.password)
+            .field("encoding", &self.encoding)
+            .field("aliases", &self.aliases)
+            .finish_non_exhaustive()
+    }
+}
+
+/// SHA-256 over the file and the password, so a password change reloads too.
+fn content_digest(bytes: &[u8], password: &Password) -> [u8; 32] {
+    let mut ctx = digest::Context::new(&digest::SHA256);
+    ctx.update(&(bytes.len() as u64).to_be_bytes());
+    ctx.update(bytes);
+    ctx.update(password.0.as_bytes());
+    let mut sum = [0u8; 32];
+    sum.copy_from_slice(ctx.finish().as_ref());
+    sum
+}
+
+/// Why the PKCS#12 file did not open. The library's errors never hold the password.
+fn open_error(path: &Path, e: &P12Error) -> SourceError {
+    let reason = match e {
+        P12Error::UnsupportedEncryptionScheme
+        | P12Error::UnsupportedMacAlgorithm
+        | P12Error::UnsupportedContentType
+        | P12Error::UnsupportedCertificateType
+        | P12Error::InvalidParameters => "unsupported PKCS#12 protection or content",
+        _ => "wrong password or not a PKCS#12 file",
+    };
+    SourceError::Invalid(format!(
+        "cannot open keystore {}: {reason} ({e})",
+        path.display()
+    ))
+}
+
+/// The entry for `alias`: the exact name if present, else the one entry whose name equals
+/// it ignoring case (keytool lowercases aliases, OpenSSL keeps `-name` as given).
+fn find_entry<'a>(
+    store: &'a KeyStore,
+    alias: &str,
+    path: &Path,
+) -> Result<&'a KeyStoreEntry, SourceError> {
+    if let Some(entry) = store.entry(alias) {
+        return Ok(entry);
+    }
+    let wanted = alias.to_lowercase();
+    let mut hits = store
+        .entries()
+        .filter(|(name, _)| name.to_lowercase() == wanted);
+    match (hits.next(), hits.next()) {
+        (Some((_, entry)), None) => Ok(entry),
+        (Some((a, _)), Some((b, _))) => Err(SourceError::Invalid(format!(
+            "alias \"{alias}\" matches more than one entry of {} ignoring case ({}, {})",
+            path.display(),
+            a.escape_debug(),
+            b.escape_debug()
+        ))),
+        (None, _) => {
+            let names: Vec<String> = store
+                .entries()
+                .map(|(name, _)| name.escape_debug().to_string())
+                .collect();
+            let has = if names.is_empty() {
+                "it has no usable entries".to_string()
+            } else {
+                format!("it has: {}", names.join(", "))
+            };
+            Err(SourceError::Invalid(format!(
+                "alias \"{alias}\" is not in {} ({has})",
+                path.display()
+            )))
+        }
+    }
+}
+
+/// The verifying material of one entry, and its certificate's validity.
+fn entry_material(entry: &KeyStoreEntry) -> Result<(KeyMaterial, Option<Validity>), String> {
+    match entry {
+        KeyStoreEntry::PrivateKeyChain(chain) => {
+            let leaf = chain
+                .certs()
+                .first()
+                .ok_or_else(|| "the private key has no certificate".to_string())?;
+            let (material, validity) =
+                KeyMaterial::from_certificate_der(leaf.as_der()).map_err(|e| e.to_string())?;
+            Ok((material, Some(validity)))
+        }
+        KeyStoreEntry::Certificate(cert) => {
+            let (material, validity) =
+                KeyMaterial::from_certificate_der(cert.as_der()).map_err(|e| e.to_string())?;
+            Ok((material, Some(validity)))
+        }
+        KeyStoreEntry::Secret(secret) => match secret.key_type() {
+            SecretKeyType::HmacSha1
+            | SecretKeyType::HmacSha224
+            | SecretKeyType::HmacSha256
+            | SecretKeyType::HmacSha384
+            | SecretKeyType::HmacSha512 => {
+                let material = KeyMaterial::hmac(secret.key()).map_err(|e| e.to_string())?;
+                Ok((material, None))
+            }
+            other => Err(format!(
+                "a secret key of type {} is not an HMAC key",
+                secret_type_name(other)
+            )),
+        },
+    }
+}
+
+/// A secret key type's name, for errors.
+fn secret_type_name(t: SecretKeyType) -> String {
+    match t {
+        SecretKeyType::Unknown(oid) => format!("OID {oid}"),
+        known => format!("{known:?}"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::process::{Command, Stdio};
+    use std::sync::Mutex;
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use x509_parser::pem::parse_x509_pem;
+
+    use super::*;
+    use crate::alg::{Alg, Kty};
+
+    /// A unique temporary directory, removed when dropped (also when a test fails).
+    struct TempDir(PathBuf);
+
+    impl TempDir {
+        fn new(name: &str) -> Self {
+            static SEQ: AtomicU32 = AtomicU32::new(0);
+            let nanos = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.subsec_nanos())
+                .unwrap_or(0);
+            let dir = std::env::temp_dir().join(format!(
+                "tokengate-keystore-{name}-{}-{nanos}-{}",
+                std::process::id(),
+                SEQ.fetch_add(1, Ordering::Relaxed)
+            ));
+            std::fs::create_dir_all(&dir)
+                .unwrap_or_else(|e| panic!("cannot create {}: {e}", dir.display()));
+            Self(dir)
+        }
+
+        fn path(&self, file: &str) -> PathBuf {
+            self.0.join(file)
+        }
+    }
+
+    impl Drop for TempDir {
+        fn drop(&mut self) {
+            let _ = std::fs::remove_dir_all(&self.0);
+        }
+    }
+
+    /// Runs a tool in `dir`; a missing tool or a failure fails the test.
+    fn run(dir: &TempDir, program: &str, args: &[&str]) -> String {
+        let out = Command::new(program)
+            .args(args)
+            .current_dir(&dir.0)
+            .stdin(Stdio::null())
+            .output()
+            .unwrap_or_else(|e| {
+                panic!("cannot run {program} (these tests need keytool and openssl): {e}")
+            });
+        let text = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+        assert!(
+            out.status.success(),
+            "{program} {args:?} failed ({}): {text}",
+            out.status
+        );
+        text
+    }
+
+    /// `openssl req -x509 ...` as the PingGateway docs run it: k.key and cert.pem.
+    fn make_cert(dir: &TempDir) {
+        run(
+            dir,
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "rsa:2048",
+                "-nodes",
+                "-subj",
+                "/CN=ig.example.com",
+                "-keyout",
+                "k.key",
+                "-out",
+                "cert.pem",
+                "-days",
+                "365",
+            ],
+        );
+    }
+
+    /// `openssl pkcs12 -export ...` of k.key and cert.pem as `signature-key`.
+    fn export_p12(dir: &TempDir, out: &str, password: &str, extra: &[&str]) {
+        let pass = format!("pass:{password}");
+        let mut args = vec![
+            "pkcs12",
+            "-export",
+            "-in",
+            "cert.pem",
+            "-inkey",
+            "k.key",
+            "-out",
+            out,
+            "-passout",
+            &pass,
+            "-name",
+            "signature-key",
+        ];
+        args.extend_from_slice(extra);
+        run(dir, "openssl", &args);
+    }
+
+    /// `keytool -import -trustcacerts ...` of cert.pem as `verification-key`.
+    fn import_trusted(dir: &TempDir, store: &str, password: &str) {
+        run(
+            dir,
+            "keytool",
+            &[
+                "-import",
+                "-trustcacerts",
+                "-rfc",
+                "-noprompt",
+                "-alias",
+                "verification-key",
+                "-file",
+                "cert.pem",
+                "-keystore",
+                store,
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+                password,
+            ],
+        );
+    }
+
+    /// `keytool -importkeystore` of `src` into `dest` (same password).
+    fn import_keystore(dir: &TempDir, src: &str, dest: &str, password: &str) {
+        run(
+            dir,
+            "keytool",
+            &[
+                "-importkeystore",
+                "-srckeystore",
+                src,
+                "-srcstoretype",
+                "pkcs12",
+                "-srcstorepass",
+                password,
+                "-destkeystore",
+                dest,
+                "-deststoretype",
+                "pkcs12",
+                "-deststorepass",
+                password,
+                "-noprompt",
+            ],
+        );
+    }
+
+    fn env_with(vars: &[(&str, &str)]) -> Arc<dyn Fn(&str) -> Option<String> + Send + Sync> {
+        let map: HashMap<String, String> = vars
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        Arc::new(move |name| map.get(name).cloned())
+    }
+
+    /// A source whose password is the plain value of `KS_PASSWORD`.
+    fn plain_source(path: PathBuf, password: &str, aliases: &[&str]) -> KeystoreSource {
+        KeystoreSource::new(
+            path,
+            PasswordSource::Env("KS_PASSWORD".into()),
+            PasswordEncoding::Plain,
+            aliases.iter().map(|a| a.to_string()).collect(),
+            env_with(&[("KS_PASSWORD", password)]),
+        )
+    }
+
+    fn load(src: &mut KeystoreSource) -> SourceKeys {
+        match src.reload() {
+            Ok(Some(keys)) => keys,
+            Ok(None) => panic!("{}: unexpectedly unchanged", src.path().display()),
+            Err(e) => panic!("{}: {e}", src.path().display()),
+        }
+    }
+
+    fn load_err(src: &mut KeystoreSource) -> String {
+        match src.reload() {
+            Ok(k) => panic!("{}: expected an error, got {k:?}", src.path().display()),
+            Err(e) => e.to_string(),
+        }
+    }
+
+    /// The public key and validity of cert.pem, parsed independently.
+    fn cert_pem_material(dir: &TempDir) -> (KeyMaterial, Validity) {
+        let pem = std::fs::read(dir.path("cert.pem")).unwrap_or_else(|e| panic!("{e}"));
+        let (_, pem) = parse_x509_pem(&pem).unwrap_or_else(|e| panic!("{e}"));
+        KeyMaterial::from_certificate_der(&pem.contents).unwrap_or_else(|e| panic!("{e}"))
+    }
+
+    fn assert_signature_key(keys: &SourceKeys, dir: &TempDir) {
+        assert_eq!(keys.kind, SourceKind::Keystore);
+        assert!(keys.fetched_at.is_none());
+        assert_eq!(keys.keys.len(), 1);
+        let k = &keys.keys[0];
+        assert_eq!(k.id, "signature-key");
+        assert!(k.active);
+        assert!(k.for_verification);
+        assert!(k.alg.is_none() && k.foreign_alg.is_none());
+        assert_eq!(k.material.kty(), Kty::Rsa);
+        assert!(k.material.fits(Alg::RS256));
+        let (want, want_validity) = cert_pem_material(dir);
+        assert_eq!(k.material.thumbprint(), want.thumbprint());
+        let v = k.validity.unwrap_or_else(|| panic!("no validity"));
+        assert_eq!(v, want_validity);
+        let span = v.not_after - v.not_before;
+        assert!((span - 365 * 86_400).abs() <= 60, "validity spans {span}s");
+    }
+
+    /// 1. OpenSSL 3 defaults (PBES2 AES-256-CBC, PBKDF2-HMAC-SHA256, HMAC-SHA256 MAC):
+    /// a private key with its certificate, as the PingGateway docs create it.
+    #[test]
+    fn openssl_private_key_entry_loads_with_certificate_validity() {
+        let dir = TempDir::new("openssl");
+        make_cert(&dir);
+        export_p12(&dir, "ks.p12", "password", &[]);
+        let mut src = plain_source(dir.path("ks.p12"), "password", &["signature-key"]);
+        assert_signature_key(&load(&mut src), &dir);
+    }
+
+    /// 2. Legacy files: RC2-40 certificates and 3DES keys with a SHA-1 MAC
+    /// (`openssl pkcs12 -export -legacy`), and 3DES throughout.
+    #[test]
+    fn legacy_openssl_files_load() {
+        let dir = TempDir::new("legacy");
+        make_cert(&dir);
+        // OpenSSL 1.1 has no -legacy flag: its default is the legacy format.
+        let help = Command::new("openssl")
+            .args(["pkcs12", "-help"])
+            .output()
+            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
+        let help = format!(
+            "{}{}",
+            String::from_utf8_lossy(&help.stdout),
+            String::from_utf8_lossy(&help.stderr)
+        );
+        let legacy: &[&str] = if help.contains("-legacy") {
+            &["-legacy"]
+        } else {
+            &[]
+        };
+        export_p12(&dir, "legacy.p12", "password", legacy);
+        let info = run(
+            &dir,
+            "openssl",
+            &[
+                &["pkcs12", "-info", "-noout", "-in", "legacy.p12"],
+                legacy,
+                &["-passin", "pass:password"],
+            ]
+            .concat(),
+        );
+        assert!(info.contains("RC2"), "not an RC2 file: {info}");
+        let mut src = plain_source(dir.path("legacy.p12"), "password", &["signature-key"]);
+        assert_signature_key(&load(&mut src), &dir);
+
+        export_p12(
+            &dir,
+            "3des.p12",
+            "password",
+            &[
+                "-keypbe",
+                "PBE-SHA1-3DES",
+                "-certpbe",
+                "PBE-SHA1-3DES",
+                "-macalg",
+                "sha1",
+            ],
+        );
+        let mut src = plain_source(dir.path("3des.p12"), "password", &["signature-key"]);
+        assert_signature_key(&load(&mut src), &dir);
+    }
+
+    /// An EC P-256 key pair exported by OpenSSL loads as an EC key.
+    #[test]
+    fn ec_private_key_entry_loads() {
+        let dir = TempDir::new("ec");
+        run(
+            &dir,
+            "openssl",
+            &[
+                "req",
+                "-x509",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:P-256",
+                "-nodes",
+                "-subj",
+                "/CN=ig.example.com",
+                "-keyout",
+                "k.key",
+                "-out",
+                "cert.pem",
+                "-days",
+                "30",
+            ],
+        );
+        export_p12(&dir, "ec.p12", "password", &[]);
+        let mut src = plain_source(dir.path("ec.p12"), "password", &["signature-key"]);
+        let keys = load(&mut src);
+        assert_eq!(keys.keys[0].material.kty(), Kty::Ec);
+        assert!(keys.keys[0].material.fits(Alg::ES256));
+        assert_eq!(
+            keys.keys[0].material.thumbprint(),
+            cert_pem_material(&dir).0.thumbprint()
+        );
+    }
+
+    /// 3. keytool secret keys (`-genseckey -keyalg HmacSHA512 -keysize 512`) load as HMAC.
+    #[test]
+    fn keytool_hmac_secret_key_loads() {
+        let dir = TempDir::new("seckey");
+        run(
+            &dir,
+            "keytool",
+            &[
+                "-genseckey",
+                "-alias",
+                "symmetric-key",
+                "-keyalg",
+                "HmacSHA512",
+                "-keysize",
+                "512",
+                "-keystore",
+                "sym.p12",
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+                "password",
+            ],
+        );
+        let mut src = plain_source(dir.path("sym.p12"), "password", &["symmetric-key"]);
+        let keys = load(&mut src);
+        assert_eq!(keys.keys.len(), 1);
+        let k = &keys.keys[0];
+        assert_eq!(k.id, "symmetric-key");
+        assert!(k.active);
+        assert_eq!(k.material.kty(), Kty::Oct);
+        assert!(k.material.fits(Alg::HS512));
+        assert!(k.material.fits(Alg::HS256));
+        assert!(!k.material.fits(Alg::RS256));
+        assert!(k.validity.is_none());
+    }
+
+    /// 4. A trusted-certificate entry (`keytool -import -trustcacerts`) loads with
+    /// cert.pem's public key and validity.
+    #[test]
+    fn keytool_trusted_certificate_entry_loads() {
+        let dir = TempDir::new("trusted");
+        make_cert(&dir);
+        import_trusted(&dir, "trust.p12", "password");
+        let mut src = plain_source(dir.path("trust.p12"), "password", &["verification-key"]);
+        let keys = load(&mut src);
+        assert_eq!(keys.keys.len(), 1);
+        let k = &keys.keys[0];
+        assert_eq!(k.id, "verification-key");
+        assert_eq!(k.material.kty(), Kty::Rsa);
+        let (want, validity) = cert_pem_material(&dir);
+        assert_eq!(k.material.thumbprint(), want.thumbprint());
+        assert_eq!(k.validity, Some(validity));
+    }
+
+    /// 5. After `keytool -importkeystore`, the mapping order is the output order (first
+    /// active), and aliases match ignoring case (the id is the alias as configured).
+    #[test]
+    fn mapping_order_and_case_insensitive_aliases() {
+        let dir = TempDir::new("mapping");
+        make_cert(&dir);
+        export_p12(&dir, "ks.p12", "password", &[]);
+        import_trusted(&dir, "trust.p12", "password");
+        import_keystore(&dir, "ks.p12", "trust.p12", "password");
+
+        let mut src = plain_source(
+            dir.path("trust.p12"),
+            "password",
+            &["verification-key", "signature-key"],
+        );
+        let keys = load(&mut src);
+        let ids: Vec<&str> = keys.keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["verification-key", "signature-key"]);
+        assert!(keys.keys[0].active);
+        assert!(!keys.keys[1].active);
+        assert!(keys.keys.iter().all(|k| k.for_verification));
+
+        let mut src = plain_source(
+            dir.path("trust.p12"),
+            "password",
+            &["signature-key", "verification-key"],
+        );
+        let keys = load(&mut src);
+        let ids: Vec<&str> = keys.keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["signature-key", "verification-key"]);
+        assert!(keys.keys[0].active && !keys.keys[1].active);
+
+        let mut src = plain_source(dir.path("trust.p12"), "password", &["SIGNATURE-KEY"]);
+        let keys = load(&mut src);
+        assert_eq!(keys.keys.len(), 1);
+        assert_eq!(keys.keys[0].id, "SIGNATURE-KEY");
+        assert_eq!(
+            keys.keys[0].material.thumbprint(),
+            cert_pem_material(&dir).0.thumbprint()
+        );
+    }
+
+    /// 6. An alias deleted from the file fails the reload with an error naming it and
+    /// listing what the file has, never the password.
+    #[test]
+    fn deleted_alias_fails_reload_without_echoing_the_password() {
+        const PW: &str = "s3cr3t-Pa55";
+        let dir = TempDir::new("delete");
+        make_cert(&dir);
+        export_p12(&dir, "ks.p12", PW, &[]);
+        import_trusted(&dir, "trust.p12", PW);
+        import_keystore(&dir, "ks.p12", "trust.p12", PW);
+        let mut src = plain_source(
+            dir.path("trust.p12"),
+            PW,
+            &["verification-key", "signature-key"],
+        );
+        assert_eq!(load(&mut src).keys.len(), 2);
+
+        run(
+            &dir,
+            "keytool",
+            &[
+                "-delete",
+                "-alias",
+                "signature-key",
+                "-keystore",
+                "trust.p12",
+                "-storepass",
+                PW,
+                "-storetype",
+                "PKCS12",
+            ],
+        );
+        let err = load_err(&mut src);
+        assert!(
+            err.contains("alias \"signature-key\" is not in"),
+            "unexpected error: {err}"
+        );
+        assert!(err.contains("it has: verification-key"), "{err}");
+        assert!(err.contains("trust.p12"), "{err}");
+        assert!(!err.contains(PW), "the error echoes the password: {err}");
+        // Still failing (the last good digest is kept, nothing half-loaded).
+        assert!(src.reload().is_err());
+        assert!(!format!("{src:?}").contains(PW));
+    }
+
+    /// 7. Password encodings and sources: base64 via the environment (padding optional,
+    /// whitespace trimmed), plain via a file; a missing variable, bad base64 or a wrong
+    /// password fail without echoing the value. A password change reloads.
+    #[test]
+    fn password_sources_and_encodings() {
+        let dir = TempDir::new("password");
+        make_cert(&dir);
+        export_p12(&dir, "ks.p12", "password", &[]);
+        let aliases = vec!["signature-key".to_string()];
+        let env_source = |encoding, value: &str| {
+            KeystoreSource::new(
+                dir.path("ks.p12"),
+                PasswordSource::Env("KEYSTORE_SECRET_ID".into()),
+                encoding,
+                aliases.clone(),
+                env_with(&[("KEYSTORE_SECRET_ID", value)]),
+            )
+        };
+
+        for value in ["cGFzc3dvcmQ=", "cGFzc3dvcmQ", " cGFzc3dvcmQ=\n"] {
+            let mut src = env_source(PasswordEncoding::Base64, value);
+            assert_signature_key(&load(&mut src), &dir);
+        }
+
+        std::fs::write(dir.path("pw.txt"), "password\n").unwrap_or_else(|e| panic!("{e}"));
+        let mut src = KeystoreSource::new(
+            dir.path("ks.p12"),
+            PasswordSource::File(dir.path("pw.txt")),
+            PasswordEncoding::Plain,
+            aliases.clone(),
+            env_with(&[]),
+        );
+        assert_signature_key(&load(&mut src), &dir);
+
+        let mut src = KeystoreSource::new(
+            dir.path("ks.p12"),
+            PasswordSource::Env("KEYSTORE_SECRET_ID".into()),
+            PasswordEncoding::Base64,
+            aliases.clone(),
+            env_with(&[("OTHER", "cGFzc3dvcmQ=")]),
+        );
+        let err = load_err(&mut src);
+        assert!(err.contains("KEYSTORE_SECRET_ID"), "{err}");
+
+        let mut src = env_source(PasswordEncoding::Base64, "n0t*base64%");
+        let err = load_err(&mut src);
+        assert!(
+            err.contains("KEYSTORE_SECRET_ID") && err.contains("base64"),
+            "{err}"
+        );
+        assert!(!err.contains("n0t*base64%"), "{err}");
+
+        const WRONG: &str = "Wr0ng-Pa55word";
+        let mut src = env_source(PasswordEncoding::Plain, WRONG);
+        let err = load_err(&mut src);
+        assert!(err.contains("wrong password"), "{err}");
+        assert!(!err.contains(WRONG), "the error echoes the password: {err}");
+
+        // Base64 of the wrong password: neither the encoded nor the decoded value leaks.
+        let encoded = base64::engine::general_purpose::STANDARD.encode(WRONG);
+        let mut src = env_source(PasswordEncoding::Base64, &encoded);
+        let err = load_err(&mut src);
+        assert!(!err.contains(WRONG) && !err.contains(&encoded), "{err}");
+
+        // The password is part of the digest: changing it reloads (here: fails), and
+        // changing it back to the last good one is "unchanged".
+        let current = Arc::new(Mutex::new("password".to_string()));
+        let lookup = current.clone();
+        let mut src = KeystoreSource::new(
+            dir.path("ks.p12"),
+            PasswordSource::Env("KS".into()),
+            PasswordEncoding::Plain,
+            aliases.clone(),
+            Arc::new(move |_| Some(crate::keys::lock(&lookup).clone())),
+        );
+        load(&mut src);
+        *crate::keys::lock(&current) = WRONG.to_string();
+        assert!(src.reload().is_err());
+        *crate::keys::lock(&current) = "password".to_string();
+        assert!(matches!(src.reload(), Ok(None)));
+    }
+
+    /// 8. An unchanged file is not re-parsed; a rewritten one is.
+    #[test]
+    fn unchanged_file_reloads_as_none() {
+        let dir = TempDir::new("unchanged");
+        make_cert(&dir);
+        import_trusted(&dir, "trust.p12", "password");
+        let mut src = plain_source(dir.path("trust.p12"), "password", &["verification-key"]);
+        load(&mut src);
+        assert!(matches!(src.reload(), Ok(None)));
+        assert!(matches!(src.reload(), Ok(None)));
+
+        export_p12(&dir, "ks.p12", "password", &[]);
+        import_keystore(&dir, "ks.p12", "trust.p12", "password");
+        assert_eq!(load(&mut src).keys.len(), 1);
+        assert!(matches!(src.reload(), Ok(None)));
+    }
+
+    /// A missing file, a non-PKCS#12 file and a non-HMAC secret key are errors.
+    #[test]
+    fn unusable_files_and_entries_are_errors() {
+        let dir = TempDir::new("unusable");
+        let mut src = plain_source(dir.path("missing.p12"), "password", &["a"]);
+        assert!(matches!(src.reload(), Err(SourceError::Read { .. })));
+
+        std::fs::write(dir.path("junk.p12"), b"not a keystore").unwrap_or_else(|e| panic!("{e}"));
+        let mut src = plain_source(dir.path("junk.p12"), "password", &["a"]);
+        let err = load_err(&mut src);
+        assert!(err.contains("not a PKCS#12 file"), "{err}");
+
+        run(
+            &dir,
+            "keytool",
+            &[
+                "-genseckey",
+                "-alias",
+                "aes-key",
+                "-keyalg",
+                "AES",
+                "-keysize",
+                "256",
+                "-keystore",
+                "aes.p12",
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+                "password",
+            ],
+        );
+        let mut src = plain_source(dir.path("aes.p12"), "password", &["aes-key"]);
+        let err = load_err(&mut src);
+        assert!(err.contains("not an HMAC key"), "{err}");
+    }
+}

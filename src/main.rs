@@ -1,0 +1,144 @@
+//! The `tokengate` binary: parses the command line, sets up logging, runs one command
+//! and maps its outcome to the exit code (0 ok/allowed, 1 denied/failed, 2 usage or
+//! config error).
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use tokengate::cmd::{self, Exit};
+
+/// Validates OAuth 2.0 bearer access tokens (JWTs) in front of APIs.
+#[derive(Debug, Parser)]
+#[command(name = "tokengate", version, about)]
+struct Cli {
+    /// Log format.
+    #[arg(long, global = true, value_enum, default_value = "text")]
+    log_format: LogFormat,
+    /// Log level filter (e.g. info, debug, tokengate=debug).
+    #[arg(long, global = true, default_value = "info", env = "TOKENGATE_LOG")]
+    log_level: String,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run the sidecar.
+    Serve {
+        /// Config file (else TOKENGATE_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Run the embedded demo on loopback and print a token and curl lines.
+    Demo {
+        /// Address of the authz_http listener.
+        #[arg(long, default_value = "127.0.0.1:8181")]
+        authz_http: SocketAddr,
+        /// Address of the admin listener.
+        #[arg(long, default_value = "127.0.0.1:9464")]
+        admin: SocketAddr,
+    },
+    /// Parse the config, load every key source once, print the key inventory.
+    CheckConfig {
+        /// Config file (else TOKENGATE_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+    },
+    /// Validate one token offline; exit 0 allowed, 1 denied.
+    Verify {
+        /// Config file (else TOKENGATE_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// The token, or - (default) to read it from standard input.
+        token: Option<String>,
+        /// Method of the request to authorize.
+        #[arg(long, default_value = "GET")]
+        method: String,
+        /// Path of the request to authorize.
+        #[arg(long, default_value = "/")]
+        path: String,
+        /// Judge the token as if it were this Unix time.
+        #[arg(long)]
+        now: Option<i64>,
+    },
+    /// Print the key inventory.
+    Keys {
+        /// Config file (else TOKENGATE_CONFIG).
+        #[arg(long)]
+        config: Option<PathBuf>,
+        /// Read the inventory of a running instance (its admin URL) instead.
+        #[arg(long, conflicts_with = "config")]
+        admin: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logging(cli.log_format, &cli.log_level);
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .thread_name("tokengate")
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(Exit::Usage as u8);
+        }
+    };
+    let env = cmd::process_env();
+    let exit = runtime.block_on(async move {
+        match cli.command {
+            Command::Serve { config } => cmd::serve::run(config, env).await,
+            Command::Demo { authz_http, admin } => cmd::demo::run(authz_http, admin, env).await,
+            Command::CheckConfig { config } => cmd::check_config::run(config, env).await,
+            Command::Verify {
+                config,
+                token,
+                method,
+                path,
+                now,
+            } => {
+                let args = cmd::verify::Args {
+                    config,
+                    token,
+                    method,
+                    path,
+                    now,
+                };
+                cmd::verify::run(args, env).await
+            }
+            Command::Keys {
+                config,
+                admin,
+                json,
+            } => cmd::keys::run(config, admin, json, env).await,
+        }
+    });
+    // Background refresh loops may still be sleeping; do not wait for them.
+    runtime.shutdown_timeout(std::time::Duration::from_millis(100));
+    ExitCode::from(exit as u8)
+}
+
+fn init_logging(format: LogFormat, level: &str) {
+    let filter = tracing_subscriber::EnvFilter::try_new(level)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
+    match format {
+        LogFormat::Json => builder.json().flatten_event(true).init(),
+        LogFormat::Text => builder.init(),
+    }
+}
