@@ -55,11 +55,15 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     else {
         return Err(DenyReason::Malformed);
     };
-    if h.is_empty() || p.is_empty() || s.is_empty() {
+    if h.is_empty() || p.is_empty() {
         return Err(DenyReason::Malformed);
     }
     let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| DenyReason::Malformed)?;
+    // `alg` first: `none` (whose signature is empty) is a bad algorithm, not a shape error.
     let alg = header_alg(&header_bytes, allowed)?;
+    if s.is_empty() {
+        return Err(DenyReason::Malformed);
+    }
     let header: RawHeader =
         serde_json::from_slice(&header_bytes).map_err(|_| DenyReason::Malformed)?;
     let kid = optional_string(header.kid)?;

@@ -1,0 +1,154 @@
+//! `authz_http` of a running `tokengate serve` (the built binary on loopback): statuses,
+//! RFC 6750 challenges, forward headers and the headers-to-remove list, forward-auth
+//! method/URI overrides, and the admin endpoints.
+
+use serde_json::json;
+
+use crate::support::{TempDir, Tokengate, fixture_issuer, http, token};
+
+fn config() -> serde_json::Value {
+    json!({
+        "issuers": [fixture_issuer()],
+        "routes": [
+            {"path_prefix": "/public", "allow_anonymous": true},
+            {"path_prefix": "/orders", "methods": ["POST"], "scopes_all": ["orders:write"]}
+        ],
+        "forward": {"claim_headers": {"x-auth-subject": "sub", "x-auth-scopes": "scope"},
+                    "claims_header": "x-auth-claims"}
+    })
+}
+
+#[test]
+fn answers_with_rfc6750_statuses_and_challenges() {
+    let dir = TempDir::new("http-checks");
+    let tg = Tokengate::start(&dir, config());
+    tg.wait_ready();
+
+    let r = tg.check("GET", "/orders", &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"tokengate\""));
+
+    let r = tg.check_token("/orders", &token("EXPIRED"));
+    assert_eq!(r.status, 401);
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has expired\"")
+    );
+    let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    assert_eq!(body["error"], "expired");
+
+    let auth = format!("Bearer {}", token("SCOPE_READ_ONLY"));
+    let r = tg.check("POST", "/orders", &[("authorization", &auth)]);
+    assert_eq!(r.status, 403);
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.contains("error=\"insufficient_scope\"") && v.ends_with("scope=\"orders:write\"")),
+        "{:?}",
+        r.header("www-authenticate")
+    );
+
+    let a = format!("Bearer {}", token("GOOD_RS256"));
+    let r = tg.check("GET", "/orders", &[("authorization", &a), ("authorization", &a)]);
+    assert_eq!(r.status, 400);
+    assert!(r.header("www-authenticate").is_some_and(|v| v.contains("error=\"invalid_request\"")));
+
+    // The scheme is case-insensitive (RFC 9110 §11.1).
+    let lower = format!("bearer {}", token("GOOD_RS256"));
+    assert_eq!(tg.check("GET", "/orders", &[("authorization", &lower)]).status, 200);
+}
+
+#[test]
+fn allows_with_forward_headers_and_headers_to_remove() {
+    let dir = TempDir::new("http-allow");
+    let tg = Tokengate::start(&dir, config());
+    tg.wait_ready();
+    let r = tg.check_token("/orders/42", &token("GOOD_ES256"));
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(r.header("x-auth-subject"), Some("alice"));
+    assert_eq!(r.header("x-auth-scopes"), Some("orders:read orders:write"));
+    let claims_b64 = r.header("x-auth-claims").unwrap_or_default();
+    let payload = token("GOOD_ES256").split('.').nth(1).unwrap_or_default().to_string();
+    assert_eq!(claims_b64, payload, "claims header carries the verified payload");
+    assert_eq!(
+        r.header("x-envoy-auth-headers-to-remove"),
+        Some("x-auth-scopes,x-auth-subject,x-auth-claims")
+    );
+
+    // Anonymous route: allowed without a token, and still told to strip spoofed headers.
+    let r = tg.check("GET", "/public/x", &[("x-auth-subject", "mallory")]);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-auth-subject"), None);
+    assert!(r.header("x-envoy-auth-headers-to-remove").is_some_and(|v| v.contains("x-auth-subject")));
+}
+
+#[test]
+fn forward_auth_headers_override_method_and_path() {
+    let dir = TempDir::new("http-forward-auth");
+    let tg = Tokengate::start(&dir, config());
+    tg.wait_ready();
+    let auth = format!("Bearer {}", token("SCOPE_READ_ONLY"));
+    // Traefik ForwardAuth: the check request is GET /, the original was POST /orders.
+    let r = tg.check(
+        "GET",
+        "/",
+        &[("authorization", &auth), ("x-forwarded-method", "POST"), ("x-forwarded-uri", "/orders?x=1")],
+    );
+    assert_eq!(r.status, 403);
+    // nginx auth_request: X-Original-URI on an anonymous path.
+    let r = tg.check("GET", "/auth", &[("x-original-uri", "/public/page")]);
+    assert_eq!(r.status, 200);
+    // Dot segments do not escape into an anonymous prefix.
+    let r = tg.check("GET", "/public/../orders", &[]);
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn admin_reports_health_readiness_keys_and_metrics() {
+    let dir = TempDir::new("http-admin");
+    let tg = Tokengate::start(&dir, config());
+    tg.wait_ready();
+    assert_eq!(http::get(tg.admin, "/healthz").map(|r| r.status), Some(200));
+    assert_eq!(tg.check_token("/x", &token("GOOD_RS256")).status, 200);
+    assert_eq!(tg.check_token("/x", &token("NO_KID_ES256")).status, 200);
+    let keys = tg.keys();
+    let list = keys["keys"].as_array().cloned().unwrap_or_default();
+    let find = |id: &str| list.iter().find(|k| k["key"] == id).cloned().unwrap_or_default();
+    assert_eq!(list.len(), 7, "six JWKS keys and the PEM certificate: {keys}");
+    assert_eq!(find("rsa-1")["validations"], 1);
+    assert_eq!(find("ec-p256")["validations_by_match"]["fallback"], 1);
+    assert_eq!(find("pem-1")["not_after"], "2099-12-31T23:59:59Z");
+    assert!(find("rsa-1")["last_used"].is_string());
+    assert!(find("rsa-2")["last_used"].is_null());
+    for k in &list {
+        let text = k.to_string();
+        assert!(!text.contains("\"n\"") && !text.contains("\"k\""), "no key material in /keys: {text}");
+    }
+    let m = tg.metrics();
+    assert_eq!(
+        m.value("tokengate_decisions_total", &[("issuer", "main"), ("listener", "authz_http"), ("reason", "ok")]),
+        Some(2.0)
+    );
+    assert_eq!(
+        m.value(
+            "tokengate_key_verifications_total",
+            &[("key", "ec-p256"), ("match", "fallback"), ("result", "ok")]
+        ),
+        Some(1.0)
+    );
+    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").unwrap_or_else(|| panic!("refresh"));
+    assert_eq!(r.status, 202);
+}
+
+#[test]
+fn keys_unavailable_is_503_and_not_ready() {
+    let dir = TempDir::new("http-unavailable");
+    let cfg = json!({
+        "issuers": [{"name": "down", "issuer": "https://issuer.example",
+                     "key_sources": [{"jwks_uri": format!("http://{}/jwks.json", crate::support::free_addr()), "timeout": "1s"}]}]
+    });
+    let tg = Tokengate::start(&dir, cfg);
+    assert_eq!(http::get(tg.admin, "/readyz").map(|r| r.status), Some(503));
+    let r = tg.check_token("/x", &token("GOOD_RS256"));
+    assert_eq!(r.status, 503);
+    assert_eq!(r.header("www-authenticate"), None);
+}
