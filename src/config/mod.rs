@@ -313,10 +313,21 @@ impl Config {
         let de = &mut serde_json::Deserializer::from_slice(bytes);
         let raw: RawConfig = serde_path_to_error::deserialize(de).map_err(|e| {
             let path = e.path().to_string();
+            let reason = e.into_inner().to_string();
+            // serde reports a missing field at its parent's path: name the field itself.
+            let missing = reason
+                .strip_prefix("missing field `")
+                .and_then(|r| r.split('`').next());
+            let field = match (path.as_str(), missing) {
+                (".", Some(name)) => name.to_string(),
+                (".", None) => "-".to_string(),
+                (p, Some(name)) => format!("{p}.{name}"),
+                (p, None) => p.to_string(),
+            };
             ConfigError {
                 file: file.to_path_buf(),
-                field: if path == "." { "-".into() } else { path },
-                reason: e.into_inner().to_string(),
+                field,
+                reason,
             }
         })?;
         Config::from_raw(file, raw)

@@ -16,8 +16,8 @@ use base64::Engine as _;
 use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use p12_keystore::error::Error as P12Error;
-use p12_keystore::secret::SecretKeyType;
-use p12_keystore::{KeyStore, KeyStoreEntry, Pkcs12ImportPolicy};
+use p12_keystore::secret::{Secret, SecretKeyType};
+use p12_keystore::{Certificate, Pkcs12Archive};
 
 use super::files::read_limited;
 use super::{KeyMaterial, LoadedKey, SourceError, SourceKeys, SourceKind, Validity};
@@ -141,14 +141,12 @@ impl KeystoreSource {
 
     /// Opens the keystore and resolves every alias of the mapping, in order.
     fn load(&self, bytes: &[u8], password: &Password) -> Result<Vec<LoadedKey>, SourceError> {
-        // Strict: the Java keystore model. A private key needs its certificate; a
-        // certificate that is not part of a key's chain is an entry only when it carries
-        // Java's trusted-certificate attribute (as `keytool -import` writes).
-        let store = KeyStore::from_pkcs12(bytes, &password.0, Pkcs12ImportPolicy::Strict)
+        let archive = Pkcs12Archive::from_pkcs12(bytes, &password.0)
             .map_err(|e| open_error(&self.path, &e))?;
+        let entries = java_entries(&archive);
         let mut keys = Vec::with_capacity(self.aliases.len());
         for (index, alias) in self.aliases.iter().enumerate() {
-            let entry = find_entry(&store, alias, &self.path)?;
+            let entry = find_entry(&entries, alias, &self.path)?;
             let (material, validity) = entry_material(entry).map_err(|reason| {
                 SourceError::Invalid(format!(
                     "alias \"{alias}\" in {}: {reason}",
@@ -208,35 +206,102 @@ fn open_error(path: &Path, e: &P12Error) -> SourceError {
     ))
 }
 
-/// The entry for `alias`: the exact name if present, else the one entry whose name equals
-/// it ignoring case (keytool lowercases aliases, OpenSSL keeps `-name` as given).
-fn find_entry<'a>(
-    store: &'a KeyStore,
+/// One keystore entry as Java's PKCS12 keystore (and so PingGateway) sees it.
+enum Entry<'a> {
+    /// A private key; its leaf certificate (if the file has it) holds the public key.
+    PrivateKey(Option<&'a Certificate>),
+    /// A trusted certificate.
+    TrustedCert(&'a Certificate),
+    /// A secret key.
+    Secret(&'a Secret),
+}
+
+/// The archive's entries with their aliases, in Java's model: every private key (with the
+/// certificate of the same `localKeyID` as its leaf), every certificate that carries
+/// Java's trusted-certificate attribute, and every secret key. Other certificates (CA
+/// certificates of a key's chain) are not entries.
+///
+/// Unlike `p12_keystore::KeyStore`'s strict import, a trusted certificate that also has a
+/// `localKeyID` stays an entry: keytool writes one (`01`) when it rewrites a store that
+/// held exactly one private key (e.g. `keytool -delete` of that key).
+fn java_entries(archive: &Pkcs12Archive) -> Vec<(String, Entry<'_>)> {
+    let mut entries = Vec::new();
+    let single_key = archive.keys.len() == 1;
+    for key in &archive.keys {
+        let leaf = match &key.local_key_id {
+            Some(id) => {
+                let mut same_id = archive
+                    .certs
+                    .iter()
+                    .filter(|c| c.local_key_id.as_deref().is_some_and(|k| k == id.as_ref()));
+                let first = same_id.clone().next();
+                same_id.find(|c| !c.trusted).or(first)
+            }
+            // Java's workaround for files without localKeyIDs: with one private key, the
+            // certificates without an ID are its chain (the first is the leaf).
+            None if single_key => archive
+                .certs
+                .iter()
+                .find(|c| c.local_key_id.is_none() && !c.trusted),
+            None => None,
+        };
+        let alias = key
+            .friendly_name
+            .clone()
+            .or_else(|| leaf.map(|c| c.cert.subject().to_string()))
+            .or_else(|| key.local_key_id.as_ref().map(|id| hex(id.as_ref())))
+            .unwrap_or_default();
+        entries.push((alias, Entry::PrivateKey(leaf.map(|c| &c.cert))));
+    }
+    for cert in archive.certs.iter().filter(|c| c.trusted) {
+        let alias = cert
+            .friendly_name
+            .clone()
+            .unwrap_or_else(|| cert.cert.subject().to_string());
+        entries.push((alias, Entry::TrustedCert(&cert.cert)));
+    }
+    for secret in &archive.secrets {
+        let alias = secret
+            .friendly_name
+            .clone()
+            .unwrap_or_else(|| hex(secret.key.local_key_id().as_ref()));
+        entries.push((alias, Entry::Secret(&secret.key)));
+    }
+    entries
+}
+
+/// Lower-case hex, for entries without a friendly name.
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// The entry for `alias`: the one whose name is exactly `alias`, else the one whose name
+/// equals it ignoring case (keytool lowercases aliases, OpenSSL keeps `-name` as given).
+/// Two candidates at the same level are an error rather than a guess.
+fn find_entry<'e, 'a>(
+    entries: &'e [(String, Entry<'a>)],
     alias: &str,
     path: &Path,
-) -> Result<&'a KeyStoreEntry, SourceError> {
-    if let Some(entry) = store.entry(alias) {
-        return Ok(entry);
-    }
+) -> Result<&'e Entry<'a>, SourceError> {
     let wanted = alias.to_lowercase();
-    let mut hits = store
-        .entries()
-        .filter(|(name, _)| name.to_lowercase() == wanted);
-    match (hits.next(), hits.next()) {
-        (Some((_, entry)), None) => Ok(entry),
-        (Some((a, _)), Some((b, _))) => Err(SourceError::Invalid(format!(
-            "alias \"{alias}\" matches more than one entry of {} ignoring case ({}, {})",
-            path.display(),
-            a.escape_debug(),
-            b.escape_debug()
-        ))),
-        (None, _) => {
-            let names: Vec<String> = store
-                .entries()
+    let exact: Vec<_> = entries.iter().filter(|(name, _)| name == alias).collect();
+    let hits = if exact.is_empty() {
+        entries
+            .iter()
+            .filter(|(name, _)| name.to_lowercase() == wanted)
+            .collect()
+    } else {
+        exact
+    };
+    match hits.as_slice() {
+        [(_, entry)] => Ok(entry),
+        [] => {
+            let names: Vec<String> = entries
+                .iter()
                 .map(|(name, _)| name.escape_debug().to_string())
                 .collect();
             let has = if names.is_empty() {
-                "it has no usable entries".to_string()
+                "it has no entries".to_string()
             } else {
                 format!("it has: {}", names.join(", "))
             };
@@ -245,27 +310,33 @@ fn find_entry<'a>(
                 path.display()
             )))
         }
+        many => {
+            let names: Vec<String> = many
+                .iter()
+                .map(|(name, _)| name.escape_debug().to_string())
+                .collect();
+            Err(SourceError::Invalid(format!(
+                "alias \"{alias}\" matches {} entries of {} ({})",
+                many.len(),
+                path.display(),
+                names.join(", ")
+            )))
+        }
     }
 }
 
 /// The verifying material of one entry, and its certificate's validity.
-fn entry_material(entry: &KeyStoreEntry) -> Result<(KeyMaterial, Option<Validity>), String> {
+fn entry_material(entry: &Entry<'_>) -> Result<(KeyMaterial, Option<Validity>), String> {
     match entry {
-        KeyStoreEntry::PrivateKeyChain(chain) => {
-            let leaf = chain
-                .certs()
-                .first()
-                .ok_or_else(|| "the private key has no certificate".to_string())?;
-            let (material, validity) =
-                KeyMaterial::from_certificate_der(leaf.as_der()).map_err(|e| e.to_string())?;
-            Ok((material, Some(validity)))
-        }
-        KeyStoreEntry::Certificate(cert) => {
+        Entry::PrivateKey(None) => Err(
+            "the private key has no certificate in the keystore (its public key is needed)".into(),
+        ),
+        Entry::PrivateKey(Some(cert)) | Entry::TrustedCert(cert) => {
             let (material, validity) =
                 KeyMaterial::from_certificate_der(cert.as_der()).map_err(|e| e.to_string())?;
             Ok((material, Some(validity)))
         }
-        KeyStoreEntry::Secret(secret) => match secret.key_type() {
+        Entry::Secret(secret) => match secret.key_type() {
             SecretKeyType::HmacSha1
             | SecretKeyType::HmacSha224
             | SecretKeyType::HmacSha256
@@ -698,10 +769,43 @@ mod tests {
         let keys = load(&mut src);
         assert_eq!(keys.keys.len(), 1);
         assert_eq!(keys.keys[0].id, "SIGNATURE-KEY");
+        assert!(keys.keys[0].active);
         assert_eq!(
             keys.keys[0].material.thumbprint(),
             cert_pem_material(&dir).0.thumbprint()
         );
+
+        // keytool stores aliases lower-cased: "Symmetric-Key" is written as
+        // "symmetric-key", and the mapping's spelling still finds it.
+        run(
+            &dir,
+            "keytool",
+            &[
+                "-genseckey",
+                "-alias",
+                "Symmetric-Key",
+                "-keyalg",
+                "HmacSHA256",
+                "-keysize",
+                "256",
+                "-keystore",
+                "trust.p12",
+                "-storetype",
+                "PKCS12",
+                "-storepass",
+                "password",
+            ],
+        );
+        let mut src = plain_source(
+            dir.path("trust.p12"),
+            "password",
+            &["Symmetric-Key", "verification-key", "signature-key"],
+        );
+        let keys = load(&mut src);
+        let ids: Vec<&str> = keys.keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["Symmetric-Key", "verification-key", "signature-key"]);
+        assert_eq!(keys.keys[0].material.kty(), Kty::Oct);
+        assert!(keys.keys[0].active && !keys.keys[1].active && !keys.keys[2].active);
     }
 
     /// 6. An alias deleted from the file fails the reload with an error naming it and
@@ -747,6 +851,15 @@ mod tests {
         // Still failing (the last good digest is kept, nothing half-loaded).
         assert!(src.reload().is_err());
         assert!(!format!("{src:?}").contains(PW));
+
+        // keytool rewrote the trusted certificate with a localKeyID ("01", its
+        // one-private-key workaround); it is still a trusted-certificate entry.
+        let mut src = plain_source(dir.path("trust.p12"), PW, &["verification-key"]);
+        let keys = load(&mut src);
+        assert_eq!(
+            keys.keys[0].material.thumbprint(),
+            cert_pem_material(&dir).0.thumbprint()
+        );
     }
 
     /// 7. Password encodings and sources: base64 via the environment (padding optional,

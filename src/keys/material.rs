@@ -73,6 +73,13 @@ impl KeyMaterial {
         if n.is_empty() || e.is_empty() {
             return Err(KeyError::Invalid("empty RSA modulus or exponent".into()));
         }
+        // aws-lc checks the size only when verifying; refuse weak keys when loading.
+        let bits = n.len() * 8 - n[0].leading_zeros() as usize;
+        if !(2048..=8192).contains(&bits) {
+            return Err(KeyError::Invalid(format!(
+                "RSA key of {bits} bits; RSA keys need 2048 to 8192 bits"
+            )));
+        }
         let der = rsa_public_key_der(n, e);
         let parse = |alg: &'static signature::RsaParameters| {
             ParsedPublicKey::new(alg as &'static dyn VerificationAlgorithm, &der).map_err(|e| {

@@ -1,0 +1,120 @@
+use super::*;
+
+fn parse(json: &str) -> Result<Config, ConfigError> {
+    Config::parse(Path::new("/etc/tokengate/config.json"), json.as_bytes())
+}
+
+const MINIMAL: &str = r#"{"issuers":[{"name":"am","key_sources":[{"jwks_file":"jwks.json"}]}]}"#;
+
+#[test]
+fn applies_documented_defaults() {
+    let c = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners.authz_http, DEFAULT_AUTHZ_HTTP.parse().ok());
+    assert_eq!(c.listeners.authz_grpc, DEFAULT_AUTHZ_GRPC.parse().ok());
+    assert_eq!(c.listeners.admin, DEFAULT_ADMIN.parse().ok());
+    assert_eq!(c.listeners.proxy, None, "proxy is on only with an upstream");
+    assert_eq!(c.token.max_bytes, DEFAULT_TOKEN_MAX_BYTES);
+    assert_eq!(c.cache.max_entries, DEFAULT_CACHE_MAX_ENTRIES);
+    assert_eq!(c.cache.max_ttl, DEFAULT_CACHE_MAX_TTL);
+    assert_eq!(c.fallback_max_keys, DEFAULT_FALLBACK_MAX_KEYS);
+    assert_eq!(c.scan_interval, DEFAULT_SCAN_INTERVAL);
+    let i = &c.issuers[0];
+    assert_eq!(i.leeway, DEFAULT_LEEWAY);
+    assert_eq!(i.required_claims, vec!["exp".to_string()]);
+    assert_eq!(i.certificate_validity, CertificateValidity::Iat);
+    assert!(!i.algorithms.contains(Alg::HS256), "HMAC only when asked for");
+    assert!(i.algorithms.contains(Alg::RS256) && i.algorithms.contains(Alg::EdDSA));
+    assert_eq!(
+        i.key_sources[0],
+        KeySourceConfig::JwksFile {
+            path: PathBuf::from("/etc/tokengate/jwks.json")
+        },
+        "relative paths are relative to the config file"
+    );
+}
+
+#[test]
+fn proxy_defaults_on_with_upstream_and_null_turns_listeners_off() {
+    let c = parse(
+        r#"{"upstream":{"url":"http://127.0.0.1:3000/"},"listeners":{"admin":null,"authz_grpc":null},
+            "issuers":[{"name":"am","key_sources":[{"jwks_file":"/k.json"}]}]}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    assert_eq!(c.listeners.proxy, DEFAULT_PROXY.parse().ok());
+    assert_eq!(c.listeners.admin, None);
+    assert_eq!(c.listeners.authz_grpc, None);
+    assert_eq!(c.upstream.map(|u| u.url), Some("http://127.0.0.1:3000".to_string()));
+}
+
+#[test]
+fn parses_the_spec_example_remote_and_keystore_sources() {
+    let c = parse(
+        r#"{"issuers":[{"name":"am","issuer":"https://am.example.com/oauth2","audiences":["orders-api"],
+            "algorithms":["RS256","ES256"],"require_typ":["at+jwt"],"leeway":"30s","max_lifetime":"24h",
+            "key_sources":[
+              {"jwks_uri":"https://am.example.com/jwk","refresh":"5m","miss_refetch_interval":"30s","max_stale":"24h","timeout":"5s","ca_file":"/etc/ca.pem"},
+              {"discovery":"https://am.example.com/oauth2"},
+              {"keystore":"/secrets/IG_keystore.p12","store_type":"PKCS12","password_env":"KEYSTORE_SECRET_ID","password_encoding":"base64","aliases":["verification-key","verification-key-new"]},
+              {"pem_file":"/etc/v.pem","kid":"pem-1"}]}]}"#,
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let i = &c.issuers[0];
+    assert_eq!(i.max_lifetime, Some(Duration::from_secs(86400)));
+    assert!(matches!(&i.key_sources[0], KeySourceConfig::JwksUri { settings, .. } if settings.ca_file.is_some() && settings.refresh == Duration::from_secs(300)));
+    assert!(matches!(&i.key_sources[1], KeySourceConfig::Discovery { .. }));
+    assert!(matches!(&i.key_sources[2], KeySourceConfig::Keystore { aliases, encoding: PasswordEncoding::Base64, .. } if aliases.len() == 2));
+}
+
+#[test]
+fn rejects_bad_configs_naming_the_field() {
+    let src = |s: &str| format!(r#"{{"issuers":[{{"name":"am","key_sources":[{s}]}}]}}"#);
+    let cases: Vec<(String, &str, &str)> = vec![
+        ("{}".into(), "issuers", "missing field"),
+        (r#"{"issuers":[],"extra":1}"#.into(), "extra", "unknown field"),
+        (src(r#"{"jwks_file":"a","pem_file":"b"}"#), "issuers[0].key_sources[0]", "exactly one of"),
+        (src(r#"{}"#), "issuers[0].key_sources[0]", "exactly one of"),
+        (src(r#"{"pem_file":"b"}"#), "issuers[0].key_sources[0].kid", "kid"),
+        (src(r#"{"keystore":"k.p12","aliases":["a"]}"#), "issuers[0].key_sources[0].password_env", "password"),
+        (src(r#"{"keystore":"k.p12","password_env":"P","aliases":[]}"#), "issuers[0].key_sources[0].aliases", "at least one alias"),
+        (src(r#"{"keystore":"k.p12","password_env":"P","aliases":["a","A"]}"#), "issuers[0].key_sources[0].aliases[1]", "case-insensitively"),
+        (src(r#"{"keystore":"k.p12","password_env":"P","password_encoding":"hex","aliases":["a"]}"#), "issuers[0].key_sources[0].password_encoding", "\"base64\", \"plain\""),
+        (src(r#"{"keystore":"k.p12","password_env":"P","store_type":"JKS","aliases":["a"]}"#), "issuers[0].key_sources[0].store_type", "PKCS12"),
+        (src(r#"{"jwks_uri":"ftp://x/jwks"}"#), "issuers[0].key_sources[0].jwks_uri", "scheme"),
+        (src(r#"{"jwks_uri":"https://x/jwks","timeout":"0s"}"#), "issuers[0].key_sources[0].timeout", "more than 0s"),
+        (r#"{"issuers":[{"name":"a b","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "issuers[0].name", "metric label"),
+        (r#"{"issuers":[{"name":"a","certificate_validity":"always","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "issuers[0].certificate_validity", "\"iat\", \"now\", \"off\""),
+        (r#"{"issuers":[{"name":"a","issuer":"x","key_sources":[{"jwks_file":"x"}]},{"name":"a","issuer":"y","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "issuers[1].name", "used by another issuer"),
+        (r#"{"issuers":[{"name":"a","issuer":"x","key_sources":[{"jwks_file":"x"}]},{"name":"b","issuer":"x","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "issuers[1].issuer", "configured twice"),
+        (r#"{"listeners":{"admin":"localhost:9464"},"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "listeners.admin", "IP:port"),
+        (r#"{"listeners":{"admin":"127.0.0.1:9000","authz_http":"127.0.0.1:9000"},"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "listeners.admin", "already used"),
+        (r#"{"routes":[{"path_prefix":"orders"}],"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "routes[0].path_prefix", "start with '/'"),
+        (r#"{"routes":[{"allow_anonymous":true,"scopes_all":["x"]}],"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "routes[0].allow_anonymous", "cannot require scopes"),
+        (r#"{"token":{"max_bytes":0},"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "token.max_bytes", "between"),
+        (r#"{"token":{"from_headers":[{"name":"bad header"}]},"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "token.from_headers[0].name", "header name"),
+        (r#"{"cache":{"max_ttl":"soon"},"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}]}"#.into(), "cache.max_ttl", "not a duration"),
+        (r#"{"issuers":[{"name":"a","key_sources":[{"jwks_file":"x"}]}],"revoked":{"kid":["x"]}}"#.into(), "revoked", "unknown field `kid`"),
+    ];
+    for (json, field, reason) in cases {
+        match parse(&json) {
+            Ok(_) => panic!("accepted: {json}"),
+            Err(e) => {
+                assert_eq!(e.file, PathBuf::from("/etc/tokengate/config.json"));
+                assert!(e.field.starts_with(field), "{json}: field {:?}, want {field}", e.field);
+                assert!(e.reason.contains(reason), "{json}: reason {:?}, want {reason}", e.reason);
+                assert!(e.to_string().starts_with("/etc/tokengate/config.json: "), "{e}");
+            }
+        }
+    }
+}
+
+#[test]
+fn parses_durations() {
+    assert_eq!(parse_duration("30s"), Ok(Duration::from_secs(30)));
+    assert_eq!(parse_duration("5m"), Ok(Duration::from_secs(300)));
+    assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+    assert_eq!(parse_duration("250ms"), Ok(Duration::from_millis(250)));
+    assert_eq!(parse_duration("1d"), Ok(Duration::from_secs(86400)));
+    for bad in ["", "30", "s", "1 s", "-1s", "1.5s", "1w"] {
+        assert!(parse_duration(bad).is_err(), "{bad}");
+    }
+}
