@@ -317,11 +317,11 @@ impl App {
         if keys::lock(&self.state).config_digest == Some(digest) {
             return;
         }
-        match Config::parse(&path, &bytes) {
-            Ok(config) => {
-                self.apply_config(config, digest);
-                self.metrics.config_reload(true);
-            }
+        let result = Config::parse(&path, &bytes)
+            .map_err(|e| e.to_string())
+            .and_then(|config| self.apply_config(config, digest));
+        match result {
+            Ok(()) => self.metrics.config_reload(true),
             Err(e) => {
                 // Remember the digest so the same broken file is reported once.
                 keys::lock(&self.state).config_digest = Some(digest);
@@ -331,54 +331,77 @@ impl App {
         }
     }
 
-    fn apply_config(&self, config: Config, digest: [u8; 32]) {
+    /// Swaps in a new config: issuers whose key sources are unchanged keep everything;
+    /// the others are built anew (keeping key statistics and already-fetched remote
+    /// keys) and must load every local key source, or the whole reload is refused.
+    fn apply_config(&self, config: Config, digest: [u8; 32]) -> Result<(), String> {
         let mut st = keys::lock(&self.state);
         if config.listeners != st.config.listeners {
             tracing::warn!("listener addresses changed in the config: they take effect after a restart");
         }
-        let revoked = match keys::revoked::load(&config.revoked) {
-            Ok(set) => Arc::new(set),
-            Err(e) => {
-                tracing::error!(error = %e, "revoked file failed to load; keeping the last good list");
-                st.revoked.clone()
+        let revoked = Arc::new(keys::revoked::load(&config.revoked).map_err(|e| e.to_string())?);
+
+        // Build and load the issuers that change, before touching the running ones.
+        let mut built: Vec<Option<IssuerRuntime>> = Vec::with_capacity(config.issuers.len());
+        for (i, ic) in config.issuers.iter().enumerate() {
+            let prev = st.issuers.iter().find(|o| o.config.name == ic.name);
+            if prev.is_some_and(|p| p.config.key_sources == ic.key_sources) {
+                built.push(None);
+                continue;
             }
-        };
+            let mut ir = build_issuer(ic, &revoked, &self.runtime, &self.clock, &self.metrics, &self.env);
+            if let Some(prev) = prev {
+                // Same issuer, changed sources (e.g. an alias added to a keystore
+                // mapping): keep key statistics, and keep serving what unchanged remote
+                // sources already fetched until they fetch again.
+                ir.keys.inherit(&prev.keys);
+                for (j, sc) in ic.key_sources.iter().enumerate() {
+                    let remote = matches!(sc, KeySourceConfig::JwksUri { .. } | KeySourceConfig::Discovery { .. });
+                    let before = prev.config.key_sources.iter().position(|o| o == sc);
+                    if let (true, Some(k)) = (remote, before)
+                        && let Some(keys) = prev.keys.source_keys(k)
+                    {
+                        ir.keys.publish(j, Some(keys));
+                    }
+                }
+            }
+            for (index, local) in &mut ir.locals {
+                let kind = local.kind();
+                match local.reload() {
+                    Ok(Some(keys)) => {
+                        self.metrics.source_reload(&ir.config.name, kind.label(), true);
+                        ir.keys.publish(*index, Some(keys));
+                    }
+                    Ok(None) => {}
+                    Err(e) => {
+                        self.metrics.source_reload(&ir.config.name, kind.label(), false);
+                        return Err(format!("issuers[{i}].key_sources[{index}]: {e}"));
+                    }
+                }
+            }
+            built.push(Some(ir));
+        }
+
         let mut old: Vec<IssuerRuntime> = std::mem::take(&mut st.issuers);
-        let mut issuers = Vec::with_capacity(config.issuers.len());
-        let mut fresh = Vec::new();
-        for ic in &config.issuers {
-            let reuse = old
-                .iter()
-                .position(|o| o.config.name == ic.name && o.config.key_sources == ic.key_sources);
-            match reuse {
-                Some(pos) => {
+        let mut issuers = Vec::with_capacity(built.len());
+        for (ic, b) in config.issuers.iter().zip(built) {
+            match b {
+                Some(ir) => {
+                    for r in &ir.remotes {
+                        r.spawn();
+                    }
+                    issuers.push(ir);
+                }
+                None => {
+                    let pos = old
+                        .iter()
+                        .position(|o| o.config.name == ic.name)
+                        .ok_or_else(|| format!("issuer {} vanished during the reload", ic.name))?;
                     let mut ir = old.swap_remove(pos);
                     ir.config = ic.clone();
                     ir.keys.set_revoked(revoked.clone());
                     issuers.push(ir);
                 }
-                None => {
-                    let ir = build_issuer(ic, &revoked, &self.runtime, &self.clock, &self.metrics, &self.env);
-                    fresh.push(issuers.len());
-                    issuers.push(ir);
-                }
-            }
-        }
-        // Load the new issuers' local files before the new policy is visible.
-        for &i in &fresh {
-            let ir = &mut issuers[i];
-            for (index, local) in &mut ir.locals {
-                match local.reload() {
-                    Ok(Some(keys)) => ir.keys.publish(*index, Some(keys)),
-                    Ok(None) => {}
-                    Err(e) => {
-                        tracing::error!(issuer = %ir.config.name, error = %e, "key source failed to load");
-                        self.metrics.source_reload(&ir.config.name, local.kind().label(), false);
-                    }
-                }
-            }
-            for r in &ir.remotes {
-                r.spawn();
             }
         }
         let config = Arc::new(config);
@@ -389,7 +412,9 @@ impl App {
         st.config_digest = Some(digest);
         st.revoked = revoked;
         st.issuers = issuers;
-        // `old` now holds removed issuers; dropping them stops their refresh loops.
+        // `old` holds the issuers that were removed or rebuilt; dropping them stops
+        // their refresh loops.
+        Ok(())
     }
 }
 

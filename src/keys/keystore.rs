@@ -29,13 +29,16 @@ const PASSWORD_BASE64: GeneralPurpose = GeneralPurpose::new(
     GeneralPurposeConfig::new().with_decode_padding_mode(DecodePaddingMode::Indifferent),
 );
 
+/// An environment lookup (the same type as `crate::app::EnvLookup`).
+type EnvLookup = Arc<dyn Fn(&str) -> Option<String> + Send + Sync>;
+
 /// A PKCS#12 keystore with an alias mapping, and the digest of what it last loaded.
 pub struct KeystoreSource {
     path: PathBuf,
     password: PasswordSource,
     encoding: PasswordEncoding,
     aliases: Vec<String>,
-    env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+    env: EnvLookup,
     last_digest: Option<[u8; 32]>,
 }
 
@@ -53,7 +56,7 @@ impl KeystoreSource {
         password: PasswordSource,
         encoding: PasswordEncoding,
         aliases: Vec<String>,
-        env: Arc<dyn Fn(&str) -> Option<String> + Send + Sync>,
+        env: EnvLookup,
     ) -> Self {
         Self {
             path,
@@ -519,7 +522,7 @@ mod tests {
         );
     }
 
-    fn env_with(vars: &[(&str, &str)]) -> Arc<dyn Fn(&str) -> Option<String> + Send + Sync> {
+    fn env_with(vars: &[(&str, &str)]) -> EnvLookup {
         let map: HashMap<String, String> = vars
             .iter()
             .map(|(k, v)| (k.to_string(), v.to_string()))
@@ -579,7 +582,7 @@ mod tests {
         assert!((span - 365 * 86_400).abs() <= 60, "validity spans {span}s");
     }
 
-    /// 1. OpenSSL 3 defaults (PBES2 AES-256-CBC, PBKDF2-HMAC-SHA256, HMAC-SHA256 MAC):
+    /// Case 1: OpenSSL 3 defaults (PBES2 AES-256-CBC, PBKDF2-HMAC-SHA256, HMAC-SHA256 MAC):
     /// a private key with its certificate, as the PingGateway docs create it.
     #[test]
     fn openssl_private_key_entry_loads_with_certificate_validity() {
@@ -590,7 +593,7 @@ mod tests {
         assert_signature_key(&load(&mut src), &dir);
     }
 
-    /// 2. Legacy files: RC2-40 certificates and 3DES keys with a SHA-1 MAC
+    /// Case 2: Legacy files: RC2-40 certificates and 3DES keys with a SHA-1 MAC
     /// (`openssl pkcs12 -export -legacy`), and 3DES throughout.
     #[test]
     fn legacy_openssl_files_load() {
@@ -679,7 +682,7 @@ mod tests {
         );
     }
 
-    /// 3. keytool secret keys (`-genseckey -keyalg HmacSHA512 -keysize 512`) load as HMAC.
+    /// Case 3: keytool secret keys (`-genseckey -keyalg HmacSHA512 -keysize 512`) load as HMAC.
     #[test]
     fn keytool_hmac_secret_key_loads() {
         let dir = TempDir::new("seckey");
@@ -715,7 +718,7 @@ mod tests {
         assert!(k.validity.is_none());
     }
 
-    /// 4. A trusted-certificate entry (`keytool -import -trustcacerts`) loads with
+    /// Case 4: A trusted-certificate entry (`keytool -import -trustcacerts`) loads with
     /// cert.pem's public key and validity.
     #[test]
     fn keytool_trusted_certificate_entry_loads() {
@@ -733,7 +736,7 @@ mod tests {
         assert_eq!(k.validity, Some(validity));
     }
 
-    /// 5. After `keytool -importkeystore`, the mapping order is the output order (first
+    /// Case 5: After `keytool -importkeystore`, the mapping order is the output order (first
     /// active), and aliases match ignoring case (the id is the alias as configured).
     #[test]
     fn mapping_order_and_case_insensitive_aliases() {
@@ -808,7 +811,7 @@ mod tests {
         assert!(keys.keys[0].active && !keys.keys[1].active && !keys.keys[2].active);
     }
 
-    /// 6. An alias deleted from the file fails the reload with an error naming it and
+    /// Case 6: An alias deleted from the file fails the reload with an error naming it and
     /// listing what the file has, never the password.
     #[test]
     fn deleted_alias_fails_reload_without_echoing_the_password() {
@@ -862,7 +865,7 @@ mod tests {
         );
     }
 
-    /// 7. Password encodings and sources: base64 via the environment (padding optional,
+    /// Case 7: Password encodings and sources: base64 via the environment (padding optional,
     /// whitespace trimmed), plain via a file; a missing variable, bad base64 or a wrong
     /// password fail without echoing the value. A password change reloads.
     #[test]
@@ -944,7 +947,7 @@ mod tests {
         assert!(matches!(src.reload(), Ok(None)));
     }
 
-    /// 8. An unchanged file is not re-parsed; a rewritten one is.
+    /// Case 8: An unchanged file is not re-parsed; a rewritten one is.
     #[test]
     fn unchanged_file_reloads_as_none() {
         let dir = TempDir::new("unchanged");

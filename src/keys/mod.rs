@@ -65,7 +65,7 @@ pub enum MatchKind {
 }
 
 /// One key as a source loaded it.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct LoadedKey {
     /// kid, keystore alias, or (no kid) the thumbprint.
     pub id: String,
@@ -84,7 +84,7 @@ pub struct LoadedKey {
 }
 
 /// What one source published.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct SourceKeys {
     /// The kind of source.
     pub kind: SourceKind,
@@ -384,6 +384,39 @@ impl IssuerKeys {
             *slot = keys;
         }
         self.rebuild(&w);
+    }
+
+    /// What source `index` publishes now (a config reload seeds a new issuer with it).
+    pub fn source_keys(&self, index: usize) -> Option<SourceKeys> {
+        lock(&self.writer).slots.get(index).cloned().flatten()
+    }
+
+    /// Starts this (new, empty) issuer from `old`'s keys as remembered keys, so that a
+    /// config change of the issuer's key sources keeps the statistics of every key that
+    /// is published again (same source position, id and material) and shows the others
+    /// as retired. The ring stays "not loaded" until a source publishes.
+    pub fn inherit(&self, old: &IssuerKeys) {
+        let _w = lock(&self.writer);
+        let prev = old.ring();
+        let now = self.clock.now();
+        let mut retired: Vec<RetiredKey> = prev
+            .keys
+            .iter()
+            .map(|k| RetiredKey {
+                key: k.clone(),
+                retired_at: now,
+            })
+            .collect();
+        retired.extend(prev.retired.iter().map(|r| RetiredKey {
+            key: r.key.clone(),
+            retired_at: r.retired_at,
+        }));
+        retired.truncate(MAX_RETIRED_PER_ISSUER);
+        self.ring.store(Arc::new(KeyRing {
+            generation: next_generation(),
+            retired,
+            ..KeyRing::default()
+        }));
     }
 
     /// Applies a new revocation set (config or `revoked.file` reload).

