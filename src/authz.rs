@@ -236,10 +236,16 @@ impl Authorizer {
                 _ => Judged::deny(DenyReason::MissingToken.into(), None),
             },
             Ok(Some(token)) => {
-                let d = digest::digest(&digest::SHA256, token.as_bytes());
-                let mut hash = [0u8; 32];
-                hash.copy_from_slice(d.as_ref());
-                fingerprint = Some(hex4(&hash));
+                // The token's hash keys the cache and identifies the token in logs; with
+                // neither in use, skip it.
+                let hash = (policy.cache.enabled() || tracing::enabled!(tracing::Level::DEBUG))
+                    .then(|| {
+                        let d = digest::digest(&digest::SHA256, token.as_bytes());
+                        let mut hash = [0u8; 32];
+                        hash.copy_from_slice(d.as_ref());
+                        hash
+                    });
+                fingerprint = hash.as_ref().map(hex4);
                 self.judge_token(&policy, route, token, hash, now).await
             }
         };
@@ -284,11 +290,13 @@ impl Authorizer {
         policy: &Policy,
         route: Option<&Route>,
         token: &str,
-        hash: [u8; 32],
+        hash: Option<[u8; 32]>,
         now: i64,
     ) -> Judged {
         let generation_of = |i: usize| policy.issuers.get(i).map_or(0, |i| i.keys.generation());
-        if let Some(entry) = policy.cache.get(&hash, generation_of, now) {
+        if let Some(hash) = &hash
+            && let Some(entry) = policy.cache.get(hash, generation_of, now)
+        {
             let p = &entry.principal;
             p.key.stats.record_use(p.matched, now);
             return Judged::allow_or_scope(policy, route, p, entry.forward_headers.clone(), true);
@@ -316,9 +324,11 @@ impl Authorizer {
         principal.key.stats.record_use(principal.matched, now);
         let forward = policy.forward_headers(&principal);
         let principal = Arc::new(principal);
-        policy
-            .cache
-            .insert(hash, generation, principal.clone(), forward.clone(), now);
+        if let Some(hash) = hash {
+            policy
+                .cache
+                .insert(hash, generation, principal.clone(), forward.clone(), now);
+        }
         Judged::allow_or_scope(policy, route, &principal, forward, false)
     }
 
@@ -343,8 +353,12 @@ impl Authorizer {
             return verify::with_kid(jws, &ring, indices).map(|v| (v, ring.generation));
         }
         let misses = &issuer.metrics.misses;
-        if issuer.keys.refetch_for_unknown_kid().await {
-            ring = issuer.keys.ring();
+        // Whether or not this request's refetch ran (rate limit, another fetch in flight),
+        // a newer ring may have been published meanwhile: always look again.
+        let _ = issuer.keys.refetch_for_unknown_kid().await;
+        let fresh = issuer.keys.ring();
+        if fresh.generation != ring.generation {
+            ring = fresh;
             if let Some(indices) = ring.by_kid(&kid) {
                 let r = verify::with_kid(jws, &ring, indices).map(|v| (v, ring.generation));
                 misses[if r.is_ok() { 0 } else { 2 }].inc();

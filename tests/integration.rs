@@ -18,3 +18,15 @@ mod cli;
 
 /// Property tests: arbitrary bytes never panic the token or JWKS parsers and are denied.
 mod properties;
+
+/// Remote JWKS: rotation by kid, refresh policy, faults, cold start, refetch rate limit.
+mod jwks_remote;
+
+/// Listeners end to end: Envoy ext_authz (HTTP, gRPC), nginx auth_request, the proxy, admin, signals.
+mod serving;
+/// Rotation drills (PingGateway keystore and symmetric key, JWKS file), reload without restart, revocation, certificate validity.
+mod rotation;
+/// Metrics end to end: every SPEC §7 series after traffic, bounded cardinality, a real Prometheus evaluating the dashboard and the alert rules.
+mod observability;
+/// Deployment recipes: Dockerfile, kustomize base and overlays, Istio and Envoy configs are valid and consistent.
+mod deploy;

@@ -3,7 +3,9 @@
 //! The refresh policy, written down:
 //! - fetch at start, then every `refresh`; a `Cache-Control: max-age` shorter than
 //!   `refresh` brings the next fetch forward, but never below [`MIN_REFRESH`];
-//! - `ETag` / `If-None-Match`: a 304 keeps the set and counts as a success;
+//! - `ETag` / `If-None-Match`: a 304 keeps the set and counts as a success; it updates
+//!   the stored response's headers (RFC 9111 §4.3.4), so a 304 without `Cache-Control`
+//!   leaves the `max-age` of the set it revalidated in force;
 //! - a failed fetch (connection, timeout, non-2xx, body over [`MAX_BODY_BYTES`], not a
 //!   JWK set, no usable key) keeps the last good set and retries with exponential
 //!   backoff from [`FIRST_RETRY`] up to `refresh`; once the last success is older than
@@ -67,6 +69,9 @@ struct FetchState {
     last_miss_fetch: Option<Instant>,
     failures: u32,
     has_keys: bool,
+    /// `Cache-Control: max-age` of the response the current set came from (or of the
+    /// last 304 that carried a `Cache-Control`).
+    max_age: Option<Duration>,
 }
 
 enum Outcome {
@@ -159,7 +164,10 @@ impl JwksSource {
         match self.fetch(&mut st).await {
             Ok(Outcome::Updated { max_age } | Outcome::Unchanged { max_age }) => {
                 let wanted = max_age.unwrap_or(self.settings.refresh);
-                wanted.clamp(MIN_REFRESH.min(self.settings.refresh), self.settings.refresh)
+                wanted.clamp(
+                    MIN_REFRESH.min(self.settings.refresh),
+                    self.settings.refresh,
+                )
             }
             Err(_) => {
                 let exp = st.failures.saturating_sub(1).min(16);
@@ -203,7 +211,11 @@ impl JwksSource {
                 st.failures = 0;
                 self.fetched_at.store(now, Ordering::Relaxed);
                 self.metrics.last_success.set(now);
-                let i = if matches!(outcome, Outcome::Updated { .. }) { 0 } else { 1 };
+                let i = if matches!(outcome, Outcome::Updated { .. }) {
+                    0
+                } else {
+                    1
+                };
                 self.metrics.fetches[i].inc();
                 Ok(outcome)
             }
@@ -215,7 +227,8 @@ impl JwksSource {
                     st.jwks_url = None;
                 }
                 let now = self.clock.now();
-                let max_stale = i64::try_from(self.settings.max_stale.as_secs()).unwrap_or(i64::MAX);
+                let max_stale =
+                    i64::try_from(self.settings.max_stale.as_secs()).unwrap_or(i64::MAX);
                 let stale = st
                     .last_success
                     .is_none_or(|t| now.saturating_sub(t) > max_stale);
@@ -224,6 +237,7 @@ impl JwksSource {
                     st.has_keys = false;
                     st.digest = None;
                     st.etag = None;
+                    st.max_age = None;
                     self.issuer.publish(self.index, None);
                 } else {
                     tracing::warn!(%issuer, error = %e, failures = st.failures, "JWKS fetch failed; keeping the last good keys");
@@ -249,12 +263,22 @@ impl JwksSource {
         {
             req = req.header("if-none-match", etag);
         }
-        let resp = req.send().await.map_err(|e| SourceError::Fetch(describe(&e)))?;
+        let resp = req
+            .send()
+            .await
+            .map_err(|e| SourceError::Fetch(describe(&e)))?;
         let status = resp.status();
-        let max_age = max_age(resp.headers());
         if status == reqwest::StatusCode::NOT_MODIFIED && st.has_keys {
-            return Ok(Outcome::Unchanged { max_age });
+            // A 304 updates the stored headers (RFC 9111 §4.3.4): a Cache-Control it
+            // carries replaces the stored one; without one, the stored max-age stays.
+            if resp.headers().contains_key(reqwest::header::CACHE_CONTROL) {
+                st.max_age = max_age(resp.headers());
+            }
+            return Ok(Outcome::Unchanged {
+                max_age: st.max_age,
+            });
         }
+        let max_age = max_age(resp.headers());
         if !status.is_success() {
             return Err(SourceError::Fetch(format!("HTTP {status} from {url}")));
         }
@@ -269,6 +293,7 @@ impl JwksSource {
         sum.copy_from_slice(d.as_ref());
         if st.digest == Some(sum) && st.has_keys {
             st.etag = etag;
+            st.max_age = max_age;
             return Ok(Outcome::Unchanged { max_age });
         }
         let set = jwks::parse_set(&body, false).map_err(|e| SourceError::Invalid(e.to_string()))?;
@@ -280,6 +305,7 @@ impl JwksSource {
         }
         st.etag = etag;
         st.digest = Some(sum);
+        st.max_age = max_age;
         st.has_keys = true;
         self.issuer.publish(
             self.index,
@@ -296,7 +322,10 @@ impl JwksSource {
         let url = if base.contains("/.well-known/") {
             base.to_string()
         } else {
-            format!("{}/.well-known/openid-configuration", base.trim_end_matches('/'))
+            format!(
+                "{}/.well-known/openid-configuration",
+                base.trim_end_matches('/')
+            )
         };
         let resp = self
             .client
@@ -387,7 +416,11 @@ fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
             return Some(Duration::ZERO);
         }
         if let Some(v) = d.strip_prefix("max-age=") {
-            max_age = v.trim_matches('"').parse::<u64>().ok().map(Duration::from_secs);
+            max_age = v
+                .trim_matches('"')
+                .parse::<u64>()
+                .ok()
+                .map(Duration::from_secs);
         }
     }
     max_age

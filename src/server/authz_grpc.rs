@@ -22,8 +22,7 @@ use std::sync::Arc;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
-    HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus,
-    OkHttpResponse,
+    HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf::{ListValue, NullValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
@@ -266,7 +265,10 @@ mod tests {
             panic!("not an ok response: {resp:?}");
         };
         let subject = header(&ok.headers, "x-auth-subject").map(|h| h.append_action);
-        assert_eq!(subject, Some(HeaderAppendAction::OverwriteIfExistsOrAdd as i32));
+        assert_eq!(
+            subject,
+            Some(HeaderAppendAction::OverwriteIfExistsOrAdd as i32)
+        );
         assert_eq!(ok.headers_to_remove, vec!["x-auth-claims".to_string()]);
         let md = resp.dynamic_metadata.unwrap_or_default();
         assert_eq!(
@@ -296,7 +298,10 @@ mod tests {
             panic!("not an ok response: {resp:?}");
         };
         assert!(ok.headers.is_empty());
-        assert_eq!(ok.headers_to_remove, vec!["x-auth-subject", "x-auth-scopes"]);
+        assert_eq!(
+            ok.headers_to_remove,
+            vec!["x-auth-subject", "x-auth-scopes"]
+        );
         assert!(resp.dynamic_metadata.is_none());
     }
 
@@ -312,7 +317,11 @@ mod tests {
         for (reason, http, grpc) in cases {
             let denial = Denial::new(reason);
             let resp = respond(&Decision::Deny(denial.clone()));
-            assert_eq!(resp.status.as_ref().map(|s| s.code), Some(grpc), "{reason:?}");
+            assert_eq!(
+                resp.status.as_ref().map(|s| s.code),
+                Some(grpc),
+                "{reason:?}"
+            );
             let Some(HttpResponse::DeniedResponse(d)) = &resp.http_response else {
                 panic!("not a denied response: {resp:?}");
             };

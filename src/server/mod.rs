@@ -117,15 +117,6 @@ pub fn start(app: &Arc<App>, workers: usize) -> Result<Listeners, String> {
         });
         out.add("authz_http", bind!(server, "authz_http", addr, workers))?;
     }
-    if let Some(addr) = l.admin {
-        let data = web::Data::new(app.clone());
-        let server = HttpServer::new(move || {
-            ActixApp::new()
-                .app_data(data.clone())
-                .configure(admin::routes)
-        });
-        out.add("admin", bind!(server, "admin", addr, 1))?;
-    }
     if let Some(addr) = l.authz_grpc {
         out.add_grpc(app.authorizer().clone(), addr)?;
     }
@@ -142,6 +133,16 @@ pub fn start(app: &Arc<App>, workers: usize) -> Result<Listeners, String> {
                 .default_service(web::to(proxy::handle))
         });
         out.add("proxy", bind!(server, "proxy", addr, workers))?;
+    }
+    // Admin last: once /healthz answers, every other listener is bound.
+    if let Some(addr) = l.admin {
+        let data = web::Data::new(app.clone());
+        let server = HttpServer::new(move || {
+            ActixApp::new()
+                .app_data(data.clone())
+                .configure(admin::routes)
+        });
+        out.add("admin", bind!(server, "admin", addr, 1))?;
     }
     Ok(out)
 }
@@ -176,7 +177,10 @@ fn grpc_incoming(
                 Ok((io, _)) => {
                     // Checks are small request/response pairs: send them at once.
                     let _ = io.set_nodelay(true);
-                    let conn = LimitedConn { io, _permit: permit };
+                    let conn = LimitedConn {
+                        io,
+                        _permit: permit,
+                    };
                     if tx.send(Ok(conn)).await.is_err() {
                         return;
                     }

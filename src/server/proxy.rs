@@ -248,13 +248,17 @@ fn stream_body(mut payload: web::Payload) -> reqwest::Body {
 fn downstream(resp: reqwest::Response, head: bool) -> HttpResponse {
     let status = StatusCode::from_u16(resp.status().as_u16()).unwrap_or(StatusCode::BAD_GATEWAY);
     let named = connection_tokens(resp.headers().get_all("connection").iter());
-    // Without a body, the upstream's Content-Length is what the client must see (HEAD
-    // and 304 describe the representation they do not carry); with one, actix writes
-    // the length of the body it relays.
-    let bodiless = head
-        || status.is_informational()
+    // 204 and 304 never carry a body (a 304 keeps the upstream's Content-Length, which
+    // describes the representation); a HEAD answer carries none either, but its length
+    // is the upstream's, which hyper's empty HEAD body no longer tells.
+    let bodiless = status.is_informational()
         || status == StatusCode::NO_CONTENT
         || status == StatusCode::NOT_MODIFIED;
+    let head_length = resp
+        .headers()
+        .get("content-length")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u64>().ok());
     let mut out = HttpResponse::build(status);
     for (name, value) in resp.headers() {
         let n = name.as_str();
@@ -270,6 +274,16 @@ fn downstream(resp: reqwest::Response, head: bool) -> HttpResponse {
     }
     if bodiless {
         return out.body(NoBody::new());
+    }
+    if head {
+        // actix writes the length of a sized body and, for HEAD, not the body itself.
+        return match head_length {
+            Some(len) => out.body(SizedStream::new(
+                len,
+                tokio_stream::empty::<Result<Bytes, std::io::Error>>(),
+            )),
+            None => out.body(NoBody::new()),
+        };
     }
     match resp.content_length() {
         Some(len) => out.body(SizedStream::new(len, resp.bytes_stream())),

@@ -34,9 +34,7 @@ pub struct Jws<'t> {
 /// with two `alg` members is malformed rather than "last one wins".
 #[derive(Deserialize)]
 struct RawHeader {
-    // Read (and checked) by `header_alg`; named here so that a second `alg` is an error.
-    #[serde(rename = "alg")]
-    _alg: Value,
+    alg: Value,
     #[serde(default)]
     kid: Option<Value>,
     #[serde(default)]
@@ -59,13 +57,24 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         return Err(DenyReason::Malformed);
     }
     let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| DenyReason::Malformed)?;
-    // `alg` first: `none` (whose signature is empty) is a bad algorithm, not a shape error.
-    let alg = header_alg(&header_bytes, allowed)?;
-    if s.is_empty() {
+    if !first_non_space_is(&header_bytes, b'{') {
+        // An array or a scalar is not a JOSE header (serde would read an array as a struct).
         return Err(DenyReason::Malformed);
     }
     let header: RawHeader =
         serde_json::from_slice(&header_bytes).map_err(|_| DenyReason::Malformed)?;
+    // `alg` first: `none` (whose signature is empty) is a bad algorithm, not a shape error.
+    let alg = match &header.alg {
+        Value::String(name) => match Alg::from_name(name) {
+            Some(a) if allowed.contains(a) => a,
+            // `none` in any casing, unknown names, and known but not allowed ones.
+            _ => return Err(DenyReason::BadAlg),
+        },
+        _ => return Err(DenyReason::Malformed),
+    };
+    if s.is_empty() {
+        return Err(DenyReason::Malformed);
+    }
     let kid = optional_string(header.kid)?;
     let typ = optional_string(header.typ)?;
     if header.crit.is_some() {
@@ -93,27 +102,6 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         signature,
         claims,
     })
-}
-
-/// Reads `alg` before anything else about the header is trusted.
-fn header_alg(header: &[u8], allowed: AlgSet) -> Result<Alg, DenyReason> {
-    if !first_non_space_is(header, b'{') {
-        // An array or a scalar is not a JOSE header (serde would read an array as a struct).
-        return Err(DenyReason::Malformed);
-    }
-    #[derive(Deserialize)]
-    struct AlgOnly {
-        alg: Value,
-    }
-    let AlgOnly { alg } = serde_json::from_slice(header).map_err(|_| DenyReason::Malformed)?;
-    let Value::String(name) = alg else {
-        return Err(DenyReason::Malformed);
-    };
-    match Alg::from_name(&name) {
-        Some(a) if allowed.contains(a) => Ok(a),
-        // `none` in any casing, unknown names, and known but not allowed ones.
-        _ => Err(DenyReason::BadAlg),
-    }
 }
 
 fn optional_string(v: Option<Value>) -> Result<Option<String>, DenyReason> {

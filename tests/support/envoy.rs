@@ -39,7 +39,9 @@ pub fn envoy_bin() -> PathBuf {
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
             .output()
-            .is_ok_and(|o| o.status.success() && String::from_utf8_lossy(&o.stdout).contains("/1.40."));
+            .is_ok_and(|o| {
+                o.status.success() && String::from_utf8_lossy(&o.stdout).contains("/1.40.")
+            });
         if ok {
             return c;
         }
@@ -82,7 +84,10 @@ pub fn render(rel: &str, vars: &[(&str, String)]) -> String {
         .lines()
         .filter(|l| !l.trim_start().starts_with('#') && l.contains("${"))
         .collect();
-    assert!(left.is_empty(), "{rel}: placeholders left after substitution: {left:?}");
+    assert!(
+        left.is_empty(),
+        "{rel}: placeholders left after substitution: {left:?}"
+    );
     text
 }
 
@@ -125,7 +130,13 @@ impl Envoy {
             .arg(&config)
             // Several Envoys run at once in the test suite: no shared memory between
             // them; one worker thread is plenty on loopback; access logs flushed fast.
-            .args(["--disable-hot-restart", "--concurrency", "1", "--log-level", "warning"])
+            .args([
+                "--disable-hot-restart",
+                "--concurrency",
+                "1",
+                "--log-level",
+                "warning",
+            ])
             .args(["--file-flush-interval-msec", "20"])
             .stdin(Stdio::null())
             .stdout(file(&stdout))
@@ -179,7 +190,14 @@ impl Drop for Envoy {
 /// `envoy --mode validate -c config`: (success, output).
 pub fn validate(config: &Path) -> (bool, String) {
     let out = Command::new(envoy_bin())
-        .args(["--mode", "validate", "--disable-hot-restart", "--log-level", "warning", "-c"])
+        .args([
+            "--mode",
+            "validate",
+            "--disable-hot-restart",
+            "--log-level",
+            "warning",
+            "-c",
+        ])
         .arg(config)
         .output()
         .unwrap_or_else(|e| panic!("spawn envoy: {e}"));
@@ -248,7 +266,11 @@ impl Nginx {
             if std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
                 return nginx;
             }
-            assert!(Instant::now() < deadline, "nginx did not start; log:\n{}", read(&nginx.log));
+            assert!(
+                Instant::now() < deadline,
+                "nginx did not start; log:\n{}",
+                read(&nginx.log)
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }

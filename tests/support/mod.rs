@@ -5,9 +5,11 @@
 
 #![allow(dead_code)]
 
+pub mod envoy;
 pub mod http;
 pub mod jwks_server;
 pub mod mint;
+pub mod upstream;
 
 use std::collections::HashMap;
 use std::io::Read as _;

@@ -120,7 +120,11 @@ pub fn header_values(echo: &Value, name: &str) -> Vec<String> {
         .as_array()
         .map(|list| {
             list.iter()
-                .filter(|pair| pair[0].as_str().is_some_and(|n| n.eq_ignore_ascii_case(name)))
+                .filter(|pair| {
+                    pair[0]
+                        .as_str()
+                        .is_some_and(|n| n.eq_ignore_ascii_case(name))
+                })
                 .filter_map(|pair| pair[1].as_str().map(str::to_string))
                 .collect()
         })
@@ -130,10 +134,14 @@ pub fn header_values(echo: &Value, name: &str) -> Vec<String> {
 /// Serves one connection: keep-alive, content-length and chunked request bodies.
 fn serve(conn: TcpStream, st: &State) {
     let _ = conn.set_read_timeout(Some(Duration::from_secs(30)));
-    let Ok(mut out) = conn.try_clone() else { return };
+    let Ok(mut out) = conn.try_clone() else {
+        return;
+    };
     let mut r = BufReader::new(conn);
     loop {
-        let Some((method, path, headers)) = read_head(&mut r) else { return };
+        let Some((method, path, headers)) = read_head(&mut r) else {
+            return;
+        };
         st.requests.fetch_add(1, Ordering::SeqCst);
         let get = |n: &str| {
             headers
@@ -142,7 +150,9 @@ fn serve(conn: TcpStream, st: &State) {
                 .map(|(_, v)| v.trim().to_ascii_lowercase())
         };
         let chunked = get("transfer-encoding").is_some_and(|v| v.contains("chunked"));
-        let length: u64 = get("content-length").and_then(|v| v.parse().ok()).unwrap_or(0);
+        let length: u64 = get("content-length")
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(0);
         let close = get("connection").is_some_and(|v| v.contains("close"));
         let body = if chunked {
             read_chunked(&mut r, st)
@@ -156,7 +166,9 @@ fn serve(conn: TcpStream, st: &State) {
             "headers": headers.iter().map(|(k, v)| json!([k, v])).collect::<Vec<_>>(),
             "body_bytes": body_bytes,
         });
-        *st.last.lock().unwrap_or_else(std::sync::PoisonError::into_inner) = Some(echo.clone());
+        *st.last
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner) = Some(echo.clone());
         match st.mode {
             Mode::Echo => {}
             Mode::Delay(d) => std::thread::sleep(d),

@@ -1,0 +1,1526 @@
+//! Key rotation without restart, against the running binary (GitHub issue 3, local key
+//! sources). Keystores are made at test time with the real `openssl` and `keytool`
+//! (Java 17) commands of PingGateway's rotation guide; HMAC secrets whose bytes the test
+//! must know are stored by a 20-line Java program using the same `KeyStore` API keytool
+//! uses. Every drill runs request traffic throughout (a fresh token every few ms, signed
+//! with whatever key the "issuer" currently signs with) and asserts that not one valid
+//! request was denied and that the process never restarted.
+//!
+//! - Drill (a), signed access tokens: a trusted certificate `verification-key`, then
+//!   `verification-key-new` imported (Secret-style swap: new file renamed over the old),
+//!   added after the old alias, moved first, the old alias removed, `keytool -delete`.
+//! - Drill (b), shared symmetric key: HS512 over `symmetric-key` → `symmetric-key-new`,
+//!   then a `keytool -genseckey` key loads as `oct` for the next rotation.
+//! - Drill (c), a `jwks_file`: publish the new kid, sign with it, withdraw the old one.
+//! - Revocation by config kid and by `revoked.file` thumbprint beats the token cache.
+//! - A bad reload (garbage keystore, wrong password, missing alias) keeps the last good
+//!   keys, is counted, and is logged without the password.
+//! - `certificate_validity`: `iat`, `now`, `off` against a certificate valid in the past.
+
+use std::collections::HashMap;
+use std::io::Read as _;
+use std::net::SocketAddr;
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::STANDARD;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+
+use crate::support::{TempDir, Tokengate, fixtures, free_addr, http, mint};
+
+/// The issuer of every token here (PingAM's OAuth2 realm, as in the guide).
+const ISS: &str = "https://am.example.com/oauth2";
+/// `reload.scan_interval` of every test.
+const SCAN: &str = "200ms";
+/// The guide's certificate subject.
+const SUBJECT: &str = "/CN=ig.example.com/OU=example/O=com/L=fr/ST=fr/C=fr";
+
+// ---------------------------------------------------------------------------------------
+// Tools: openssl, keytool, java, python3.
+
+/// Runs `command` (program and arguments, split at whitespace: no argument here has a
+/// space) in `dir`; a missing tool or a failure fails the test with its output.
+fn sh(dir: &TempDir, command: &str) -> String {
+    let mut words = command.split_whitespace();
+    let program = words.next().unwrap_or_default();
+    let out = Command::new(program)
+        .args(words)
+        .current_dir(&dir.0)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("cannot run {program} (these tests need openssl, keytool, java, python3): {e}")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        out.status.success(),
+        "`{command}` failed ({}): {text}",
+        out.status
+    );
+    text
+}
+
+/// The guide's step 1.1: a new RSA key pair and self-signed certificate.
+fn openssl_req(dir: &TempDir, keyout: &str, certout: &str) {
+    sh(
+        dir,
+        &format!(
+            "openssl req -x509 -newkey rsa:2048 -nodes -subj {SUBJECT} \
+             -keyout {keyout} -out {certout} -days 365"
+        ),
+    );
+}
+
+/// The guide's step 3.2: import a certificate as a trusted entry (`-noprompt` answers
+/// "Trust this certificate?").
+fn keytool_import_cert(dir: &TempDir, store: &str, alias: &str, cert: &str, password: &str) {
+    sh(
+        dir,
+        &format!(
+            "keytool -import -trustcacerts -rfc -noprompt -alias {alias} -file {cert} \
+             -keystore {store} -storetype PKCS12 -storepass {password}"
+        ),
+    );
+}
+
+/// The guide's deprovisioning step: `keytool -delete`.
+fn keytool_delete(dir: &TempDir, store: &str, alias: &str, password: &str) {
+    sh(
+        dir,
+        &format!(
+            "keytool -delete -alias {alias} -keystore {store} -storepass {password} \
+             -storetype PKCS12 -keypass {password}"
+        ),
+    );
+}
+
+/// The guide's `keytool -list`, checked to hold exactly `aliases`.
+fn keytool_list(dir: &TempDir, store: &str, password: &str, aliases: &[&str]) {
+    let out = sh(
+        dir,
+        &format!("keytool -list -keystore {store} -storepass {password} -storetype PKCS12"),
+    );
+    let count = match aliases.len() {
+        1 => "1 entry".to_string(),
+        n => format!("{n} entries"),
+    };
+    assert!(
+        out.contains(&format!("Your keystore contains {count}")),
+        "keytool -list: {out}"
+    );
+    for a in aliases {
+        assert!(
+            out.contains(&format!("{a},")),
+            "keytool -list lacks {a}: {out}"
+        );
+    }
+}
+
+/// Copies `store` to a new file, lets `edit` change the copy, and renames it over the
+/// original: how a Kubernetes Secret update (or any atomic deploy) replaces a keystore.
+fn swap_keystore(dir: &TempDir, store: &str, edit: impl FnOnce(&str)) {
+    let next = format!("{store}.next");
+    std::fs::copy(dir.path(store), dir.path(&next)).unwrap_or_else(|e| panic!("copy {store}: {e}"));
+    edit(&next);
+    std::fs::rename(dir.path(&next), dir.path(store))
+        .unwrap_or_else(|e| panic!("rename {next}: {e}"));
+}
+
+/// Stores HMAC secret-key entries with bytes the test knows (keytool -genseckey makes
+/// its own random bytes, which cannot be read back to sign tokens). Same `KeyStore`
+/// API, same PKCS#12 secret bag as keytool.
+const PUT_SECRET_JAVA: &str = r#"import java.io.*;
+import java.security.KeyStore;
+import javax.crypto.spec.SecretKeySpec;
+
+/** PutSecret KEYSTORE STOREPASS ALIAS HEX: adds an HmacSHA512 secret-key entry (in place). */
+public class PutSecret {
+    public static void main(String[] a) throws Exception {
+        File file = new File(a[0]);
+        char[] pass = a[1].toCharArray();
+        KeyStore ks = KeyStore.getInstance("PKCS12");
+        if (file.exists()) {
+            try (InputStream in = new FileInputStream(file)) { ks.load(in, pass); }
+        } else {
+            ks.load(null, pass);
+        }
+        byte[] key = java.util.HexFormat.of().parseHex(a[3]);
+        ks.setEntry(a[2], new KeyStore.SecretKeyEntry(new SecretKeySpec(key, "HmacSHA512")),
+            new KeyStore.PasswordProtection(pass));
+        try (OutputStream out = new FileOutputStream(file)) { ks.store(out, pass); }
+    }
+}
+"#;
+
+/// Compiles PutSecret into `dir` (javac), or leaves it for single-file source launch
+/// (`java PutSecret.java`, JRE 11+) when there is no javac.
+fn prepare_put_secret(dir: &TempDir) {
+    dir.write("PutSecret.java", PUT_SECRET_JAVA);
+    match Command::new("javac")
+        .args(["-d", "."])
+        .arg("PutSecret.java")
+        .current_dir(&dir.0)
+        .output()
+    {
+        Ok(out) => assert!(
+            out.status.success(),
+            "javac: {}",
+            String::from_utf8_lossy(&out.stderr)
+        ),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => panic!("javac: {e}"),
+    }
+}
+
+/// Adds the secret `bytes` as `alias` to `store` (created if missing).
+fn put_secret(dir: &TempDir, store: &str, password: &str, alias: &str, bytes: &[u8]) {
+    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
+    if dir.path("PutSecret.class").exists() {
+        sh(
+            dir,
+            &format!("java -cp . PutSecret {store} {password} {alias} {hex}"),
+        );
+    } else {
+        sh(
+            dir,
+            &format!("java PutSecret.java {store} {password} {alias} {hex}"),
+        );
+    }
+}
+
+/// An RSA key pair and a self-signed certificate valid from `not_before` to `not_after`
+/// (Unix seconds). OpenSSL 3.0's `req`/`x509` cannot set a start date in the past (their
+/// `-not_before` arrived in 3.4), so python3's `cryptography` makes it.
+fn python_cert(dir: &TempDir, keyout: &str, certout: &str, not_before: i64, not_after: i64) {
+    let script = r#"import datetime, sys
+from cryptography import x509
+from cryptography.x509.oid import NameOID
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
+keyout, certout, nb, na = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
+utc = datetime.timezone.utc
+key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ig.example.com")])
+cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
+        .public_key(key.public_key()).serial_number(x509.random_serial_number())
+        .not_valid_before(datetime.datetime.fromtimestamp(nb, utc))
+        .not_valid_after(datetime.datetime.fromtimestamp(na, utc))
+        .sign(key, hashes.SHA256()))
+open(keyout, "wb").write(key.private_bytes(serialization.Encoding.PEM,
+    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
+open(certout, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
+"#;
+    dir.write("mkcert.py", script);
+    sh(
+        dir,
+        &format!("python3 mkcert.py {keyout} {certout} {not_before} {not_after}"),
+    );
+}
+
+/// 64 random bytes (an HmacSHA512 key).
+fn random_secret() -> Vec<u8> {
+    let mut bytes = vec![0u8; 64];
+    std::fs::File::open("/dev/urandom")
+        .and_then(|mut f| f.read_exact(&mut bytes))
+        .unwrap_or_else(|e| panic!("/dev/urandom: {e}"));
+    bytes
+}
+
+/// The encoding key of an RSA private key PEM in `dir`.
+fn rsa_key(dir: &TempDir, file: &str) -> EncodingKey {
+    let pem = std::fs::read(dir.path(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+    EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("{file}: {e}"))
+}
+
+// ---------------------------------------------------------------------------------------
+// Tokens.
+
+/// A key the "issuer" signs with, and the kid it puts in its tokens.
+#[derive(Clone)]
+struct Signer {
+    /// What the test calls it (traffic is counted per signer).
+    name: &'static str,
+    kid: String,
+    alg: Algorithm,
+    key: EncodingKey,
+}
+
+impl Signer {
+    fn new(name: &'static str, kid: &str, alg: Algorithm, key: EncodingKey) -> Self {
+        Self {
+            name,
+            kid: kid.to_string(),
+            alg,
+            key,
+        }
+    }
+
+    /// A fresh token (unique `jti`, so never answered from the cache): `iat` now, `exp`
+    /// in 10 minutes; with or without the kid (without: tokengate tries the keys).
+    fn token(&self, with_kid: bool) -> String {
+        self.token_with(with_kid, json!({}))
+    }
+
+    /// A fresh token with some claims overridden.
+    fn token_with(&self, with_kid: bool, overrides: Value) -> String {
+        static JTI: AtomicU64 = AtomicU64::new(0);
+        let now = mint::now();
+        let mut claims = json!({
+            "iss": ISS, "aud": "orders-api", "sub": "demo", "scope": "myscope",
+            "iat": now, "exp": now + 600,
+            "jti": format!("rotation-{}", JTI.fetch_add(1, Ordering::Relaxed)),
+        });
+        if let (Some(c), Some(o)) = (claims.as_object_mut(), overrides.as_object()) {
+            for (k, v) in o {
+                c.insert(k.clone(), v.clone());
+            }
+        }
+        let mut header = json!({"alg": format!("{:?}", self.alg), "typ": "at+jwt"});
+        if with_kid {
+            header["kid"] = json!(self.kid);
+        }
+        mint::sign_raw(&header, &claims, self.alg, &self.key)
+    }
+}
+
+/// The `error` of a denial's JSON body.
+fn reason(r: &http::Response) -> String {
+    serde_json::from_slice::<Value>(&r.body)
+        .ok()
+        .and_then(|v| v["error"].as_str().map(str::to_string))
+        .unwrap_or_else(|| format!("<no JSON reason: {}>", r.body_text()))
+}
+
+fn assert_allowed(tg: &Tokengate, token: &str, what: &str) {
+    let r = tg.check_token("/orders", token);
+    assert_eq!(
+        r.status,
+        200,
+        "{what}: expected 200, got {} ({})",
+        r.status,
+        r.body_text()
+    );
+}
+
+fn assert_denied(tg: &Tokengate, token: &str, want: &str, what: &str) {
+    let r = tg.check_token("/orders", token);
+    assert_eq!(
+        r.status,
+        401,
+        "{what}: expected 401 {want}, got {} ({})",
+        r.status,
+        r.body_text()
+    );
+    assert_eq!(reason(&r), want, "{what}: deny reason");
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.contains("error=\"invalid_token\"")),
+        "{what}: {:?}",
+        r.header("www-authenticate")
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// Traffic.
+
+#[derive(Debug, Default)]
+struct TrafficStats {
+    total: u64,
+    failed: u64,
+    /// The first failures, for the assertion message.
+    samples: Vec<String>,
+    /// Successful requests per signer name.
+    served: HashMap<&'static str, u64>,
+}
+
+/// A thread sending a check every few ms with a fresh token from the current signer,
+/// alternating tokens with and without kid.
+struct Traffic {
+    signer: Arc<Mutex<Signer>>,
+    stats: Arc<Mutex<TrafficStats>>,
+    stop: Arc<AtomicBool>,
+    handle: Option<JoinHandle<()>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+impl Traffic {
+    fn start(authz: SocketAddr, signer: Signer) -> Traffic {
+        let signer = Arc::new(Mutex::new(signer));
+        let stats = Arc::new(Mutex::new(TrafficStats::default()));
+        let stop = Arc::new(AtomicBool::new(false));
+        let handle = {
+            let (signer, stats, stop) = (signer.clone(), stats.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut n = 0u64;
+                while !stop.load(Ordering::Relaxed) {
+                    n += 1;
+                    let s = lock(&signer).clone();
+                    let auth = format!("Bearer {}", s.token(n.is_multiple_of(2)));
+                    let r =
+                        http::request(authz, "GET", "/orders", &[("authorization", &auth)], b"");
+                    let mut st = lock(&stats);
+                    st.total += 1;
+                    match r {
+                        Some(r) if r.status == 200 => *st.served.entry(s.name).or_default() += 1,
+                        other => {
+                            st.failed += 1;
+                            if st.samples.len() < 5 {
+                                let what = other.map_or("no answer".into(), |r| {
+                                    format!("{} {}", r.status, r.body_text())
+                                });
+                                st.samples
+                                    .push(format!("request {n} signed by {}: {what}", s.name));
+                            }
+                        }
+                    }
+                    drop(st);
+                    std::thread::sleep(Duration::from_millis(3));
+                }
+            })
+        };
+        Traffic {
+            signer,
+            stats,
+            stop,
+            handle: Some(handle),
+        }
+    }
+
+    /// The issuer starts signing with `signer`.
+    fn switch(&self, signer: Signer) {
+        *lock(&self.signer) = signer;
+    }
+
+    fn served(&self, name: &str) -> u64 {
+        lock(&self.stats).served.get(name).copied().unwrap_or(0)
+    }
+
+    /// Waits until `n` more requests signed by `name` were allowed (also proves that no
+    /// request signed by an earlier signer is still in flight).
+    fn wait_served(&self, tg: &Tokengate, name: &str, n: u64) {
+        let target = self.served(name) + n;
+        tg.wait_for(
+            || self.served(name) >= target,
+            &format!("{n} more allowed requests signed by {name}"),
+        );
+    }
+
+    fn finish(mut self) -> TrafficStats {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            h.join()
+                .unwrap_or_else(|_| panic!("traffic thread panicked"));
+        }
+        std::mem::take(&mut *lock(&self.stats))
+    }
+}
+
+impl Drop for Traffic {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::Relaxed);
+        if let Some(h) = self.handle.take() {
+            let _ = h.join();
+        }
+    }
+}
+
+fn assert_no_valid_request_denied(stats: &TrafficStats, tg: &Tokengate) {
+    eprintln!(
+        "traffic: {} requests, allowed per signer {:?}",
+        stats.total, stats.served
+    );
+    assert_eq!(
+        stats.failed,
+        0,
+        "valid requests were denied during the rotation ({} of {}): {:#?}\nlog:\n{}",
+        stats.failed,
+        stats.total,
+        stats.samples,
+        tg.logs()
+    );
+    assert!(
+        stats.total > 100,
+        "too little traffic to prove anything: {stats:?}"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// The running process: config, reloads, metrics, /keys.
+
+fn listeners(authz: SocketAddr, admin: SocketAddr) -> Value {
+    json!({"authz_http": authz.to_string(), "admin": admin.to_string(), "authz_grpc": null})
+}
+
+/// An issuer over one key source.
+fn issuer(algorithms: &[&str], source: Value) -> Value {
+    json!({
+        "name": "am", "issuer": ISS, "audiences": ["orders-api"], "algorithms": algorithms,
+        "key_sources": [source]
+    })
+}
+
+/// How a reload is triggered.
+#[derive(Debug, Clone, Copy)]
+enum Trigger {
+    /// Wait for the `reload.scan_interval` scan.
+    Scan,
+    /// `POST /refresh` on the admin listener.
+    Refresh,
+    /// `kill -HUP`.
+    Sighup,
+}
+
+fn trigger(tg: &Tokengate, how: Trigger) {
+    match how {
+        Trigger::Scan => {}
+        Trigger::Refresh => {
+            let r = http::request(tg.admin, "POST", "/refresh", &[], b"")
+                .unwrap_or_else(|| panic!("POST /refresh did not answer"));
+            assert_eq!(r.status, 202, "POST /refresh: {}", r.body_text());
+        }
+        Trigger::Sighup => tg.signal("HUP"),
+    }
+}
+
+fn config_reloads(tg: &Tokengate, result: &str) -> f64 {
+    tg.metrics()
+        .sum("tokengate_config_reloads_total", &[("result", result)])
+}
+
+fn source_reloads(tg: &Tokengate, source: &str, result: &str) -> f64 {
+    tg.metrics().sum(
+        "tokengate_key_source_reloads_total",
+        &[("issuer", "am"), ("source", source), ("result", result)],
+    )
+}
+
+/// Writes a new config (atomically) and waits until tokengate counts it as applied.
+fn reconfigure(tg: &Tokengate, dir: &TempDir, config: &Value, how: Trigger) {
+    let before = config_reloads(tg, "ok");
+    dir.write("config.json", config.to_string());
+    trigger(tg, how);
+    tg.wait_for(
+        || config_reloads(tg, "ok") > before,
+        &format!("the config reload ({how:?})"),
+    );
+}
+
+/// Waits until a counter exceeds `before`.
+fn wait_above(tg: &Tokengate, what: &str, before: f64, value: impl Fn() -> f64) {
+    tg.wait_for(|| value() > before, what);
+}
+
+/// The `/keys` entries named `key`.
+fn key_entries(tg: &Tokengate, key: &str) -> Vec<Value> {
+    tg.keys()["keys"]
+        .as_array()
+        .map(|a| a.iter().filter(|e| e["key"] == key).cloned().collect())
+        .unwrap_or_default()
+}
+
+/// The one `/keys` entry named `key`.
+fn key_entry(tg: &Tokengate, key: &str) -> Value {
+    let mut list = key_entries(tg, key);
+    assert_eq!(
+        list.len(),
+        1,
+        "expected one /keys entry for {key}: {:#}",
+        tg.keys()
+    );
+    list.remove(0)
+}
+
+fn wait_state(tg: &Tokengate, key: &str, state: &str) {
+    tg.wait_for(
+        || key_entries(tg, key).iter().any(|e| e["state"] == state),
+        &format!("{key} to be {state} in /keys"),
+    );
+}
+
+fn assert_states(tg: &Tokengate, want: &[(&str, &str)]) {
+    for (key, state) in want {
+        let e = key_entry(tg, key);
+        assert_eq!(e["state"], *state, "{key} in /keys: {e:#}");
+    }
+}
+
+/// The process start time (field 22 of /proc/PID/stat): the same value at the end of a
+/// drill means the same process served it all.
+fn process_start(tg: &Tokengate) -> String {
+    let pid = tg.child.id();
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))
+        .unwrap_or_else(|e| panic!("/proc/{pid}/stat: {e}"));
+    let after_name = stat.rsplit_once(')').map_or("", |(_, rest)| rest);
+    after_name
+        .split_whitespace()
+        .nth(19)
+        .unwrap_or_default()
+        .to_string()
+}
+
+fn assert_same_process(tg: &mut Tokengate, started: &str) {
+    assert!(
+        matches!(tg.child.try_wait(), Ok(None)),
+        "tokengate exited during the drill; log:\n{}",
+        tg.logs()
+    );
+    assert_eq!(process_start(tg), started, "tokengate was restarted");
+}
+
+// ---------------------------------------------------------------------------------------
+// 1. Drill (a): stateless access tokens verified with a keystore (PingGateway's
+//    "Rotate keys for stateless access tokens signed with a KeyStoreSecretStore").
+
+#[test]
+fn drill_signed_access_tokens_keystore_rotation_without_restart() {
+    const PW: &str = "Ig-Keyst0re-Pa55word";
+    let dir = TempDir::new("rotation-ksss");
+    openssl_req(&dir, "signature-key.key", "x509certificate.pem");
+    keytool_import_cert(
+        &dir,
+        "IG_keystore.p12",
+        "verification-key",
+        "x509certificate.pem",
+        PW,
+    );
+    keytool_list(&dir, "IG_keystore.p12", PW, &["verification-key"]);
+    dir.write("keystore.pass", format!("{PW}\n"));
+
+    let (authz, admin) = (free_addr(), free_addr());
+    let config = |aliases: &[&str]| {
+        json!({
+            "listeners": listeners(authz, admin),
+            "issuers": [issuer(&["RS256"], json!({
+                "keystore": dir.path("IG_keystore.p12").to_string_lossy(), "store_type": "PKCS12",
+                "password_file": dir.path("keystore.pass").to_string_lossy(),
+                "password_encoding": "plain", "aliases": aliases
+            }))],
+            "reload": {"scan_interval": SCAN}
+        })
+    };
+    let mut tg = Tokengate::start(&dir, config(&["verification-key"]));
+    tg.wait_ready();
+    let started = process_start(&tg);
+    let ok_before = config_reloads(&tg, "ok");
+    let old = Signer::new(
+        "old",
+        "verification-key",
+        Algorithm::RS256,
+        rsa_key(&dir, "signature-key.key"),
+    );
+    let first = key_entry(&tg, "verification-key");
+    assert_eq!(
+        (first["state"].as_str(), first["kty"].as_str()),
+        (Some("active"), Some("RSA")),
+        "{first:#}"
+    );
+    assert!(
+        first["not_after"].is_string(),
+        "a certificate's validity is shown: {first:#}"
+    );
+
+    let traffic = Traffic::start(authz, old.clone());
+    traffic.wait_served(&tg, "old", 20);
+
+    // 1.1 New key pair and certificate; 3.2 import the certificate as verification-key-new.
+    // Here the keystore is replaced the way a Kubernetes Secret update does it: a new
+    // file renamed over the old one.
+    openssl_req(&dir, "signature-key-new.key", "x509certificate-new.pem");
+    let new = Signer::new(
+        "new",
+        "verification-key-new",
+        Algorithm::RS256,
+        rsa_key(&dir, "signature-key-new.key"),
+    );
+    let reloads = source_reloads(&tg, "keystore", "ok");
+    swap_keystore(&dir, "IG_keystore.p12", |next| {
+        keytool_import_cert(
+            &dir,
+            next,
+            "verification-key-new",
+            "x509certificate-new.pem",
+            PW,
+        );
+        keytool_list(
+            &dir,
+            next,
+            PW,
+            &["verification-key", "verification-key-new"],
+        );
+    });
+    wait_above(&tg, "the keystore reload", reloads, || {
+        source_reloads(&tg, "keystore", "ok")
+    });
+    // Not mapped yet: the new certificate is in the file, not in use.
+    assert!(
+        key_entries(&tg, "verification-key-new").is_empty(),
+        "{:#}",
+        tg.keys()
+    );
+    assert_denied(
+        &tg,
+        &new.token(true),
+        "bad_signature",
+        "a new-key token before the mapping names it",
+    );
+
+    // 3.4 Mapping: old first (active), new after it (valid). No restart.
+    reconfigure(
+        &tg,
+        &dir,
+        &config(&["verification-key", "verification-key-new"]),
+        Trigger::Scan,
+    );
+    assert_states(
+        &tg,
+        &[
+            ("verification-key", "active"),
+            ("verification-key-new", "valid"),
+        ],
+    );
+    for with_kid in [true, false] {
+        assert_allowed(
+            &tg,
+            &old.token(with_kid),
+            &format!("old key, kid {with_kid}"),
+        );
+        assert_allowed(
+            &tg,
+            &new.token(with_kid),
+            &format!("new key, kid {with_kid}"),
+        );
+    }
+
+    // 2.2.3 The issuer signs with the new key from now on.
+    traffic.switch(new.clone());
+    traffic.wait_served(&tg, "new", 20);
+
+    // PingGateway side: move the new alias first (it becomes the active key).
+    reconfigure(
+        &tg,
+        &dir,
+        &config(&["verification-key-new", "verification-key"]),
+        Trigger::Refresh,
+    );
+    assert_states(
+        &tg,
+        &[
+            ("verification-key-new", "active"),
+            ("verification-key", "valid"),
+        ],
+    );
+    traffic.wait_served(&tg, "new", 20);
+
+    // The old key is no longer used: its count stops moving. This is what an operator
+    // watches before deprovisioning it.
+    let seen = key_entry(&tg, "verification-key");
+    assert!(
+        seen["validations"].as_u64().is_some_and(|v| v > 0),
+        "{seen:#}"
+    );
+    assert!(seen["last_used"].is_string(), "{seen:#}");
+    traffic.wait_served(&tg, "new", 10);
+    assert_eq!(
+        key_entry(&tg, "verification-key")["validations"],
+        seen["validations"]
+    );
+
+    // Deprovision: remove the old alias from the mapping (SIGHUP this time).
+    reconfigure(
+        &tg,
+        &dir,
+        &config(&["verification-key-new"]),
+        Trigger::Sighup,
+    );
+    assert_denied(
+        &tg,
+        &old.token(true),
+        "bad_signature",
+        "old-key token (kid) after removal",
+    );
+    assert_denied(
+        &tg,
+        &old.token(false),
+        "bad_signature",
+        "old-key token (no kid) after removal",
+    );
+    let retired = key_entry(&tg, "verification-key");
+    assert_eq!(retired["state"], "retired", "{retired:#}");
+    assert_eq!(
+        retired["validations"], seen["validations"],
+        "validations preserved: {retired:#}"
+    );
+    assert_eq!(
+        retired["last_used"], seen["last_used"],
+        "last_used preserved: {retired:#}"
+    );
+    assert_eq!(
+        retired["first_seen"], first["first_seen"],
+        "first_seen preserved: {retired:#}"
+    );
+    assert_eq!(retired["thumbprint"], first["thumbprint"], "{retired:#}");
+    assert!(retired["retired_at"].is_string(), "{retired:#}");
+    assert_states(&tg, &[("verification-key-new", "active")]);
+
+    // Then delete it from the keystore, in place this time.
+    let reloads = source_reloads(&tg, "keystore", "ok");
+    keytool_delete(&dir, "IG_keystore.p12", "verification-key", PW);
+    keytool_list(&dir, "IG_keystore.p12", PW, &["verification-key-new"]);
+    wait_above(
+        &tg,
+        "the keystore reload after keytool -delete",
+        reloads,
+        || source_reloads(&tg, "keystore", "ok"),
+    );
+    traffic.wait_served(&tg, "new", 20);
+    assert_states(
+        &tg,
+        &[
+            ("verification-key-new", "active"),
+            ("verification-key", "retired"),
+        ],
+    );
+
+    let stats = traffic.finish();
+    assert_no_valid_request_denied(&stats, &tg);
+    assert!(
+        config_reloads(&tg, "ok") >= ok_before + 3.0,
+        "three mapping changes were applied as config reloads"
+    );
+    let now = key_entry(&tg, "verification-key-new");
+    assert!(
+        now["validations"]
+            .as_u64()
+            .is_some_and(|v| v >= stats.served["new"]),
+        "{now:#}"
+    );
+    assert_same_process(&mut tg, &started);
+    assert!(!tg.logs().contains(PW), "the keystore password was logged");
+}
+
+// ---------------------------------------------------------------------------------------
+// 2. Drill (b): a shared HS512 key in a keystore (PingGateway's "Rotate keys in a shared
+//    JWT session").
+
+#[test]
+fn drill_shared_symmetric_key_rotation_without_restart() {
+    const PW: &str = "Sym-St0re-Pa55word";
+    let dir = TempDir::new("rotation-hmac");
+    prepare_put_secret(&dir);
+    let (old_secret, new_secret) = (random_secret(), random_secret());
+    let store = "jwtsessionkeystore.pkcs12";
+    put_secret(&dir, store, PW, "symmetric-key", &old_secret);
+    keytool_list(&dir, store, PW, &["symmetric-key"]);
+    // The password in PingGateway's SystemAndEnvSecretStore format: base64.
+    dir.write("keystore.b64", STANDARD.encode(PW));
+
+    let (authz, admin) = (free_addr(), free_addr());
+    let config = |aliases: &[&str]| {
+        json!({
+            "listeners": listeners(authz, admin),
+            "issuers": [issuer(&["HS512"], json!({
+                "keystore": dir.path(store).to_string_lossy(), "store_type": "PKCS12",
+                "password_file": dir.path("keystore.b64").to_string_lossy(),
+                "password_encoding": "base64", "aliases": aliases
+            }))],
+            "reload": {"scan_interval": SCAN}
+        })
+    };
+    let mut tg = Tokengate::start(&dir, config(&["symmetric-key"]));
+    tg.wait_ready();
+    let started = process_start(&tg);
+    let e = key_entry(&tg, "symmetric-key");
+    assert_eq!(
+        (e["kty"].as_str(), e["state"].as_str()),
+        (Some("oct"), Some("active")),
+        "{e:#}"
+    );
+    assert!(
+        e["not_after"].is_null(),
+        "a secret key has no validity: {e:#}"
+    );
+    let old = Signer::new(
+        "old",
+        "symmetric-key",
+        Algorithm::HS512,
+        EncodingKey::from_secret(&old_secret),
+    );
+    let new = Signer::new(
+        "new",
+        "symmetric-key-new",
+        Algorithm::HS512,
+        EncodingKey::from_secret(&new_secret),
+    );
+    let traffic = Traffic::start(authz, old.clone());
+    traffic.wait_served(&tg, "old", 20);
+
+    // 2.1 Commission symmetric-key-new in the existing keystore, in place.
+    let reloads = source_reloads(&tg, "keystore", "ok");
+    put_secret(&dir, store, PW, "symmetric-key-new", &new_secret);
+    keytool_list(&dir, store, PW, &["symmetric-key", "symmetric-key-new"]);
+    wait_above(&tg, "the keystore reload", reloads, || {
+        source_reloads(&tg, "keystore", "ok")
+    });
+
+    // 2.3 Mapping ["symmetric-key", "symmetric-key-new"]: both validate.
+    reconfigure(
+        &tg,
+        &dir,
+        &config(&["symmetric-key", "symmetric-key-new"]),
+        Trigger::Scan,
+    );
+    assert_states(
+        &tg,
+        &[("symmetric-key", "active"), ("symmetric-key-new", "valid")],
+    );
+    assert_eq!(key_entry(&tg, "symmetric-key-new")["kty"], "oct");
+    for with_kid in [true, false] {
+        assert_allowed(
+            &tg,
+            &old.token(with_kid),
+            &format!("old secret, kid {with_kid}"),
+        );
+        assert_allowed(
+            &tg,
+            &new.token(with_kid),
+            &format!("new secret, kid {with_kid}"),
+        );
+    }
+
+    // 3. The new key becomes active; the signer switches to it.
+    reconfigure(
+        &tg,
+        &dir,
+        &config(&["symmetric-key-new", "symmetric-key"]),
+        Trigger::Refresh,
+    );
+    assert_states(
+        &tg,
+        &[("symmetric-key-new", "active"), ("symmetric-key", "valid")],
+    );
+    traffic.switch(new.clone());
+    traffic.wait_served(&tg, "new", 30);
+    let seen = key_entry(&tg, "symmetric-key");
+
+    // 4.1 Decommission: the mapping holds only the new key.
+    reconfigure(&tg, &dir, &config(&["symmetric-key-new"]), Trigger::Scan);
+    assert_denied(
+        &tg,
+        &old.token(true),
+        "bad_signature",
+        "old-secret token (kid) after removal",
+    );
+    assert_denied(
+        &tg,
+        &old.token(false),
+        "bad_signature",
+        "old-secret token (no kid) after removal",
+    );
+    let retired = key_entry(&tg, "symmetric-key");
+    assert_eq!(retired["state"], "retired", "{retired:#}");
+    assert_eq!(retired["validations"], seen["validations"], "{retired:#}");
+    assert_eq!(retired["last_used"], seen["last_used"], "{retired:#}");
+
+    // 4.2 Delete symmetric-key from the keystore (new file renamed over the old).
+    let reloads = source_reloads(&tg, "keystore", "ok");
+    swap_keystore(&dir, store, |next| {
+        keytool_delete(&dir, next, "symmetric-key", PW);
+        keytool_list(&dir, next, PW, &["symmetric-key-new"]);
+    });
+    wait_above(
+        &tg,
+        "the keystore reload after keytool -delete",
+        reloads,
+        || source_reloads(&tg, "keystore", "ok"),
+    );
+    traffic.wait_served(&tg, "new", 20);
+
+    // The next rotation starts with the guide's own command: a keytool-made secret
+    // loads as an oct key (its bytes cannot be read back, so a token signed with other
+    // bytes is tried against it, by kid, and fails).
+    let reloads = source_reloads(&tg, "keystore", "ok");
+    sh(
+        &dir,
+        &format!(
+            "keytool -genseckey -alias symmetric-key-next -keystore {store} -storepass {PW} \
+             -storetype PKCS12 -keyalg HmacSHA512 -keysize 512"
+        ),
+    );
+    wait_above(
+        &tg,
+        "the keystore reload after keytool -genseckey",
+        reloads,
+        || source_reloads(&tg, "keystore", "ok"),
+    );
+    reconfigure(
+        &tg,
+        &dir,
+        &config(&["symmetric-key-new", "symmetric-key-next"]),
+        Trigger::Scan,
+    );
+    let next = key_entry(&tg, "symmetric-key-next");
+    assert_eq!(
+        (next["kty"].as_str(), next["state"].as_str()),
+        (Some("oct"), Some("valid")),
+        "{next:#}"
+    );
+    let guess = Signer::new(
+        "guess",
+        "symmetric-key-next",
+        Algorithm::HS512,
+        EncodingKey::from_secret(&random_secret()),
+    );
+    assert_denied(
+        &tg,
+        &guess.token(true),
+        "bad_signature",
+        "a token for the keytool key, other bytes",
+    );
+    traffic.wait_served(&tg, "new", 20);
+
+    let stats = traffic.finish();
+    assert_no_valid_request_denied(&stats, &tg);
+    assert_same_process(&mut tg, &started);
+    let logs = tg.logs();
+    assert!(
+        !logs.contains(PW) && !logs.contains(&STANDARD.encode(PW)),
+        "the keystore password was logged"
+    );
+}
+
+// ---------------------------------------------------------------------------------------
+// 3. Drill (c): a JWKS file: publish the new kid, sign with it, withdraw the old one.
+
+/// The public JWK of a fixture key, published under `kid`.
+fn fixture_jwk(name: &str, kid: &str) -> Value {
+    let text = std::fs::read_to_string(fixtures().join("jwks-public.json"))
+        .unwrap_or_else(|e| panic!("jwks-public.json: {e}"));
+    let set: Value =
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("jwks-public.json: {e}"));
+    let mut jwk = set["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no fixture JWK {name}"));
+    jwk["kid"] = json!(kid);
+    jwk
+}
+
+#[test]
+fn drill_jwks_file_rotation_without_restart() {
+    let dir = TempDir::new("rotation-jwks");
+    let (old_jwk, new_jwk) = (
+        fixture_jwk("rsa-1", "2025-01"),
+        fixture_jwk("rsa-2", "2025-07"),
+    );
+    dir.write("jwks.json", json!({"keys": [old_jwk]}).to_string());
+    let (authz, admin) = (free_addr(), free_addr());
+    let config = json!({
+        "listeners": listeners(authz, admin),
+        "issuers": [issuer(&["RS256"], json!({"jwks_file": dir.path("jwks.json").to_string_lossy()}))],
+        "reload": {"scan_interval": SCAN}
+    });
+    let mut tg = Tokengate::start(&dir, config);
+    tg.wait_ready();
+    let started = process_start(&tg);
+    let old = Signer::new("old", "2025-01", Algorithm::RS256, mint::key("rsa-1"));
+    let new = Signer::new("new", "2025-07", Algorithm::RS256, mint::key("rsa-2"));
+    let traffic = Traffic::start(authz, old.clone());
+    traffic.wait_served(&tg, "old", 50);
+
+    // Publish the new key next to the old one, before anything signs with it.
+    let reloads = source_reloads(&tg, "jwks_file", "ok");
+    dir.write("jwks.json", json!({"keys": [old_jwk, new_jwk]}).to_string());
+    wait_above(&tg, "the JWKS file reload", reloads, || {
+        source_reloads(&tg, "jwks_file", "ok")
+    });
+    assert_states(&tg, &[("2025-01", "active"), ("2025-07", "valid")]);
+    assert_allowed(&tg, &new.token(true), "new kid, published");
+    assert_allowed(&tg, &new.token(false), "new key, no kid");
+
+    // The issuer signs with the new key; for a JWKS "active" follows use.
+    traffic.switch(new.clone());
+    traffic.wait_served(&tg, "new", 20);
+    wait_state(&tg, "2025-07", "active");
+    let seen = key_entry(&tg, "2025-01");
+    assert_eq!(seen["state"], "valid", "{seen:#}");
+    traffic.wait_served(&tg, "new", 20);
+    assert_eq!(
+        key_entry(&tg, "2025-01")["validations"],
+        seen["validations"],
+        "the old key is no longer used"
+    );
+
+    // Withdraw the old kid.
+    let reloads = source_reloads(&tg, "jwks_file", "ok");
+    dir.write("jwks.json", json!({"keys": [new_jwk]}).to_string());
+    wait_above(&tg, "the JWKS file reload", reloads, || {
+        source_reloads(&tg, "jwks_file", "ok")
+    });
+    assert_denied(&tg, &old.token(true), "bad_signature", "withdrawn kid");
+    assert_denied(
+        &tg,
+        &old.token(false),
+        "bad_signature",
+        "withdrawn key, no kid",
+    );
+    let retired = key_entry(&tg, "2025-01");
+    assert_eq!(retired["state"], "retired", "{retired:#}");
+    assert_eq!(retired["validations"], seen["validations"], "{retired:#}");
+    assert_eq!(retired["last_used"], seen["last_used"], "{retired:#}");
+    traffic.wait_served(&tg, "new", 50);
+
+    let stats = traffic.finish();
+    assert_no_valid_request_denied(&stats, &tg);
+    assert_same_process(&mut tg, &started);
+}
+
+// ---------------------------------------------------------------------------------------
+// 4. Revocation: effective on the next request after the reload, cache or not.
+
+#[test]
+fn revocation_applies_to_the_next_request_even_for_cached_tokens() {
+    let dir = TempDir::new("rotation-revoke");
+    dir.write(
+        "jwks.json",
+        json!({"keys": [fixture_jwk("rsa-1", "k-a"), fixture_jwk("rsa-2", "k-b"), fixture_jwk("ec-p256", "k-c")]})
+            .to_string(),
+    );
+    dir.write(
+        "revoked.json",
+        json!({"kids": [], "thumbprints": []}).to_string(),
+    );
+    let (authz, admin) = (free_addr(), free_addr());
+    let config = |kids: &[&str]| {
+        json!({
+            "listeners": listeners(authz, admin),
+            "issuers": [issuer(&["RS256", "ES256"], json!({"jwks_file": dir.path("jwks.json").to_string_lossy()}))],
+            "revoked": {"kids": kids, "file": dir.path("revoked.json").to_string_lossy()},
+            "reload": {"scan_interval": SCAN}
+        })
+    };
+    let tg = Tokengate::start(&dir, config(&[]));
+    tg.wait_ready();
+    let a = Signer::new("a", "k-a", Algorithm::RS256, mint::key("rsa-1"));
+    let b = Signer::new("b", "k-b", Algorithm::RS256, mint::key("rsa-2"));
+    let c = Signer::new("c", "k-c", Algorithm::ES256, mint::key("ec-p256"));
+    let cache_hits = || {
+        tg.metrics()
+            .sum("tokengate_token_cache_requests_total", &[("result", "hit")])
+    };
+
+    // (a) revoked.kids in the config.
+    let token_a = a.token(true);
+    assert_allowed(&tg, &token_a, "k-a before revocation");
+    let hits = cache_hits();
+    assert_allowed(&tg, &token_a, "k-a again (cached)");
+    assert!(
+        cache_hits() > hits,
+        "the second check was answered from the cache"
+    );
+    let before = config_reloads(&tg, "ok");
+    dir.write("config.json", config(&["k-a"]).to_string());
+    wait_above(&tg, "the config reload that revokes k-a", before, || {
+        config_reloads(&tg, "ok")
+    });
+    assert_denied(
+        &tg,
+        &token_a,
+        "revoked_key",
+        "cached k-a token right after the reload",
+    );
+    assert_denied(&tg, &a.token(true), "revoked_key", "fresh k-a token");
+    assert_eq!(key_entry(&tg, "k-a")["state"], "revoked");
+    assert_allowed(&tg, &c.token(true), "k-c is not affected");
+
+    // (b) a thumbprint in revoked.file (taken from /keys); the config does not change.
+    let thumbprint = key_entry(&tg, "k-b")["thumbprint"]
+        .as_str()
+        .unwrap_or_default()
+        .to_string();
+    assert!(!thumbprint.is_empty());
+    let token_b = b.token(true);
+    assert_allowed(&tg, &token_b, "k-b before revocation");
+    let hits = cache_hits();
+    assert_allowed(&tg, &token_b, "k-b again (cached)");
+    assert!(
+        cache_hits() > hits,
+        "the second check was answered from the cache"
+    );
+    dir.write(
+        "revoked.json",
+        json!({"kids": [], "thumbprints": [thumbprint]}).to_string(),
+    );
+    wait_state(&tg, "k-b", "revoked");
+    assert_denied(
+        &tg,
+        &token_b,
+        "revoked_key",
+        "cached k-b token right after the reload",
+    );
+    assert_denied(&tg, &b.token(true), "revoked_key", "fresh k-b token");
+    let r = tg.check_token("/orders", &b.token(false));
+    assert_eq!(
+        r.status,
+        401,
+        "a revoked key is never tried, not even without kid: {}",
+        r.body_text()
+    );
+    assert_allowed(&tg, &c.token(true), "k-c is not affected");
+
+    // Both keys are still published in the JWKS file: revoked, not retired.
+    let jwks = std::fs::read_to_string(dir.path("jwks.json")).unwrap_or_default();
+    assert!(jwks.contains("\"k-a\"") && jwks.contains("\"k-b\""));
+    for k in ["k-a", "k-b"] {
+        let e = key_entry(&tg, k);
+        assert_eq!(
+            (e["state"].as_str(), e["source"].as_str()),
+            (Some("revoked"), Some("jwks_file")),
+            "{e:#}"
+        );
+    }
+}
+
+// ---------------------------------------------------------------------------------------
+// 5. A bad reload keeps the last good keys.
+
+#[test]
+fn bad_reloads_keep_the_last_good_keys() {
+    const PW: &str = "Kq7-Never-Logged-Pw";
+    let dir = TempDir::new("rotation-bad");
+    // A key pair entry, as the guide's steps 1.1 to 1.4 make one: openssl pkcs12 -export
+    // (OpenSSL keeps the -name as given), keytool -importkeystore.
+    openssl_req(&dir, "signature-key.key", "x509certificate.pem");
+    sh(
+        &dir,
+        &format!(
+            "openssl pkcs12 -export -in x509certificate.pem -inkey signature-key.key \
+             -out keystore-new.p12 -passout pass:{PW} -name Signature-Key"
+        ),
+    );
+    sh(
+        &dir,
+        &format!(
+            "keytool -importkeystore -srckeystore keystore-new.p12 -srcstoretype pkcs12 \
+             -srcstorepass {PW} -destkeystore IG_keystore.p12 -deststoretype pkcs12 \
+             -deststorepass {PW} -noprompt"
+        ),
+    );
+    let good = std::fs::read(dir.path("IG_keystore.p12")).unwrap_or_else(|e| panic!("{e}"));
+    dir.write("keystore.pass", PW);
+
+    let (authz, admin) = (free_addr(), free_addr());
+    // Aliases match case-insensitively: "signature-key" finds "Signature-Key".
+    let config = |aliases: &[&str]| {
+        json!({
+            "listeners": listeners(authz, admin),
+            "issuers": [issuer(&["RS256"], json!({
+                "keystore": dir.path("IG_keystore.p12").to_string_lossy(),
+                "password_file": dir.path("keystore.pass").to_string_lossy(),
+                "password_encoding": "plain", "aliases": aliases
+            }))],
+            "reload": {"scan_interval": SCAN}
+        })
+    };
+    let tg = Tokengate::start(&dir, config(&["signature-key"]));
+    tg.wait_ready();
+    let signer = Signer::new(
+        "key",
+        "signature-key",
+        Algorithm::RS256,
+        rsa_key(&dir, "signature-key.key"),
+    );
+    assert_allowed(&tg, &signer.token(true), "before any bad reload");
+    let thumbprint = key_entry(&tg, "signature-key")["thumbprint"].clone();
+    let still_serving = |what: &str| {
+        assert_allowed(&tg, &signer.token(true), what);
+        assert_allowed(&tg, &signer.token(false), what);
+        let e = key_entry(&tg, "signature-key");
+        assert_eq!(
+            (&e["state"], &e["thumbprint"]),
+            (&json!("active"), &thumbprint),
+            "{what}: {e:#}"
+        );
+    };
+
+    let recovered = |what: &str| {
+        trigger(&tg, Trigger::Refresh);
+        let errors = source_reloads(&tg, "keystore", "error");
+        trigger(&tg, Trigger::Refresh);
+        assert_eq!(
+            source_reloads(&tg, "keystore", "error"),
+            errors,
+            "{what}: still failing"
+        );
+        still_serving(what);
+    };
+
+    // Garbage where the keystore was.
+    let errors = source_reloads(&tg, "keystore", "error");
+    dir.write("IG_keystore.p12", b"this is not a PKCS#12 file\n");
+    wait_above(&tg, "the failed keystore reload", errors, || {
+        source_reloads(&tg, "keystore", "error")
+    });
+    still_serving("keystore overwritten with garbage");
+    let logs = tg.logs();
+    assert!(
+        logs.contains("key source failed to load")
+            && logs.contains("not a PKCS#12 file")
+            && logs.contains("IG_keystore.p12"),
+        "the log says which file failed and why:\n{logs}"
+    );
+
+    // Put it back. The content is the last good one, so there is nothing to republish;
+    // after a synchronous `POST /refresh` the failures stop.
+    dir.write("IG_keystore.p12", &good);
+    recovered("keystore restored");
+
+    // A wrong password in the password file.
+    const WRONG: &str = "Wr0ng-Pa55-Also-Secret";
+    let errors = source_reloads(&tg, "keystore", "error");
+    dir.write("keystore.pass", WRONG);
+    wait_above(&tg, "the failed reload (wrong password)", errors, || {
+        source_reloads(&tg, "keystore", "error")
+    });
+    still_serving("wrong keystore password");
+    dir.write("keystore.pass", PW);
+    recovered("password restored");
+
+    // A mapping naming an alias the keystore does not have: the config is refused whole.
+    let errors = config_reloads(&tg, "error");
+    dir.write(
+        "config.json",
+        config(&["signature-key", "missing-alias"]).to_string(),
+    );
+    wait_above(&tg, "the refused config reload", errors, || {
+        config_reloads(&tg, "error")
+    });
+    still_serving("config naming a missing alias");
+    assert!(
+        key_entries(&tg, "missing-alias").is_empty(),
+        "{:#}",
+        tg.keys()
+    );
+    let logs = tg.logs();
+    assert!(
+        logs.contains("config reload failed")
+            && logs.contains("missing-alias")
+            && logs.contains("IG_keystore.p12"),
+        "the log says which alias is missing:\n{logs}"
+    );
+    assert!(
+        !logs.contains(PW) && !logs.contains(WRONG),
+        "a keystore password was logged:\n{logs}"
+    );
+}
+
+/// Kubernetes updates a ConfigMap (the mapping) and a Secret (the keystore) separately:
+/// the mapping may name the new alias before the keystore holding it arrives. The
+/// config is refused then; once the keystore has the alias, a reload must apply it.
+#[test]
+fn refused_mapping_applies_once_the_keystore_has_the_alias() {
+    const PW: &str = "Or-Der-Pa55word";
+    let dir = TempDir::new("rotation-order");
+    openssl_req(&dir, "signature-key.key", "x509certificate.pem");
+    keytool_import_cert(
+        &dir,
+        "IG_keystore.p12",
+        "verification-key",
+        "x509certificate.pem",
+        PW,
+    );
+    dir.write("keystore.pass", PW);
+    let (authz, admin) = (free_addr(), free_addr());
+    let config = |aliases: &[&str]| {
+        json!({
+            "listeners": listeners(authz, admin),
+            "issuers": [issuer(&["RS256"], json!({
+                "keystore": dir.path("IG_keystore.p12").to_string_lossy(),
+                "password_file": dir.path("keystore.pass").to_string_lossy(),
+                "password_encoding": "plain", "aliases": aliases
+            }))],
+            "reload": {"scan_interval": SCAN}
+        })
+    };
+    let tg = Tokengate::start(&dir, config(&["verification-key"]));
+    tg.wait_ready();
+
+    // The ConfigMap lands first.
+    let errors = config_reloads(&tg, "error");
+    dir.write(
+        "config.json",
+        config(&["verification-key", "verification-key-new"]).to_string(),
+    );
+    wait_above(&tg, "the refused config reload", errors, || {
+        config_reloads(&tg, "error")
+    });
+
+    // Then the Secret.
+    openssl_req(&dir, "signature-key-new.key", "x509certificate-new.pem");
+    swap_keystore(&dir, "IG_keystore.p12", |next| {
+        keytool_import_cert(
+            &dir,
+            next,
+            "verification-key-new",
+            "x509certificate-new.pem",
+            PW,
+        );
+    });
+    let new = Signer::new(
+        "new",
+        "verification-key-new",
+        Algorithm::RS256,
+        rsa_key(&dir, "signature-key-new.key"),
+    );
+    trigger(&tg, Trigger::Refresh);
+    let deadline = std::time::Instant::now() + Duration::from_secs(3);
+    while key_entries(&tg, "verification-key-new").is_empty()
+        && std::time::Instant::now() < deadline
+    {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        !key_entries(&tg, "verification-key-new").is_empty(),
+        "BUG (src/app.rs reload_config): a config refused because a key source failed to \
+         load is never retried, not even on POST /refresh, once the keystore has the alias \
+         (its digest is remembered as broken); the new key stays unusable until the config \
+         file is edited again. /keys: {:#}",
+        tg.keys()
+    );
+    assert_allowed(&tg, &new.token(true), "new key once the mapping is applied");
+}
+
+// ---------------------------------------------------------------------------------------
+// 6. Certificate validity: `iat` (default), `now`, `off`.
+
+#[test]
+fn certificate_validity_iat_now_off() {
+    const PW: &str = "Val1dity-Pa55word";
+    const DAY: i64 = 86_400;
+    let dir = TempDir::new("rotation-validity");
+    let now = mint::now();
+    // Valid from 10 days ago until 5 days ago: expired now.
+    let (not_before, not_after) = (now - 10 * DAY, now - 5 * DAY);
+    python_cert(&dir, "old-key.key", "old-cert.pem", not_before, not_after);
+    keytool_import_cert(
+        &dir,
+        "IG_keystore.p12",
+        "verification-key",
+        "old-cert.pem",
+        PW,
+    );
+    dir.write("keystore.pass", PW);
+    let source = json!({
+        "keystore": dir.path("IG_keystore.p12").to_string_lossy(),
+        "password_file": dir.path("keystore.pass").to_string_lossy(),
+        "password_encoding": "plain", "aliases": ["verification-key"]
+    });
+    // One issuer per mode, told apart by `iss`, over the same keystore.
+    let issuers: Vec<Value> = ["iat", "now", "off"]
+        .iter()
+        .map(|mode| {
+            json!({
+                "name": mode, "issuer": format!("https://{mode}.example"), "audiences": ["orders-api"],
+                "algorithms": ["RS256"], "certificate_validity": mode, "key_sources": [source]
+            })
+        })
+        .collect();
+    let (authz, admin) = (free_addr(), free_addr());
+    let tg = Tokengate::start(
+        &dir,
+        json!({"listeners": listeners(authz, admin), "issuers": issuers, "reload": {"scan_interval": SCAN}}),
+    );
+    tg.wait_ready();
+    let e = key_entries(&tg, "verification-key");
+    assert_eq!(e.len(), 3, "one entry per issuer: {e:#?}");
+    let rfc3339 = |t: i64| {
+        sh(&dir, &format!("date -u -d @{t} +%Y-%m-%dT%H:%M:%SZ"))
+            .trim()
+            .to_string()
+    };
+    for entry in &e {
+        assert_eq!(
+            entry["not_before"].as_str(),
+            Some(rfc3339(not_before).as_str()),
+            "{entry:#}"
+        );
+        assert_eq!(
+            entry["not_after"].as_str(),
+            Some(rfc3339(not_after).as_str()),
+            "{entry:#}"
+        );
+    }
+    let metric = tg.metrics().value(
+        "tokengate_key_not_after_timestamp_seconds",
+        &[("issuer", "now"), ("key", "verification-key")],
+    );
+    assert_eq!(
+        metric,
+        Some(not_after as f64),
+        "tokengate_key_not_after_timestamp_seconds"
+    );
+
+    let signer = Signer::new(
+        "old",
+        "verification-key",
+        Algorithm::RS256,
+        rsa_key(&dir, "old-key.key"),
+    );
+    let inside = |mode: &str| {
+        signer.token_with(
+            true,
+            json!({"iss": format!("https://{mode}.example"), "iat": now - 7 * DAY}),
+        )
+    };
+    let before_start = |mode: &str| {
+        signer.token_with(
+            true,
+            json!({"iss": format!("https://{mode}.example"), "iat": now - 20 * DAY}),
+        )
+    };
+    let fresh =
+        |mode: &str| signer.token_with(true, json!({"iss": format!("https://{mode}.example")}));
+
+    assert_allowed(&tg, &inside("iat"), "iat: iat inside the validity");
+    assert_denied(
+        &tg,
+        &before_start("iat"),
+        "key_out_of_validity",
+        "iat: iat before notBefore",
+    );
+    assert_denied(
+        &tg,
+        &fresh("iat"),
+        "key_out_of_validity",
+        "iat: iat now, after notAfter",
+    );
+
+    assert_denied(
+        &tg,
+        &inside("now"),
+        "key_out_of_validity",
+        "now: certificate expired",
+    );
+    assert_denied(
+        &tg,
+        &before_start("now"),
+        "key_out_of_validity",
+        "now: certificate expired",
+    );
+
+    assert_allowed(&tg, &inside("off"), "off: iat inside");
+    assert_allowed(&tg, &before_start("off"), "off: iat outside");
+    assert_allowed(&tg, &fresh("off"), "off: iat now");
+}

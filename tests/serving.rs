@@ -1,0 +1,762 @@
+//! Every listener end to end, with the real `tokengate` binary on loopback:
+//!
+//! - a real Envoy 1.40 running `deploy/envoy/ext-authz-http.yaml` (→ `authz_http`) and
+//!   `deploy/envoy/ext-authz-grpc.yaml` (→ `authz_grpc`) in front of an echo upstream;
+//! - Debian's nginx running `deploy/nginx/auth-request.conf` (→ `authz_http`);
+//! - the `proxy` listener itself: the same matrix, plus streaming, hop-by-hop headers,
+//!   `X-Forwarded-*`, `strip_authorization`, an upstream that is down (502) or hangs (504);
+//! - limits (431 on an oversized request head), ports already in use;
+//! - `admin`, SIGHUP (refresh) and SIGTERM (drain, exit 0).
+//!
+//! The matrix every front end passes: a valid token reaches the upstream with the forward
+//! headers and without the client's forged copies; a missing, an invalid token and an
+//! insufficient scope give 401/401/403 with tokengate's `WWW-Authenticate`, and never
+//! reach the upstream; an `allow_anonymous` route passes without a token, and a forged
+//! forward header is removed there too (the upstream must be able to trust that
+//! `x-auth-*` comes from tokengate whatever the route).
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::{Value, json};
+
+use crate::support::envoy::{self, Envoy, Nginx};
+use crate::support::upstream::{Mode, Upstream, header_values};
+use crate::support::{TempDir, Tokengate, fixture_issuer, fixtures, free_addr, http, token};
+
+/// The routes of every serving test.
+fn routes() -> Value {
+    json!([
+        {"path_prefix": "/public", "allow_anonymous": true},
+        {"path_prefix": "/orders", "methods": ["POST"], "scopes_all": ["orders:write"]}
+    ])
+}
+
+/// A running tokengate with the addresses of its optional listeners.
+struct Gate {
+    tg: Tokengate,
+    proxy: Option<SocketAddr>,
+    grpc: Option<SocketAddr>,
+}
+
+/// Starts tokengate with `authz_http` and `admin`, plus `authz_grpc` when `grpc`, plus
+/// `proxy` to `upstream` when given; `patch` edits the config first. Waits until ready.
+fn start(
+    dir: &TempDir,
+    upstream: Option<&str>,
+    grpc: bool,
+    patch: impl FnOnce(&mut Value),
+) -> Gate {
+    let proxy = upstream.map(|_| free_addr());
+    let grpc = grpc.then(free_addr);
+    let mut config = json!({
+        "listeners": {
+            "authz_http": free_addr().to_string(),
+            "admin": free_addr().to_string(),
+            "authz_grpc": grpc.map(|a| a.to_string()),
+            "proxy": proxy.map(|a| a.to_string()),
+        },
+        "issuers": [fixture_issuer()],
+        "routes": routes(),
+        "forward": {
+            "claim_headers": {"x-auth-subject": "sub", "x-auth-scopes": "scope"},
+            "claims_header": "x-auth-claims"
+        }
+    });
+    if let Some(url) = upstream {
+        config["upstream"] = json!({"url": url, "timeout": "1s"});
+    }
+    patch(&mut config);
+    let tg = Tokengate::start(dir, config);
+    tg.wait_ready();
+    Gate { tg, proxy, grpc }
+}
+
+fn bearer(name: &str) -> String {
+    format!("Bearer {}", token(name))
+}
+
+/// The echo the upstream sent back through the front end.
+fn echo(resp: &http::Response) -> Value {
+    serde_json::from_slice(&resp.body).unwrap_or_else(|e| {
+        panic!(
+            "not an upstream echo ({e}): {} {:?} {}",
+            resp.status,
+            resp.headers,
+            resp.body_text()
+        )
+    })
+}
+
+/// Which parts of a denial a front end passes on.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Denials {
+    /// Status, `WWW-Authenticate` and tokengate's JSON body (Envoy, the proxy).
+    Full,
+    /// Status and `WWW-Authenticate`; the body is the front end's own (nginx).
+    NoBody,
+}
+
+/// Sends one request (method, path, headers) through a front end.
+type Send<'a> = dyn Fn(&str, &str, &[(&str, &str)]) -> http::Response + 'a;
+
+/// One denial of the matrix.
+struct DenyCase {
+    method: &'static str,
+    path: &'static str,
+    token: Option<&'static str>,
+    status: u16,
+    reason: &'static str,
+    challenge: &'static str,
+}
+
+/// The matrix of the module docs, through `send`.
+fn matrix(front: &str, upstream: &Upstream, denials: Denials, send: &Send<'_>) {
+    // A valid token: forward headers set, forged copies gone.
+    let good = bearer("GOOD_RS256");
+    let r = send(
+        "GET",
+        "/orders/1?page=2",
+        &[
+            ("authorization", &good),
+            ("x-auth-subject", "mallory"),
+            ("x-auth-claims", "forged"),
+        ],
+    );
+    assert_eq!(r.status, 200, "{front}: valid token: {}", r.body_text());
+    let e = echo(&r);
+    assert_eq!(
+        e["path"], "/orders/1?page=2",
+        "{front}: path and query reach the upstream"
+    );
+    assert_eq!(
+        header_values(&e, "x-auth-subject"),
+        ["alice"],
+        "{front}: {e}"
+    );
+    assert_eq!(
+        header_values(&e, "x-auth-scopes"),
+        ["orders:read orders:write"],
+        "{front}: {e}"
+    );
+    let claims = header_values(&e, "x-auth-claims");
+    assert_eq!(claims.len(), 1, "{front}: exactly one x-auth-claims: {e}");
+    assert_ne!(
+        claims[0], "forged",
+        "{front}: the forged x-auth-claims reached the upstream"
+    );
+
+    // Denials never reach the upstream.
+    let before = upstream.requests();
+    let cases = [
+        DenyCase {
+            method: "GET",
+            path: "/orders/1",
+            token: None,
+            status: 401,
+            reason: "missing_token",
+            challenge: "Bearer realm=\"tokengate\"",
+        },
+        DenyCase {
+            method: "GET",
+            path: "/orders/1",
+            token: Some("EXPIRED"),
+            status: 401,
+            reason: "expired",
+            challenge: "Bearer realm=\"tokengate\", error=\"invalid_token\"",
+        },
+        DenyCase {
+            method: "POST",
+            path: "/orders",
+            token: Some("SCOPE_READ_ONLY"),
+            status: 403,
+            reason: "insufficient_scope",
+            challenge: "Bearer realm=\"tokengate\", error=\"insufficient_scope\"",
+        },
+    ];
+    for case in cases {
+        let DenyCase {
+            method,
+            path,
+            status,
+            reason,
+            challenge,
+            ..
+        } = case;
+        let auth = case.token.map(bearer);
+        let mut headers = vec![("x-auth-subject", "mallory")];
+        if let Some(a) = &auth {
+            headers.push(("authorization", a));
+        }
+        let r = send(method, path, &headers);
+        assert_eq!(r.status, status, "{front}: {reason}: {}", r.body_text());
+        let www = r.header("www-authenticate").unwrap_or_default();
+        assert!(
+            www.starts_with(challenge),
+            "{front}: {reason}: WWW-Authenticate {www:?}"
+        );
+        if reason == "insufficient_scope" {
+            assert!(www.contains("scope=\"orders:write\""), "{front}: {www}");
+        }
+        if denials == Denials::Full {
+            let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+            assert_eq!(body["error"], reason, "{front}: body {}", r.body_text());
+        }
+    }
+    assert_eq!(
+        upstream.requests(),
+        before,
+        "{front}: a denied request reached the upstream"
+    );
+
+    // Anonymous route: passes without a token, and the forged header is removed.
+    let r = send(
+        "GET",
+        "/public/info",
+        &[("x-auth-subject", "mallory"), ("x-auth-claims", "forged")],
+    );
+    assert_eq!(r.status, 200, "{front}: anonymous: {}", r.body_text());
+    let e = echo(&r);
+    assert!(
+        header_values(&e, "x-auth-subject").is_empty(),
+        "{front}: anonymous: {e}"
+    );
+    assert!(
+        header_values(&e, "x-auth-claims").is_empty(),
+        "{front}: anonymous: {e}"
+    );
+}
+
+/// The decisions tokengate counted for `listener`, as (decision, reason) → count.
+fn decided(tg: &Tokengate, listener: &str, decision: &str, reason: &str) -> f64 {
+    tg.metrics().sum(
+        "tokengate_decisions_total",
+        &[
+            ("listener", listener),
+            ("decision", decision),
+            ("reason", reason),
+        ],
+    )
+}
+
+#[test]
+fn envoy_http_ext_authz_end_to_end() {
+    let dir = TempDir::new("serving-envoy-http");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, None, false, |_| {});
+    let envoy = Envoy::start(
+        &dir,
+        "ext-authz-http.yaml",
+        upstream.addr,
+        gate.tg.authz.port(),
+    );
+    matrix("envoy http", &upstream, Denials::Full, &|m, p, h| {
+        envoy.request(m, p, h)
+    });
+    assert!(decided(&gate.tg, "authz_http", "allow", "ok") >= 1.0);
+    assert!(decided(&gate.tg, "authz_http", "deny", "insufficient_scope") >= 1.0);
+}
+
+#[test]
+fn envoy_grpc_ext_authz_end_to_end() {
+    let dir = TempDir::new("serving-envoy-grpc");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, None, true, |_| {});
+    let grpc = gate.grpc.unwrap_or_else(|| panic!("no grpc listener"));
+    let envoy = Envoy::start(&dir, "ext-authz-grpc.yaml", upstream.addr, grpc.port());
+    matrix("envoy grpc", &upstream, Denials::Full, &|m, p, h| {
+        envoy.request(m, p, h)
+    });
+    // The checks went over gRPC, not HTTP.
+    assert!(decided(&gate.tg, "authz_grpc", "allow", "ok") >= 1.0);
+    assert!(decided(&gate.tg, "authz_grpc", "allow", "anonymous") >= 1.0);
+    assert!(decided(&gate.tg, "authz_grpc", "deny", "expired") >= 1.0);
+    assert_eq!(decided(&gate.tg, "authz_http", "allow", "ok"), 0.0);
+    // The verified claims arrived as dynamic metadata: the access log prints `sub`.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !envoy.access_log().contains("sub=alice") && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(
+        envoy
+            .access_log()
+            .contains("\"GET /orders/1?page=2\" 200 sub=alice"),
+        "access log:\n{}",
+        envoy.access_log()
+    );
+}
+
+#[test]
+fn nginx_auth_request_end_to_end() {
+    let dir = TempDir::new("serving-nginx");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, None, false, |_| {});
+    let nginx = Nginx::start(&dir, upstream.addr, gate.tg.authz);
+    matrix("nginx", &upstream, Denials::NoBody, &|m, p, h| {
+        nginx.request(m, p, h)
+    });
+    // tokengate judged the original method and URI, not the subrequest's.
+    assert!(decided(&gate.tg, "authz_http", "deny", "insufficient_scope") >= 1.0);
+}
+
+#[test]
+fn proxy_end_to_end() {
+    let dir = TempDir::new("serving-proxy");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), false, |_| {});
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    matrix("proxy", &upstream, Denials::Full, &|m, p, h| {
+        http::request(proxy, m, p, h, b"").unwrap_or_else(|| panic!("proxy did not answer"))
+    });
+    assert!(decided(&gate.tg, "proxy", "allow", "ok") >= 1.0);
+    assert!(decided(&gate.tg, "proxy", "deny", "missing_token") >= 1.0);
+}
+
+#[test]
+fn proxy_forwards_end_to_end_headers_only() {
+    let dir = TempDir::new("serving-proxy-headers");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), false, |_| {});
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let good = bearer("GOOD_RS256");
+    let r = http::request(
+        proxy,
+        "POST",
+        "/things?x=1",
+        &[
+            ("authorization", &good),
+            ("connection", "x-drop-me"),
+            ("x-drop-me", "1"),
+            ("keep-alive", "timeout=5"),
+            ("proxy-authorization", "Basic Zm9vOmJhcg=="),
+            ("te", "trailers"),
+            ("trailer", "x-checksum"),
+            ("upgrade", "example/1"),
+            ("x-forwarded-for", "203.0.113.9"),
+            ("x-forwarded-proto", "https"),
+            ("x-forwarded-host", "forged.example"),
+            ("x-custom", "kept"),
+        ],
+        b"hello",
+    )
+    .unwrap_or_else(|| panic!("proxy did not answer"));
+    assert_eq!(r.status, 200, "{:?} {}", r.headers, r.body_text());
+    assert_eq!(
+        r.header("x-upstream"),
+        Some("echo"),
+        "response headers pass through"
+    );
+    let e = echo(&r);
+    assert_eq!(e["method"], "POST");
+    assert_eq!(e["path"], "/things?x=1");
+    assert_eq!(e["body_bytes"], 5);
+    for gone in [
+        "x-drop-me",
+        "keep-alive",
+        "proxy-authorization",
+        "te",
+        "trailer",
+        "upgrade",
+    ] {
+        assert!(
+            header_values(&e, gone).is_empty(),
+            "{gone} reached the upstream: {e}"
+        );
+    }
+    assert_eq!(header_values(&e, "x-custom"), ["kept"]);
+    // Without strip_authorization the app sees the token too.
+    assert_eq!(header_values(&e, "authorization"), [good.as_str()]);
+    assert_eq!(
+        header_values(&e, "x-forwarded-for"),
+        ["203.0.113.9, 127.0.0.1"]
+    );
+    assert_eq!(header_values(&e, "x-forwarded-proto"), ["http"]);
+    assert_eq!(header_values(&e, "x-forwarded-host"), [proxy.to_string()]);
+    assert_eq!(
+        header_values(&e, "host"),
+        [proxy.to_string()],
+        "Host is kept"
+    );
+
+    // A chunked request body is streamed through (re-framed by this hop).
+    let raw = format!(
+        "PUT /things/1 HTTP/1.1\r\nhost: app\r\nauthorization: {good}\r\n\
+         transfer-encoding: chunked\r\nconnection: close\r\n\r\n\
+         5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
+    );
+    let r = http::send_raw(proxy, raw.as_bytes()).unwrap_or_else(|| panic!("proxy did not answer"));
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(echo(&r)["body_bytes"], 11);
+}
+
+#[test]
+fn proxy_strip_authorization_removes_the_token_header() {
+    let dir = TempDir::new("serving-proxy-strip");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), false, |c| {
+        c["forward"]["strip_authorization"] = json!(true);
+    });
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let good = bearer("GOOD_RS256");
+    let r = http::request(proxy, "GET", "/orders/1", &[("authorization", &good)], b"")
+        .unwrap_or_else(|| panic!("proxy did not answer"));
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let e = echo(&r);
+    assert!(header_values(&e, "authorization").is_empty(), "{e}");
+    assert_eq!(header_values(&e, "x-auth-subject"), ["alice"]);
+}
+
+/// A body of several MB goes through while the client is still sending it: the upstream
+/// has received a good part of the first MiB before the client sends the rest, which a
+/// proxy that buffers whole bodies could not do.
+#[test]
+fn proxy_streams_a_large_request_body() {
+    const TOTAL: usize = 8 << 20;
+    const FIRST: usize = 1 << 20;
+    let dir = TempDir::new("serving-proxy-stream");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), false, |_| {});
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+
+    let mut s = TcpStream::connect(proxy).unwrap_or_else(|e| panic!("connect: {e}"));
+    s.set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap_or_else(|e| panic!("{e}"));
+    let head = format!(
+        "POST /upload HTTP/1.1\r\nhost: app\r\nauthorization: {}\r\ncontent-length: {TOTAL}\r\nconnection: close\r\n\r\n",
+        bearer("GOOD_RS256")
+    );
+    s.write_all(head.as_bytes())
+        .unwrap_or_else(|e| panic!("write: {e}"));
+    let chunk = vec![b'x'; 64 * 1024];
+    let mut sent = 0;
+    while sent < FIRST {
+        s.write_all(&chunk).unwrap_or_else(|e| panic!("write: {e}"));
+        sent += chunk.len();
+    }
+    assert!(
+        upstream.wait_until(Duration::from_secs(10), |u| u.body_bytes()
+            >= (FIRST / 2) as u64),
+        "the upstream got {} bytes while the client held back {} of {TOTAL}: the body is buffered",
+        upstream.body_bytes(),
+        TOTAL - sent
+    );
+    while sent < TOTAL {
+        s.write_all(&chunk).unwrap_or_else(|e| panic!("write: {e}"));
+        sent += chunk.len();
+    }
+    let mut raw = Vec::new();
+    let _ = s.read_to_end(&mut raw);
+    let text = String::from_utf8_lossy(&raw);
+    assert!(text.starts_with("HTTP/1.1 200"), "{text}");
+    let body = text.split_once("\r\n\r\n").map_or("", |(_, b)| b);
+    let e: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {text}"));
+    assert_eq!(e["body_bytes"], TOTAL as u64, "the upstream got every byte");
+}
+
+#[test]
+fn proxy_upstream_down_is_502() {
+    let dir = TempDir::new("serving-proxy-down");
+    // A port that was free a moment ago: nothing listens there.
+    let down = free_addr();
+    let gate = start(&dir, Some(&format!("http://{down}")), false, |_| {});
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let r = http::request(
+        proxy,
+        "GET",
+        "/orders/1",
+        &[("authorization", &bearer("GOOD_RS256"))],
+        b"",
+    )
+    .unwrap_or_else(|| panic!("proxy did not answer"));
+    assert_eq!(r.status, 502, "{}", r.body_text());
+    assert!(
+        r.body_text().contains("could not be reached"),
+        "{}",
+        r.body_text()
+    );
+    // A denial is still a denial: the upstream is not consulted first.
+    let r = http::request(proxy, "GET", "/orders/1", &[], b"")
+        .unwrap_or_else(|| panic!("proxy did not answer"));
+    assert_eq!(r.status, 401);
+}
+
+#[test]
+fn proxy_upstream_hang_is_504_after_the_timeout() {
+    let dir = TempDir::new("serving-proxy-hang");
+    let upstream = Upstream::start(Mode::Hang);
+    let gate = start(&dir, Some(&upstream.url()), false, |_| {});
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let started = Instant::now();
+    let r = http::request(
+        proxy,
+        "GET",
+        "/orders/1",
+        &[("authorization", &bearer("GOOD_RS256"))],
+        b"",
+    )
+    .unwrap_or_else(|| panic!("proxy did not answer"));
+    let took = started.elapsed();
+    assert_eq!(r.status, 504, "{}", r.body_text());
+    assert!(
+        r.body_text().contains("did not answer in time"),
+        "{}",
+        r.body_text()
+    );
+    assert_eq!(upstream.requests(), 1, "the request reached the upstream");
+    // upstream.timeout is 1s.
+    assert!(took >= Duration::from_millis(900), "504 after {took:?}");
+    assert!(took < Duration::from_secs(10), "504 after {took:?}");
+}
+
+/// actix's request-head limit is 128 KiB: a larger head gets 431 on every HTTP listener.
+/// The head sent is exactly 128 KiB and unfinished, so that the server has read every
+/// byte when it answers (unread bytes would turn its close into a reset that can
+/// swallow the answer).
+#[test]
+fn oversized_request_head_is_431_on_every_http_listener() {
+    let dir = TempDir::new("serving-431");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), false, |_| {});
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let mut raw = b"GET /orders/1 HTTP/1.1\r\nhost: app\r\nx-big: ".to_vec();
+    raw.resize(128 * 1024, b'a');
+    for (name, addr) in [
+        ("proxy", proxy),
+        ("authz_http", gate.tg.authz),
+        ("admin", gate.tg.admin),
+    ] {
+        let r = http::send_raw(addr, &raw).unwrap_or_else(|| panic!("{name}: no answer"));
+        assert_eq!(r.status, 431, "{name}");
+    }
+    // More than 96 header lines is over the limit too.
+    let many: Vec<String> = (0..100).map(|i| format!("x-h{i}")).collect();
+    let headers: Vec<(&str, &str)> = many.iter().map(|n| (n.as_str(), "1")).collect();
+    let r = http::request(proxy, "GET", "/public/x", &headers, b"")
+        .unwrap_or_else(|| panic!("proxy did not answer"));
+    assert_eq!(r.status, 431, "100 headers");
+    assert_eq!(upstream.requests(), 0);
+    // Below the limit, a large header is fine.
+    let big = "a".repeat(32 * 1024);
+    let r = http::request(proxy, "GET", "/public/x", &[("x-big", &big)], b"")
+        .unwrap_or_else(|| panic!("proxy did not answer"));
+    assert_eq!(r.status, 200);
+}
+
+/// Runs `tokengate serve` on `config` expecting it to fail; returns its stderr.
+fn serve_fails(dir: &TempDir, config: &Value) -> String {
+    let path = dir.write("bad.json", config.to_string());
+    let mut child = Command::new(crate::support::bin())
+        .args(["serve", "--config"])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn: {e}"));
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        if let Ok(Some(status)) = child.try_wait() {
+            assert!(!status.success(), "tokengate served on a port in use");
+            let mut err = String::new();
+            if let Some(mut e) = child.stderr.take() {
+                let _ = e.read_to_string(&mut err);
+            }
+            return err;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("tokengate did not fail on a port in use");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[test]
+fn a_port_in_use_is_an_error_naming_the_listener() {
+    let dir = TempDir::new("serving-port-in-use");
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
+    let addr = taken
+        .local_addr()
+        .unwrap_or_else(|e| panic!("{e}"))
+        .to_string();
+    for listener in ["authz_grpc", "proxy"] {
+        let mut config = json!({
+            "listeners": {
+                "authz_http": null, "admin": null, "authz_grpc": null, "proxy": null
+            },
+            "upstream": {"url": "http://127.0.0.1:9"},
+            "issuers": [fixture_issuer()],
+        });
+        config["listeners"][listener] = json!(addr);
+        let err = serve_fails(&dir, &config);
+        assert!(
+            err.contains(&format!("listeners.{listener}")),
+            "{listener}: {err}"
+        );
+        assert!(err.contains(&addr), "{listener}: {err}");
+    }
+}
+
+#[test]
+fn admin_endpoints() {
+    let dir = TempDir::new("serving-admin");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), true, |_| {});
+    let admin = gate.tg.admin;
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+
+    let r = http::get(admin, "/healthz").unwrap_or_else(|| panic!("no /healthz"));
+    assert_eq!((r.status, r.body_text().trim()), (200, "ok"));
+    let r = http::get(admin, "/readyz").unwrap_or_else(|| panic!("no /readyz"));
+    assert_eq!(r.status, 200);
+    let ready: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
+    assert_eq!(ready["ready"], true, "{ready}");
+    let keys = gate.tg.keys();
+    let names: Vec<&str> = keys["keys"]
+        .as_array()
+        .map(|l| l.iter().filter_map(|k| k["key"].as_str()).collect())
+        .unwrap_or_default();
+    assert!(
+        names.contains(&"rsa-1") && names.contains(&"pem-1"),
+        "{keys}"
+    );
+
+    // Decisions on the proxy show in /metrics under their listener.
+    let good = bearer("GOOD_RS256");
+    for auth in [Some(good.as_str()), None] {
+        let headers: Vec<(&str, &str)> = auth.map(|a| ("authorization", a)).into_iter().collect();
+        let _ = http::request(proxy, "GET", "/orders/1", &headers, b"");
+    }
+    let m = gate.tg.metrics();
+    let count = |d: &str, r: &str| {
+        m.sum(
+            "tokengate_decisions_total",
+            &[("listener", "proxy"), ("decision", d), ("reason", r)],
+        )
+    };
+    assert_eq!(count("allow", "ok"), 1.0);
+    assert_eq!(count("deny", "missing_token"), 1.0);
+    assert!(m.value("tokengate_build_info", &[]).is_some());
+
+    let r =
+        http::request(admin, "POST", "/refresh", &[], b"").unwrap_or_else(|| panic!("no /refresh"));
+    assert_eq!(r.status, 202, "{}", r.body_text());
+    let r = http::get(admin, "/refresh").unwrap_or_else(|| panic!("no /refresh"));
+    assert_ne!(r.status, 202, "GET must not refresh");
+}
+
+/// SIGHUP reloads key files at once: a key added to the JWKS file works before the
+/// (hour-long) scan interval.
+#[test]
+fn sighup_reloads_keys() {
+    let dir = TempDir::new("serving-sighup");
+    let full: Value = serde_json::from_str(
+        &std::fs::read_to_string(fixtures().join("jwks.json")).unwrap_or_else(|e| panic!("{e}")),
+    )
+    .unwrap_or_else(|e| panic!("{e}"));
+    let only_rsa2: Vec<Value> = full["keys"]
+        .as_array()
+        .map(|l| l.iter().filter(|k| k["kid"] == "rsa-2").cloned().collect())
+        .unwrap_or_default();
+    assert_eq!(only_rsa2.len(), 1);
+    let jwks = dir.write("jwks.json", json!({"keys": only_rsa2}).to_string());
+    let gate = start(&dir, None, false, |c| {
+        c["issuers"][0]["key_sources"] = json!([{"jwks_file": jwks.to_string_lossy()}]);
+        c["reload"] = json!({"scan_interval": "1h"});
+    });
+    let tg = &gate.tg;
+    assert_eq!(
+        tg.check_token("/orders/1", &token("GOOD_RS384")).status,
+        200
+    );
+    assert_eq!(
+        tg.check_token("/orders/1", &token("GOOD_RS256")).status,
+        401
+    );
+
+    dir.write("jwks.json", full.to_string());
+    // Not picked up on its own within the scan interval...
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        tg.check_token("/orders/1", &token("GOOD_RS256")).status,
+        401
+    );
+    // ...but at once on SIGHUP.
+    tg.signal("HUP");
+    tg.wait_for(
+        || tg.check_token("/orders/1", &token("GOOD_RS256")).status == 200,
+        "the new key after SIGHUP",
+    );
+}
+
+/// SIGTERM lets a request in flight (through the proxy, to a slow upstream) finish, then
+/// the process exits 0.
+#[test]
+fn sigterm_drains_in_flight_requests_and_exits_0() {
+    let dir = TempDir::new("serving-sigterm");
+    let upstream = Upstream::start(Mode::Delay(Duration::from_millis(1500)));
+    let mut gate = start(&dir, Some(&upstream.url()), true, |c| {
+        c["upstream"]["timeout"] = json!("10s");
+    });
+    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let good = bearer("GOOD_RS256");
+    let in_flight = std::thread::spawn(move || {
+        http::request(
+            proxy,
+            "GET",
+            "/orders/slow",
+            &[("authorization", &good)],
+            b"",
+        )
+    });
+    assert!(
+        upstream.wait_until(Duration::from_secs(10), |u| u.requests() == 1),
+        "the request never reached the upstream"
+    );
+    gate.tg.signal("TERM");
+    let r = in_flight
+        .join()
+        .unwrap_or_else(|_| panic!("client thread panicked"))
+        .unwrap_or_else(|| panic!("the in-flight request was cut off"));
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(echo(&r)["path"], "/orders/slow");
+    let code = gate.tg.wait_exit();
+    assert_eq!(code, Some(0), "log:\n{}", gate.tg.logs());
+}
+
+/// Every Envoy config in `deploy/envoy` is valid for Envoy 1.40 once its placeholders
+/// are substituted.
+#[test]
+fn deploy_envoy_configs_validate() {
+    let dir = TempDir::new("serving-validate");
+    let mut files: Vec<_> = std::fs::read_dir(envoy::deploy().join("envoy"))
+        .unwrap_or_else(|e| panic!("deploy/envoy: {e}"))
+        .filter_map(Result::ok)
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    files.sort();
+    assert!(
+        files.contains(&"ext-authz-http.yaml".to_string())
+            && files.contains(&"ext-authz-grpc.yaml".to_string()),
+        "{files:?}"
+    );
+    for name in files {
+        let text = envoy::render(
+            &format!("envoy/{name}"),
+            &[
+                ("LISTEN_ADDRESS", "127.0.0.1".into()),
+                ("LISTEN_PORT", "10000".into()),
+                ("ADMIN_PORT", "10001".into()),
+                ("UPSTREAM_PORT", "10002".into()),
+                ("TOKENGATE_AUTHZ_HTTP_PORT", "10003".into()),
+                ("TOKENGATE_AUTHZ_GRPC_PORT", "10004".into()),
+            ],
+        );
+        let path = dir.write(&name, text);
+        let (ok, out) = envoy::validate(&path);
+        assert!(ok, "{name}: envoy --mode validate failed:\n{out}");
+    }
+}
