@@ -134,7 +134,8 @@ fn matrix(front: &str, upstream: &Upstream, denials: Denials, send: &Send<'_>) {
     assert_eq!(
         header_values(&e, "x-auth-subject"),
         ["alice"],
-        "{front}: {e}"
+        "{front}: {e}\n(Envoy applies x-envoy-auth-headers-to-remove / headers_to_remove after \
+         setting the authorization server's headers: a name it sets must not be listed)"
     );
     assert_eq!(
         header_values(&e, "x-auth-scopes"),

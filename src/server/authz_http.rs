@@ -54,8 +54,16 @@ pub fn respond(decision: &Decision) -> HttpResponse {
                     resp.insert_header((n, v));
                 }
             }
-            if !a.headers_to_remove.is_empty() {
-                let list: Vec<&str> = a.headers_to_remove.iter().map(|h| &**h).collect();
+            // Envoy removes these after it has set the allowed upstream headers: a name
+            // set above must not be listed (its new value would go); Envoy overwrites
+            // the client's copy of it anyway.
+            let list: Vec<&str> = a
+                .headers_to_remove
+                .iter()
+                .filter(|h| !a.forward_headers.iter().any(|(set, _)| set == *h))
+                .map(|h| &**h)
+                .collect();
+            if !list.is_empty() {
                 resp.insert_header(("x-envoy-auth-headers-to-remove", list.join(",")));
             }
             resp.finish()
