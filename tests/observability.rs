@@ -31,94 +31,29 @@ use crate::support::jwks_server::JwksServer;
 use crate::support::{self, Metrics, TempDir, Tokengate, fixtures, free_addr, http, mint, token};
 
 /// SPEC §7: name, TYPE, label names (histograms: of the `_count` series).
+#[rustfmt::skip]
 const SPEC_METRICS: [(&str, &str, &[&str]); 13] = [
-    (
-        "tokengate_decisions_total",
-        "counter",
-        &["issuer", "listener", "decision", "reason"],
-    ),
-    (
-        "tokengate_key_verifications_total",
-        "counter",
-        &["issuer", "source", "key", "match", "result"],
-    ),
-    (
-        "tokengate_key_last_used_timestamp_seconds",
-        "gauge",
-        &["issuer", "source", "key"],
-    ),
-    (
-        "tokengate_key_info",
-        "gauge",
-        &[
-            "issuer",
-            "source",
-            "key",
-            "kty",
-            "alg",
-            "thumbprint",
-            "state",
-        ],
-    ),
-    (
-        "tokengate_key_not_after_timestamp_seconds",
-        "gauge",
-        &["issuer", "source", "key"],
-    ),
-    (
-        "tokengate_kid_misses_total",
-        "counter",
-        &["issuer", "outcome"],
-    ),
-    (
-        "tokengate_jwks_fetches_total",
-        "counter",
-        &["issuer", "result"],
-    ),
-    (
-        "tokengate_jwks_last_success_timestamp_seconds",
-        "gauge",
-        &["issuer"],
-    ),
-    (
-        "tokengate_key_source_reloads_total",
-        "counter",
-        &["issuer", "source", "result"],
-    ),
+    ("tokengate_decisions_total", "counter", &["issuer", "listener", "decision", "reason"]),
+    ("tokengate_key_verifications_total", "counter", &["issuer", "source", "key", "match", "result"]),
+    ("tokengate_key_last_used_timestamp_seconds", "gauge", &["issuer", "source", "key"]),
+    ("tokengate_key_info", "gauge", &["issuer", "source", "key", "kty", "alg", "thumbprint", "state"]),
+    ("tokengate_key_not_after_timestamp_seconds", "gauge", &["issuer", "source", "key"]),
+    ("tokengate_kid_misses_total", "counter", &["issuer", "outcome"]),
+    ("tokengate_jwks_fetches_total", "counter", &["issuer", "result"]),
+    ("tokengate_jwks_last_success_timestamp_seconds", "gauge", &["issuer"]),
+    ("tokengate_key_source_reloads_total", "counter", &["issuer", "source", "result"]),
     ("tokengate_config_reloads_total", "counter", &["result"]),
-    (
-        "tokengate_token_cache_requests_total",
-        "counter",
-        &["result"],
-    ),
-    (
-        "tokengate_decision_duration_seconds",
-        "histogram",
-        &["listener"],
-    ),
+    ("tokengate_token_cache_requests_total", "counter", &["result"]),
+    ("tokengate_decision_duration_seconds", "histogram", &["listener"]),
     ("tokengate_build_info", "gauge", &["version"]),
 ];
 
 /// SPEC §7 `reason` values, allow reasons first.
+#[rustfmt::skip]
 const REASONS: [&str; 19] = [
-    "ok",
-    "anonymous",
-    "missing_token",
-    "invalid_request",
-    "malformed",
-    "too_large",
-    "bad_alg",
-    "bad_issuer",
-    "unknown_key",
-    "revoked_key",
-    "bad_signature",
-    "expired",
-    "not_yet_valid",
-    "lifetime_exceeded",
-    "key_out_of_validity",
-    "bad_audience",
-    "bad_type",
-    "insufficient_scope",
+    "ok", "anonymous", "missing_token", "invalid_request", "malformed", "too_large", "bad_alg",
+    "bad_issuer", "unknown_key", "revoked_key", "bad_signature", "expired", "not_yet_valid",
+    "lifetime_exceeded", "key_out_of_validity", "bad_audience", "bad_type", "insufficient_scope",
     "keys_unavailable",
 ];
 
@@ -251,249 +186,117 @@ impl Expected {
     }
 }
 
-/// Sends one check to authz_http and asserts its status and (denials) its reason.
-#[allow(clippy::too_many_arguments)]
-fn check(
-    s: &Stack,
-    exp: &mut Expected,
-    method: &str,
-    path: &str,
-    headers: &[(&str, &str)],
+/// One request to authz_http and the decision it must get.
+struct Case {
+    method: &'static str,
+    path: &'static str,
+    /// `Authorization` header values (none, one, or two for `invalid_request`).
+    auth: Vec<String>,
     issuer: &'static str,
     reason: &'static str,
     status: u16,
-) {
-    let r = s.tg.check(method, path, headers);
-    assert_eq!(r.status, status, "{reason}: {}", r.body_text());
-    if status != 200 {
-        let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
-        assert_eq!(body["error"], reason, "{}", r.body_text());
-    }
-    *exp.decisions.entry((issuer, reason)).or_default() += 1;
-    let has_token = headers
-        .iter()
-        .filter(|(n, _)| *n == "authorization")
-        .count()
-        == 1
-        && !matches!(reason, "too_large" | "anonymous" | "missing_token");
-    if has_token {
-        exp.cache_lookups += 1;
-    }
 }
 
 fn bearer(t: &str) -> String {
     format!("Bearer {t}")
 }
 
-/// Drives every decision path, in an order that keeps the unknown-kid refetch rate limit
-/// (one per 30 s) predictable: the one refetch that finds a key comes first. Returns what
-/// the metrics must show. Leaves `rsa-2` retired, the config file and `keys.jwks.json`
-/// broken then restored (one error each).
-fn drive_every_path(s: &Stack) -> Expected {
+/// `GET /orders/1` with `Authorization: Bearer <token>`.
+fn get(token: String, issuer: &'static str, reason: &'static str, status: u16) -> Case {
+    Case {
+        method: "GET",
+        path: "/orders/1",
+        auth: vec![bearer(&token)],
+        issuer,
+        reason,
+        status,
+    }
+}
+
+/// Sends `c`, asserts its status and (denials) its reason, and books it in `e`.
+fn send(s: &Stack, e: &mut Expected, c: &Case) {
+    let headers: Vec<(&str, &str)> = c
+        .auth
+        .iter()
+        .map(|a| ("authorization", a.as_str()))
+        .collect();
+    let r = s.tg.check(c.method, c.path, &headers);
+    assert_eq!(r.status, c.status, "{}: {}", c.reason, r.body_text());
+    if c.status != 200 {
+        let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+        assert_eq!(body["error"], c.reason, "{}", r.body_text());
+    }
+    *e.decisions.entry((c.issuer, c.reason)).or_default() += 1;
+    // Every single token that is not too large is looked up in the cache first.
+    if c.auth.len() == 1 && c.reason != "too_large" {
+        e.cache_lookups += 1;
+    }
+}
+
+/// Every decision path before the reload, in an order that keeps the unknown-kid refetch
+/// rate limit (one per 30 s) predictable: the one refetch that finds a key comes first.
+#[rustfmt::skip]
+fn cases() -> Vec<Case> {
     use Algorithm::{ES256, ES384, EdDSA, HS256, RS256};
-    let mut e = Expected::default();
-    let get = |e: &mut Expected, t: &str, issuer, reason, status| {
-        check(
-            s,
-            e,
-            "GET",
-            "/orders/1",
-            &[("authorization", &bearer(t))],
-            issuer,
-            reason,
-            status,
-        );
-    };
-
-    // Unknown kid → one refetch → the JWKS now has it (refetch_found).
-    s.jwks
-        .set(|b| b.body = jwks_of(&["rsa-2", "ec-p384", "ec-p256"]));
-    get(
-        &mut e,
-        &mint_token(ES256, "ec-p256", Some("ec-p256"), |_| {}),
-        "main",
-        "ok",
-        200,
-    );
-
-    // Allowed by kid (rsa-1 twice: the second is a cache hit), rsa-2, ed-1.
-    let good = mint_token(RS256, "rsa-1", Some("rsa-1"), |_| {});
-    get(&mut e, &good, "main", "ok", 200);
-    get(&mut e, &good, "main", "ok", 200);
-    e.cache_hits += 1;
-    get(
-        &mut e,
-        &mint_token(RS256, "rsa-2", Some("rsa-2"), |_| {}),
-        "main",
-        "ok",
-        200,
-    );
-    get(
-        &mut e,
-        &mint_token(EdDSA, "ed-1", Some("ed-1"), |_| {}),
-        "main",
-        "ok",
-        200,
-    );
-
-    // Allowed by fallback: no kid, and a kid still unknown after the (rate-limited) refetch.
-    get(
-        &mut e,
-        &mint_token(RS256, "rsa-1", None, |_| {}),
-        "main",
-        "ok",
-        200,
-    );
-    get(
-        &mut e,
-        &mint_token(RS256, "rsa-1", Some("rotated-away"), |_| {}),
-        "main",
-        "ok",
-        200,
-    );
-
-    // Anonymous, and the denials decided before any issuer is known.
-    check(s, &mut e, "GET", "/public/x", &[], "-", "anonymous", 200);
-    check(
-        s,
-        &mut e,
-        "GET",
-        "/orders/1",
-        &[],
-        "-",
-        "missing_token",
-        401,
-    );
-    let two = bearer(&good);
-    check(
-        s,
-        &mut e,
-        "GET",
-        "/orders/1",
-        &[("authorization", &two), ("authorization", &two)],
-        "-",
-        "invalid_request",
-        400,
-    );
-    get(&mut e, "not-a-jwt", "-", "malformed", 401);
-    get(&mut e, &"a".repeat(9000), "-", "too_large", 401);
-    get(&mut e, &token("ALG_NONE"), "-", "bad_alg", 401);
-    get(
-        &mut e,
-        &mint_token(RS256, "rsa-1", Some("rsa-1"), |c| {
-            c["iss"] = json!("https://evil.example")
-        }),
-        "-",
-        "bad_issuer",
-        401,
-    );
-
-    // Denials of issuer main, in SPEC order.
-    get(
-        &mut e,
-        &mint_token(ES256, "attacker-ec", Some("rsa-1"), |_| {}),
-        "main",
-        "bad_alg",
-        401,
-    );
-    get(
-        &mut e,
-        &token("KEY_CONFUSION_HS256_NO_KID"),
-        "main",
-        "unknown_key",
-        401,
-    );
-    get(
-        &mut e,
-        &mint_token(HS256, "hmac-1", Some("never-published"), |_| {}),
-        "main",
-        "unknown_key",
-        401,
-    );
-    get(
-        &mut e,
-        &mint_token(ES384, "ec-p384", Some("ec-p384"), |_| {}),
-        "main",
-        "revoked_key",
-        401,
-    );
-    get(
-        &mut e,
-        &token("FOREIGN_KNOWN_KID"),
-        "main",
-        "bad_signature",
-        401,
-    );
     let now = mint::now();
     let rsa1 = |edit: &dyn Fn(&mut Value)| mint_token(RS256, "rsa-1", Some("rsa-1"), edit);
-    get(
-        &mut e,
-        &rsa1(&|c| {
-            c["iat"] = json!(now - 7200);
-            c["exp"] = json!(now - 3600);
-        }),
-        "main",
-        "expired",
-        401,
+    let good = rsa1(&|_| {});
+    let typ_jwt = mint::sign_raw(
+        &json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}), &mint::claims(), RS256, &mint::key("rsa-1"),
     );
-    get(
-        &mut e,
-        &rsa1(&|c| c["nbf"] = json!(now + 3600)),
-        "main",
-        "not_yet_valid",
-        401,
-    );
-    get(
-        &mut e,
-        &rsa1(&|c| c["exp"] = json!(now + 11 * 365 * 86_400)),
-        "main",
-        "lifetime_exceeded",
-        401,
-    );
-    // pem-1's certificate is valid from 2020-01-01: a token issued in 2017 is out of it.
-    get(
-        &mut e,
-        &mint_token(RS256, "pem-rsa", Some("pem-1"), |c| {
-            c["iat"] = json!(1_500_000_000)
-        }),
-        "main",
-        "key_out_of_validity",
-        401,
-    );
-    get(
-        &mut e,
-        &rsa1(&|c| c["aud"] = json!("billing-api")),
-        "main",
-        "bad_audience",
-        401,
-    );
-    let jwt_typ = mint::sign_raw(
-        &json!({"alg": "RS256", "typ": "JWT", "kid": "rsa-1"}),
-        &mint::claims(),
-        RS256,
-        &mint::key("rsa-1"),
-    );
-    get(&mut e, &jwt_typ, "main", "bad_type", 401);
-    let read_only = bearer(&rsa1(&|c| c["scope"] = json!("orders:read")));
-    check(
-        s,
-        &mut e,
-        "POST",
-        "/orders",
-        &[("authorization", &read_only)],
-        "main",
-        "insufficient_scope",
-        403,
-    );
+    vec![
+        // Unknown kid → one refetch → the JWKS now has it (refetch_found).
+        get(mint_token(ES256, "ec-p256", Some("ec-p256"), |_| {}), "main", "ok", 200),
+        // Allowed by kid: rsa-1 twice (the second is the cache hit), rsa-2, ed-1.
+        get(good.clone(), "main", "ok", 200),
+        get(good.clone(), "main", "ok", 200),
+        get(mint_token(RS256, "rsa-2", Some("rsa-2"), |_| {}), "main", "ok", 200),
+        get(mint_token(EdDSA, "ed-1", Some("ed-1"), |_| {}), "main", "ok", 200),
+        // Allowed by fallback: no kid, and a kid still unknown after the (rate-limited) refetch.
+        get(mint_token(RS256, "rsa-1", None, |_| {}), "main", "ok", 200),
+        get(mint_token(RS256, "rsa-1", Some("rotated-away"), |_| {}), "main", "ok", 200),
+        // Anonymous, and the denials decided before any issuer is known.
+        Case { method: "GET", path: "/public/x", auth: vec![], issuer: "-", reason: "anonymous", status: 200 },
+        Case { method: "GET", path: "/orders/1", auth: vec![], issuer: "-", reason: "missing_token", status: 401 },
+        Case { method: "GET", path: "/orders/1", auth: vec![bearer(&good), bearer(&good)], issuer: "-", reason: "invalid_request", status: 400 },
+        get("not-a-jwt".into(), "-", "malformed", 401),
+        get("a".repeat(9000), "-", "too_large", 401),
+        get(token("ALG_NONE"), "-", "bad_alg", 401),
+        get(rsa1(&|c| c["iss"] = json!("https://evil.example")), "-", "bad_issuer", 401),
+        // Denials of issuer main, in SPEC order.
+        get(mint_token(ES256, "attacker-ec", Some("rsa-1"), |_| {}), "main", "bad_alg", 401),
+        get(token("KEY_CONFUSION_HS256_NO_KID"), "main", "unknown_key", 401),
+        get(mint_token(HS256, "hmac-1", Some("never-published"), |_| {}), "main", "unknown_key", 401),
+        get(mint_token(ES384, "ec-p384", Some("ec-p384"), |_| {}), "main", "revoked_key", 401),
+        get(token("FOREIGN_KNOWN_KID"), "main", "bad_signature", 401),
+        get(rsa1(&|c| { c["iat"] = json!(now - 7200); c["exp"] = json!(now - 3600); }), "main", "expired", 401),
+        get(rsa1(&|c| c["nbf"] = json!(now + 3600)), "main", "not_yet_valid", 401),
+        get(rsa1(&|c| c["exp"] = json!(now + 11 * 365 * 86_400)), "main", "lifetime_exceeded", 401),
+        // pem-1's certificate is valid from 2020-01-01: a token issued in 2017 is out of it.
+        get(mint_token(RS256, "pem-rsa", Some("pem-1"), |c| c["iat"] = json!(1_500_000_000)), "main", "key_out_of_validity", 401),
+        get(rsa1(&|c| c["aud"] = json!("billing-api")), "main", "bad_audience", 401),
+        get(typ_jwt, "main", "bad_type", 401),
+        Case {
+            method: "POST", path: "/orders", auth: vec![bearer(&rsa1(&|c| c["scope"] = json!("orders:read")))],
+            issuer: "main", reason: "insufficient_scope", status: 403,
+        },
+        // Issuer down never loaded its keys.
+        get(rsa1(&|c| c["iss"] = json!(DOWN_ISS)), "down", "keys_unavailable", 503),
+    ]
+}
 
-    // Issuer down never loaded its keys.
-    let down = mint_token(RS256, "rsa-1", Some("rsa-1"), |c| {
-        c["iss"] = json!(DOWN_ISS)
-    });
-    get(&mut e, &down, "down", "keys_unavailable", 503);
+/// Drives every decision path ([`cases`]), then one `POST /refresh` that meets a broken
+/// config file, a broken key file and a JWKS without `rsa-2` (retired), then restores
+/// both files (without another reload). Returns what the metrics must show.
+fn drive_every_path(s: &Stack) -> Expected {
+    let mut e = Expected::default();
+    s.jwks
+        .set(|b| b.body = jwks_of(&["rsa-2", "ec-p384", "ec-p256"]));
+    for c in cases() {
+        send(s, &mut e, &c);
+    }
+    e.cache_hits += 1;
 
-    // One POST /refresh: a broken config (kept: the running config stays), a broken key
-    // file (the last good keys stay), and a JWKS without rsa-2 (rsa-2 retired).
     let config_text =
         std::fs::read_to_string(&s.tg.config).unwrap_or_else(|e| panic!("config: {e}"));
     let key_file_text =
@@ -513,20 +316,14 @@ fn drive_every_path(s: &Stack) -> Expected {
         },
         "rsa-2 retired",
     );
-    // Restored without another reload: the files are fine again for whoever reads them.
     s.dir.write("config.json", config_text);
     s.dir.write("keys.jwks.json", key_file_text);
 
-    // The rsa-1 key still verifies after the failed reload.
-    get(
-        &mut e,
-        &mint_token(RS256, "rsa-1", Some("rsa-1"), |c| {
-            c["jti"] = json!("after-reload")
-        }),
-        "main",
-        "ok",
-        200,
-    );
+    // The running config and the last good rsa-1 survived the failed reloads.
+    let after = mint_token(Algorithm::RS256, "rsa-1", Some("rsa-1"), |c| {
+        c["jti"] = json!("after")
+    });
+    send(s, &mut e, &get(after, "main", "ok", 200));
     e
 }
 
