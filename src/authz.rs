@@ -9,13 +9,13 @@ use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
-use serde_json::Value;
+use serde_json::{Map, Value};
 
 use crate::cache::TokenCache;
 use crate::claims::{self, Principal};
 use crate::clock::Clock;
 use crate::config::Config;
-use crate::decision::{AllowReason, Allowed, Decision, Denial, DenyReason};
+use crate::decision::{AllowReason, Allowed, Claims, Decision, Denial, DenyReason};
 use crate::issuer::{Issuer, Issuers};
 use crate::keys::{Key, MatchKind};
 use crate::metrics::{DecisionHandles, Listener, Metrics};
@@ -140,26 +140,42 @@ impl Policy {
         &self.cache
     }
 
-    fn forward_headers(&self, p: &Principal) -> Vec<(Arc<str>, String)> {
+    /// The forward-header values of a token's claims, aligned with `claim_headers`
+    /// (computed once per verification and cached with the principal).
+    fn forward_values(&self, claims: &Map<String, Value>) -> Box<[Option<Box<str>>]> {
+        self.claim_headers
+            .iter()
+            .map(|(_, claim)| {
+                let value = match claims.get(claim.as_str()) {
+                    None | Some(Value::Null) => return None,
+                    Some(Value::String(s)) => s.clone(),
+                    Some(Value::Array(list)) if list.iter().all(Value::is_string) => list
+                        .iter()
+                        .filter_map(Value::as_str)
+                        .collect::<Vec<_>>()
+                        .join(" "),
+                    Some(other) => other.to_string(),
+                };
+                // A header value cannot carry control characters; drop rather than mangle.
+                value
+                    .bytes()
+                    .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
+                    .then(|| value.into_boxed_str())
+            })
+            .collect()
+    }
+
+    /// The headers of an allowed request: cached claim values, and the claims header
+    /// straight from the token's own (verified) payload segment.
+    fn forward_headers(&self, p: &Principal, payload_b64: &str) -> Vec<(Arc<str>, String)> {
         let mut out = Vec::with_capacity(self.claim_headers.len() + 1);
-        for (header, claim) in &self.claim_headers {
-            let value = match p.claims.get(claim.as_str()) {
-                None | Some(Value::Null) => continue,
-                Some(Value::String(s)) => s.clone(),
-                Some(Value::Array(list)) if list.iter().all(Value::is_string) => list
-                    .iter()
-                    .filter_map(Value::as_str)
-                    .collect::<Vec<_>>()
-                    .join(" "),
-                Some(other) => other.to_string(),
-            };
-            // A header value cannot carry control characters; drop rather than mangle.
-            if value.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) {
-                out.push((header.clone(), value));
+        for ((name, _), value) in self.claim_headers.iter().zip(p.forward.iter()) {
+            if let Some(v) = value {
+                out.push((name.clone(), v.to_string()));
             }
         }
         if let Some(h) = &self.claims_header {
-            out.push((h.clone(), p.payload_b64.to_string()));
+            out.push((h.clone(), payload_b64.to_string()));
         }
         out
     }
@@ -299,7 +315,7 @@ impl Authorizer {
         {
             let p = &entry.principal;
             p.key.stats.record_use(p.matched, now);
-            return Judged::allow_or_scope(policy, route, p, entry.forward_headers.clone(), true);
+            return Judged::allow_or_scope(policy, route, p, token, true);
         }
         let jws = match jws::parse(token, policy.issuers.algorithms()) {
             Ok(j) => j,
@@ -317,19 +333,20 @@ impl Authorizer {
             Ok(v) => v,
             Err(reason) => return deny(reason),
         };
-        let principal = match claims::check(verified, issuer.index, &issuer.config, now) {
-            Ok(p) => p,
+        let checked = match claims::check(verified, issuer.index, &issuer.config, now) {
+            Ok(c) => c,
             Err(reason) => return deny(reason),
         };
+        let mut principal = checked.principal;
+        principal.forward = policy.forward_values(&checked.claims);
         principal.key.stats.record_use(principal.matched, now);
-        let forward = policy.forward_headers(&principal);
-        let principal = Arc::new(principal);
-        if let Some(hash) = hash {
-            policy
-                .cache
-                .insert(hash, generation, principal.clone(), forward.clone(), now);
+        match hash {
+            Some(hash) => {
+                let entry = policy.cache.insert(hash, generation, principal, now);
+                Judged::allow_or_scope(policy, route, &entry.principal, token, false)
+            }
+            None => Judged::allow_or_scope(policy, route, &principal, token, false),
         }
-        Judged::allow_or_scope(policy, route, &principal, forward, false)
     }
 
     /// Picks the key and verifies (SPEC §4 step 3): a known kid → that key only; an
@@ -393,10 +410,12 @@ impl Judged {
     fn allow_or_scope(
         policy: &Policy,
         route: Option<&Route>,
-        p: &Arc<Principal>,
-        forward_headers: Vec<(Arc<str>, String)>,
+        p: &Principal,
+        token: &str,
         cached: bool,
     ) -> Self {
+        // The token was verified: its payload segment is the verified claims.
+        let payload_b64 = token.split('.').nth(1).unwrap_or_default();
         let scoped = match route {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(&p.scopes),
             _ => Ok(()),
@@ -404,9 +423,9 @@ impl Judged {
         let decision = match scoped {
             Ok(()) => Decision::Allow(Allowed {
                 reason: AllowReason::Ok,
-                forward_headers,
+                forward_headers: policy.forward_headers(p, payload_b64),
                 headers_to_remove: policy.headers_to_remove.clone(),
-                claims: Some(p.claims.clone()),
+                claims: Some(Claims::new(payload_b64)),
             }),
             Err(denial) => Decision::Deny(denial),
         };

@@ -19,9 +19,7 @@ pub struct Entry {
     /// The issuer's ring generation it was verified under.
     pub generation: u64,
     /// The result.
-    pub principal: Arc<Principal>,
-    /// Forward headers computed from the claims.
-    pub forward_headers: Vec<(Arc<str>, String)>,
+    pub principal: Principal,
     ttl: Duration,
 }
 
@@ -71,16 +69,15 @@ impl TokenCache {
         hit
     }
 
-    /// Stores a verification made under `generation`.
+    /// Stores a verification made under `generation` (when the cache is on) and returns
+    /// it as an entry either way.
     pub fn insert(
         &self,
         hash: [u8; 32],
         generation: u64,
-        principal: Arc<Principal>,
-        forward_headers: Vec<(Arc<str>, String)>,
+        principal: Principal,
         now: i64,
-    ) -> Option<Arc<Entry>> {
-        let cache = self.inner.as_ref()?;
+    ) -> Arc<Entry> {
         let until_exp = principal
             .exp
             .map_or(self.max_ttl, |exp| Duration::from_secs(exp.saturating_sub(now).max(0) as u64));
@@ -88,13 +85,14 @@ impl TokenCache {
         let entry = Arc::new(Entry {
             generation,
             principal,
-            forward_headers,
             ttl,
         });
-        if !ttl.is_zero() {
+        if let Some(cache) = &self.inner
+            && !ttl.is_zero()
+        {
             cache.insert(hash, entry.clone());
         }
-        Some(entry)
+        entry
     }
 
     /// Entries now (approximate; for tests and the inventory).

@@ -14,7 +14,8 @@ use crate::verify::VerifiedToken;
 /// Latest NumericDate accepted (9999-12-31T23:59:59Z); anything later is not a date.
 pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
-/// Who a valid token speaks for, and what it allows.
+/// Who a valid token speaks for, and what it allows: what the verified-token cache
+/// keeps, so it is compact (the claims themselves stay in the token).
 #[derive(Debug)]
 pub struct Principal {
     /// Index of the issuer in the config.
@@ -25,12 +26,19 @@ pub struct Principal {
     pub matched: MatchKind,
     /// `exp`, if present.
     pub exp: Option<i64>,
-    /// Granted scopes (from `scope` or `scp`).
-    pub scopes: Box<[Box<str>]>,
+    /// Granted scopes (from `scope` or `scp`), space-separated.
+    pub scopes: Box<str>,
+    /// Forward-header values, aligned with the policy's configured claim headers.
+    pub forward: Box<[Option<Box<str>>]>,
+}
+
+/// A principal and the claims it was checked on.
+#[derive(Debug)]
+pub struct Checked {
+    /// The principal (`forward` still empty: the policy fills it).
+    pub principal: Principal,
     /// The verified claims.
-    pub claims: Arc<Map<String, Value>>,
-    /// The verified payload, base64url, as it was in the token.
-    pub payload_b64: Box<str>,
+    pub claims: Map<String, Value>,
 }
 
 /// Checks the claims of `token` for `issuer` at time `now`.
@@ -39,7 +47,7 @@ pub fn check(
     issuer_index: usize,
     issuer: &IssuerConfig,
     now: i64,
-) -> Result<Principal, DenyReason> {
+) -> Result<Checked, DenyReason> {
     let (jws, key, matched) = token.into_parts();
     let claims = jws.claims;
     let leeway = i64::try_from(issuer.leeway.as_secs()).unwrap_or(i64::MAX);
@@ -120,14 +128,16 @@ pub fn check(
         }
     }
     let scopes = scopes(&claims)?;
-    Ok(Principal {
-        issuer: issuer_index,
-        key,
-        matched,
-        exp,
-        scopes,
-        claims: Arc::new(claims),
-        payload_b64: jws.payload_b64.into(),
+    Ok(Checked {
+        principal: Principal {
+            issuer: issuer_index,
+            key,
+            matched,
+            exp,
+            scopes,
+            forward: Box::default(),
+        },
+        claims,
     })
 }
 
@@ -158,17 +168,26 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
     }
 }
 
-/// Scopes from `scope` (space-separated string, RFC 8693) or `scp` (array, or a string).
-fn scopes(claims: &Map<String, Value>) -> Result<Box<[Box<str>]>, DenyReason> {
-    let mut out: Vec<Box<str>> = Vec::new();
+/// Scopes from `scope` (space-separated string, RFC 8693) or `scp` (array, or a
+/// string), joined by single spaces.
+fn scopes(claims: &Map<String, Value>) -> Result<Box<str>, DenyReason> {
+    let mut out = String::new();
+    let mut push = |s: &str| {
+        for word in s.split_ascii_whitespace() {
+            if !out.is_empty() {
+                out.push(' ');
+            }
+            out.push_str(word);
+        }
+    };
     for name in ["scope", "scp"] {
         match claims.get(name) {
             None | Some(Value::Null) => {}
-            Some(Value::String(s)) => out.extend(s.split_ascii_whitespace().map(Into::into)),
+            Some(Value::String(s)) => push(s),
             Some(Value::Array(list)) => {
                 for v in list {
                     match v {
-                        Value::String(s) => out.push(s.as_str().into()),
+                        Value::String(s) => push(s),
                         _ => return Err(DenyReason::Malformed),
                     }
                 }
@@ -176,5 +195,5 @@ fn scopes(claims: &Map<String, Value>) -> Result<Box<[Box<str>]>, DenyReason> {
             Some(_) => return Err(DenyReason::Malformed),
         }
     }
-    Ok(out.into_boxed_slice())
+    Ok(out.into_boxed_str())
 }

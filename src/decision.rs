@@ -104,8 +104,13 @@ pub struct Allowed {
     /// (all configured forward-header names, whether or not they are set now).
     pub headers_to_remove: Arc<[Arc<str>]>,
     /// The verified claims (absent for anonymous requests).
-    pub claims: Option<Arc<serde_json::Map<String, serde_json::Value>>>,
+    pub claims: Option<Claims>,
 }
+
+/// The verified claims, kept as the token's own payload segment (base64url JSON) and
+/// decoded only by the listeners that need them as a map (gRPC dynamic metadata).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Claims(Arc<str>);
 
 /// What the authorizer decided about one request.
 #[derive(Debug, Clone, PartialEq)]
@@ -308,6 +313,30 @@ impl Denial {
 impl From<DenyReason> for Denial {
     fn from(reason: DenyReason) -> Self {
         Denial::new(reason)
+    }
+}
+
+// === impl Claims ===
+
+impl Claims {
+    /// Wraps a verified payload segment.
+    pub fn new(payload_b64: &str) -> Self {
+        Self(payload_b64.into())
+    }
+
+    /// The payload segment, base64url (what the claims header carries).
+    pub fn payload_b64(&self) -> &str {
+        &self.0
+    }
+
+    /// The claims as a JSON object (`None` cannot happen for a verified token, whose
+    /// payload was decoded and parsed before it was accepted).
+    pub fn to_map(&self) -> Option<serde_json::Map<String, serde_json::Value>> {
+        use base64::Engine as _;
+        let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+            .decode(self.0.as_bytes())
+            .ok()?;
+        serde_json::from_slice(&bytes).ok()
     }
 }
 

@@ -61,8 +61,8 @@ impl Routes {
 
 impl Route {
     /// Checks granted `scopes` against the route's requirements.
-    pub fn check_scopes(&self, scopes: &[Box<str>]) -> Result<(), Denial> {
-        let has = |want: &String| scopes.iter().any(|s| **s == **want);
+    pub fn check_scopes(&self, scopes: &str) -> Result<(), Denial> {
+        let has = |want: &String| scopes.split(' ').any(|s| s == want.as_str());
         let all = self.config.scopes_all.iter().all(has);
         let any = self.config.scopes_any.is_empty() || self.config.scopes_any.iter().any(has);
         if all && any {
@@ -191,9 +191,10 @@ mod tests {
         let r = routes.pick("post", "/orders/1");
         assert!(r.is_some());
         if let Some(r) = r {
-            let denial = r.check_scopes(&["orders:read".into()]).err();
+            let denial = r.check_scopes("orders:read").err();
             assert_eq!(denial.and_then(|d| d.scope).as_deref(), Some("orders:write"));
-            assert!(r.check_scopes(&["orders:write".into()]).is_ok());
+            assert!(r.check_scopes("orders:read orders:write").is_ok());
+            assert!(r.check_scopes("").is_err());
         }
     }
 }

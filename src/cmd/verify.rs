@@ -87,8 +87,8 @@ pub async fn run(args: Args, env: EnvLookup) -> Exit {
         println!("token: sha256:{fp}…");
     }
     if let Decision::Allow(a) = &verdict.decision {
-        if let Some(claims) = &a.claims {
-            let pretty = serde_json::to_string_pretty(&**claims).unwrap_or_default();
+        if let Some(claims) = a.claims.as_ref().and_then(|c| c.to_map()) {
+            let pretty = serde_json::to_string_pretty(&claims).unwrap_or_default();
             println!("claims: {pretty}");
         }
         for (h, v) in &a.forward_headers {

@@ -152,7 +152,7 @@ fn allow(a: &Allowed) -> CheckResponse {
         .filter(|name| !a.forward_headers.iter().any(|(set, _)| set == *name))
         .map(|name| name.to_string())
         .collect();
-    let metadata = a.claims.as_deref().map(to_struct);
+    let metadata = a.claims.as_ref().and_then(|c| c.to_map()).map(|m| to_struct(&m));
     CheckResponse {
         status: Some(rpc::Status {
             code: OK,
@@ -239,7 +239,8 @@ fn to_value(v: &Json) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::decision::{AllowReason, DenyReason};
+    use crate::decision::{AllowReason, Claims, DenyReason};
+    use base64::Engine as _;
 
     fn header<'a>(list: &'a [HeaderValueOption], name: &str) -> Option<&'a HeaderValueOption> {
         list.iter()
@@ -248,16 +249,16 @@ mod tests {
 
     #[test]
     fn allow_overwrites_forward_headers_and_removes_the_unset_ones() {
-        let claims: serde_json::Map<String, Json> = serde_json::from_value(serde_json::json!({
+        let claims = serde_json::json!({
             "sub": "alice", "exp": 4102444800u64, "aud": ["a", "b"], "admin": false,
             "nested": {"x": null}
-        }))
-        .unwrap_or_default();
+        });
+        let payload = base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(claims.to_string());
         let allowed = Allowed {
             reason: AllowReason::Ok,
             forward_headers: vec![("x-auth-subject".into(), "alice".into())],
             headers_to_remove: vec!["x-auth-subject".into(), "x-auth-claims".into()].into(),
-            claims: Some(Arc::new(claims)),
+            claims: Some(Claims::new(&payload)),
         };
         let resp = respond(&Decision::Allow(allowed));
         assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0));

@@ -1,0 +1,150 @@
+//! `allow_all`: a do-nothing external authorization service, the baseline of the load
+//! benchmark (`bench/run.sh`). It allows every request without looking at it:
+//!
+//! - HTTP (Envoy HTTP ext_authz, forward-auth): any method and path → `200`, empty body;
+//! - gRPC (`envoy.service.auth.v3.Authorization/Check`): status OK with an empty
+//!   `OkHttpResponse`.
+//!
+//! Envoy + ext_authz → `allow_all` costs the hop alone; the same Envoy → tokengate costs
+//! the hop plus tokengate's decision, so their ratio is what tokengate adds. To keep
+//! that ratio about the decision and not about the framework, this service is served
+//! the way tokengate serves its listeners (`src/server/mod.rs`): actix-web with one
+//! worker per CPU the process may run on, on a multi-thread tokio runtime that also
+//! runs tonic, with the same connection limits and HTTP/2 settings.
+//!
+//! Run: `cargo run --release --example allow_all -- [HTTP_ADDR] [GRPC_ADDR]`
+//! (defaults `127.0.0.1:8281` and `127.0.0.1:9291`; `-` turns one off). It runs until
+//! killed (SIGTERM, SIGINT).
+
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use actix_web::{App, HttpResponse, HttpServer, web};
+use envoy_types::ext_authz::v3::pb::{
+    Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse as CheckHttp,
+    OkHttpResponse,
+};
+use envoy_types::pb::google::rpc;
+use tonic::{Request, Response, Status};
+
+/// Default HTTP address.
+const DEFAULT_HTTP: &str = "127.0.0.1:8281";
+/// Default gRPC address.
+const DEFAULT_GRPC: &str = "127.0.0.1:9291";
+
+/// The gRPC service: every check is allowed.
+#[derive(Debug, Clone, Copy)]
+struct AllowAll;
+
+fn main() -> ExitCode {
+    let mut args = std::env::args().skip(1);
+    let (http, grpc) = match (
+        addr(args.next(), DEFAULT_HTTP),
+        addr(args.next(), DEFAULT_GRPC),
+    ) {
+        (Ok(h), Ok(g)) => (h, g),
+        (Err(e), _) | (_, Err(e)) => {
+            eprintln!("allow_all: {e}\nusage: allow_all [HTTP_ADDR|-] [GRPC_ADDR|-]");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("allow_all: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(serve(http, grpc)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("allow_all: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `None` → the default; `-` → off; else a socket address.
+fn addr(arg: Option<String>, default: &str) -> Result<Option<SocketAddr>, String> {
+    let text = arg.as_deref().unwrap_or(default);
+    if text == "-" {
+        return Ok(None);
+    }
+    text.parse()
+        .map(Some)
+        .map_err(|e| format!("{text:?} is not an address: {e}"))
+}
+
+/// Serves both listeners until one of them fails.
+async fn serve(http: Option<SocketAddr>, grpc: Option<SocketAddr>) -> Result<(), String> {
+    let mut tasks = Vec::new();
+    if let Some(addr) = http {
+        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // tokengate's HTTP listener limits (src/server/mod.rs).
+        let server = HttpServer::new(|| App::new().default_service(web::to(allow)))
+            .workers(workers)
+            .max_connections(10_000)
+            .client_request_timeout(Duration::from_secs(5))
+            .disable_signals()
+            .bind(addr)
+            .map_err(|e| format!("http: cannot listen on {addr}: {e}"))?
+            .run();
+        eprintln!("allow_all: http on {addr}");
+        tasks.push(tokio::spawn(async move {
+            server.await.map_err(|e| format!("http: {e}"))
+        }));
+    }
+    if let Some(addr) = grpc {
+        let listener = tokio::net::TcpListener::bind(addr)
+            .await
+            .map_err(|e| format!("grpc: cannot listen on {addr}: {e}"))?;
+        // tokengate's gRPC listener settings (src/server/mod.rs).
+        let router = tonic::transport::Server::builder()
+            .concurrency_limit_per_connection(256)
+            .max_concurrent_streams(256)
+            .timeout(Duration::from_secs(10))
+            .http2_max_header_list_size(64 * 1024)
+            .http2_keepalive_interval(Some(Duration::from_secs(30)))
+            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .add_service(AuthorizationServer::new(AllowAll));
+        let incoming =
+            tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
+        eprintln!("allow_all: grpc on {addr}");
+        tasks.push(tokio::spawn(async move {
+            router
+                .serve_with_incoming(incoming)
+                .await
+                .map_err(|e| format!("grpc: {e}"))
+        }));
+    }
+    for t in tasks {
+        t.await.map_err(|e| e.to_string())??;
+    }
+    Ok(())
+}
+
+/// The HTTP handler for every method and path.
+async fn allow() -> HttpResponse {
+    HttpResponse::Ok().finish()
+}
+
+// === impl AllowAll ===
+
+#[tonic::async_trait]
+impl Authorization for AllowAll {
+    async fn check(&self, _: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        Ok(Response::new(CheckResponse {
+            status: Some(rpc::Status {
+                code: 0,
+                message: String::new(),
+                details: Vec::new(),
+            }),
+            dynamic_metadata: None,
+            http_response: Some(CheckHttp::OkResponse(OkHttpResponse::default())),
+        }))
+    }
+}
