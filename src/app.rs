@@ -464,7 +464,10 @@ fn build_issuer(
         clock.clone(),
         metrics.clone(),
     ));
-    let issuer_metrics = metrics.issuer(&ic.name);
+    let remote = ic.key_sources.iter().any(|s| {
+        matches!(s, KeySourceConfig::JwksUri { .. } | KeySourceConfig::Discovery { .. })
+    });
+    let issuer_metrics = metrics.issuer(&ic.name, remote);
     let mut locals = Vec::new();
     let mut remotes = Vec::new();
     for (index, sc) in ic.key_sources.iter().enumerate() {

@@ -60,7 +60,9 @@ pub struct Policy {
     pub issuers: Issuers,
     routes: Routes,
     cache: TokenCache,
-    handles: [DecisionHandles; 4],
+    /// Per listener; only the listeners the config turns on export series (the offline
+    /// `verify` command exports none).
+    handles: [Option<DecisionHandles>; 4],
     claim_headers: Vec<(Arc<str>, String)>,
     claims_header: Option<Arc<str>>,
     headers_to_remove: Arc<[Arc<str>]>,
@@ -99,7 +101,15 @@ impl Policy {
             Listener::AuthzGrpc,
             Listener::Cli,
         ]
-        .map(|l| metrics.decision_handles(l, &names, &reasons));
+        .map(|l| {
+            let on = match l {
+                Listener::Proxy => config.listeners.proxy.is_some(),
+                Listener::AuthzHttp => config.listeners.authz_http.is_some(),
+                Listener::AuthzGrpc => config.listeners.authz_grpc.is_some(),
+                Listener::Cli => false,
+            };
+            on.then(|| metrics.decision_handles(l, &names, &reasons))
+        });
         let claim_headers: Vec<(Arc<str>, String)> = config
             .forward
             .claim_headers
@@ -272,11 +282,9 @@ impl Authorizer {
             Decision::Allow(a) => a.reason as usize,
             Decision::Deny(d) => AllowReason::ALL.len() + d.reason.index(),
         };
-        policy.handles[listener_slot].record(
-            issuer_slot,
-            reason_slot,
-            started.elapsed().as_secs_f64(),
-        );
+        if let Some(h) = &policy.handles[listener_slot] {
+            h.record(issuer_slot, reason_slot, started.elapsed().as_secs_f64());
+        }
         let issuer = judged
             .issuer
             .and_then(|i| policy.issuers.get(i))

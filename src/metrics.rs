@@ -370,13 +370,24 @@ impl Metrics {
     }
 
     /// Resolves an issuer's fetch and miss counters.
-    pub fn issuer(&self, issuer: &str) -> IssuerMetrics {
+    /// An issuer without a remote JWKS (`remote: false`) gets detached fetch handles:
+    /// they count nothing anyone reads and export no series.
+    pub fn issuer(&self, issuer: &str, remote: bool) -> IssuerMetrics {
         let m = |o| self.kid_misses.with_label_values(&[issuer, o]);
-        let f = |r| self.jwks_fetches.with_label_values(&[issuer, r]);
-        IssuerMetrics {
-            misses: [m("refetch_found"), m("fallback_matched"), m("rejected")],
-            fetches: [f("ok"), f("not_modified"), f("error")],
-            last_success: self.jwks_last_success.with_label_values(&[issuer]),
+        if remote {
+            let f = |r| self.jwks_fetches.with_label_values(&[issuer, r]);
+            IssuerMetrics {
+                misses: [m("refetch_found"), m("fallback_matched"), m("rejected")],
+                fetches: [f("ok"), f("not_modified"), f("error")],
+                last_success: self.jwks_last_success.with_label_values(&[issuer]),
+            }
+        } else {
+            let detached = || IntCounter::new("detached", "not exported").unwrap_or_else(|e| unreachable!("a static counter definition is valid: {e}"));
+            IssuerMetrics {
+                misses: [m("refetch_found"), m("fallback_matched"), m("rejected")],
+                fetches: [detached(), detached(), detached()],
+                last_success: IntGauge::new("detached", "not exported").unwrap_or_else(|e| unreachable!("a static gauge definition is valid: {e}")),
+            }
         }
     }
 

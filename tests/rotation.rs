@@ -1421,11 +1421,20 @@ fn certificate_validity_iat_now_off() {
         "old-cert.pem",
         PW,
     );
+    // And a certificate valid now (365 days from now), so that "now" is seen passing too.
+    openssl_req(&dir, "current-key.key", "current-cert.pem");
+    keytool_import_cert(
+        &dir,
+        "IG_keystore.p12",
+        "current-key",
+        "current-cert.pem",
+        PW,
+    );
     dir.write("keystore.pass", PW);
     let source = json!({
         "keystore": dir.path("IG_keystore.p12").to_string_lossy(),
         "password_file": dir.path("keystore.pass").to_string_lossy(),
-        "password_encoding": "plain", "aliases": ["verification-key"]
+        "password_encoding": "plain", "aliases": ["verification-key", "current-key"]
     });
     // One issuer per mode, told apart by `iss`, over the same keystore.
     let issuers: Vec<Value> = ["iat", "now", "off"]
@@ -1519,6 +1528,17 @@ fn certificate_validity_iat_now_off() {
         "key_out_of_validity",
         "now: certificate expired",
     );
+
+    let current = Signer::new(
+        "current",
+        "current-key",
+        Algorithm::RS256,
+        rsa_key(&dir, "current-key.key"),
+    );
+    for mode in ["iat", "now", "off"] {
+        let token = current.token_with(true, json!({"iss": format!("https://{mode}.example")}));
+        assert_allowed(&tg, &token, &format!("{mode}: a certificate valid now"));
+    }
 
     assert_allowed(&tg, &inside("off"), "off: iat inside");
     assert_allowed(&tg, &before_start("off"), "off: iat outside");
