@@ -49,6 +49,10 @@ pub struct App {
 struct State {
     config: Arc<Config>,
     config_digest: Option<[u8; 32]>,
+    /// A config that parsed but whose key sources did not load: retried at every scan
+    /// (the file it needs may arrive later, e.g. a Secret updated after its ConfigMap),
+    /// reported once.
+    refused_digest: Option<[u8; 32]>,
     revoked: Arc<RevokedSet>,
     issuers: Vec<IssuerRuntime>,
     initial_problems: Vec<SourceProblem>,
@@ -91,7 +95,7 @@ impl App {
                 }
             }
         });
-        let config_digest = std::fs::read(&config.file).ok().map(|b| sha256(&b));
+        let config_digest = config.digest;
         let issuers: Vec<IssuerRuntime> = config
             .issuers
             .iter()
@@ -107,6 +111,7 @@ impl App {
             state: Mutex::new(State {
                 config,
                 config_digest,
+                refused_digest: None,
                 revoked,
                 issuers,
                 initial_problems: Vec::new(),
@@ -314,19 +319,35 @@ impl App {
             return;
         };
         let digest = sha256(&bytes);
-        if keys::lock(&self.state).config_digest == Some(digest) {
-            return;
-        }
-        let result = Config::parse(&path, &bytes)
-            .map_err(|e| e.to_string())
-            .and_then(|config| self.apply_config(config, digest));
-        match result {
-            Ok(()) => self.metrics.config_reload(true),
+        let retry = {
+            let st = keys::lock(&self.state);
+            if st.config_digest == Some(digest) {
+                return;
+            }
+            st.refused_digest == Some(digest)
+        };
+        let config = match Config::parse(&path, &bytes) {
+            Ok(config) => config,
             Err(e) => {
                 // Remember the digest so the same broken file is reported once.
                 keys::lock(&self.state).config_digest = Some(digest);
                 self.metrics.config_reload(false);
                 tracing::error!(error = %e, "config reload failed; the running config stays");
+                return;
+            }
+        };
+        match self.apply_config(config, digest) {
+            Ok(()) => {
+                keys::lock(&self.state).refused_digest = None;
+                self.metrics.config_reload(true);
+            }
+            Err(e) if retry => {
+                tracing::debug!(error = %e, "config still refused; retrying at the next scan");
+            }
+            Err(e) => {
+                keys::lock(&self.state).refused_digest = Some(digest);
+                self.metrics.config_reload(false);
+                tracing::error!(error = %e, "config reload failed; the running config stays (retried at every scan)");
             }
         }
     }

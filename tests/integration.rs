@@ -30,3 +30,5 @@ mod rotation;
 mod observability;
 /// Deployment recipes: Dockerfile, kustomize base and overlays, Istio and Envoy configs are valid and consistent.
 mod deploy;
+/// Hostile input: the attack corpus, floods, slow clients, secrets never logged.
+mod hardening;

@@ -26,8 +26,8 @@ use tokengate::app::App;
 use tokengate::authz::RequestView;
 use tokengate::clock::FixedClock;
 use tokengate::config::{
-    Config, HeaderSource, KeySourceConfig, MAX_TOKEN_MAX_BYTES, PasswordEncoding,
-    PasswordSource, TokenConfig,
+    Config, HeaderSource, KeySourceConfig, MAX_TOKEN_MAX_BYTES, PasswordEncoding, PasswordSource,
+    TokenConfig,
 };
 use tokengate::decision::{AllowReason, Decision, DenyReason};
 use tokengate::keys::jwks::{self, JwksError, MAX_KEYS};
@@ -47,7 +47,8 @@ pub const AUDIENCE: &str = "orders-api";
 /// The `authorize` target's clock: 2027-01-15T08:00:00Z.
 pub const NOW: i64 = 1_800_000_000;
 /// The `authorize` target's HMAC secret (64 bytes, published as kid `fuzz-hmac`).
-pub const HMAC_SECRET: &[u8; 64] = b"fuzz-hmac-secret-0123456789abcdef0123456789abcdef0123456789abcd";
+pub const HMAC_SECRET: &[u8; 64] =
+    b"fuzz-hmac-secret-0123456789abcdef0123456789abcdef0123456789abcde";
 /// Token size limit used by the extraction check.
 const MAX_BYTES: usize = 8192;
 /// The `authorize` target's leeway (seconds) and `max_lifetime` (seconds).
@@ -99,9 +100,15 @@ fn check_parse(token: &str) {
                 assert!(allowed.contains(j.alg), "{what}: accepted {:?}", j.alg);
                 let segments: Vec<&str> = token.split('.').collect();
                 assert_eq!(segments.len(), 3, "accepted {token:?}");
-                assert_eq!(j.signing_input, &token[..segments[0].len() + 1 + segments[1].len()]);
+                assert_eq!(
+                    j.signing_input,
+                    &token[..segments[0].len() + 1 + segments[1].len()]
+                );
                 assert_eq!(j.payload_b64, segments[1]);
-                assert!(!j.signature.is_empty(), "accepted an empty signature: {token:?}");
+                assert!(
+                    !j.signature.is_empty(),
+                    "accepted an empty signature: {token:?}"
+                );
             }
             Err(DenyReason::Malformed | DenyReason::BadAlg) => {}
             Err(other) => panic!("parse denied {token:?} with {other:?}"),
@@ -189,8 +196,11 @@ fn authorize_app() -> &'static (tokio::runtime::Runtime, Arc<App>) {
             "routes": [{"path_prefix": "/w", "scopes_all": ["write"]}],
             "cache": {"max_entries": 0}
         });
-        let config = Config::parse(&scratch_path("authorize.json"), config.to_string().as_bytes())
-            .unwrap_or_else(|e| panic!("authorize config: {e}"));
+        let config = Config::parse(
+            &scratch_path("authorize.json"),
+            config.to_string().as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("authorize config: {e}"));
         let app = rt.block_on(async {
             App::new(
                 config,
@@ -289,7 +299,8 @@ pub fn jwks_parse(data: &[u8]) {
                     let t = k.material.thumbprint();
                     assert_eq!(t.len(), 43, "thumbprint {t:?}");
                     assert!(
-                        t.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
+                        t.bytes()
+                            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_'),
                         "thumbprint {t:?}"
                     );
                 }

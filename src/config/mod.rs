@@ -69,6 +69,8 @@ pub struct ConfigError {
 pub struct Config {
     /// The file this was read from (for messages and reloads).
     pub file: PathBuf,
+    /// SHA-256 of the bytes it was parsed from (a reload with the same bytes is a no-op).
+    pub digest: Option<[u8; 32]>,
     /// Listener addresses; `None` = off.
     pub listeners: Listeners,
     /// The app behind the `proxy` listener.
@@ -330,7 +332,12 @@ impl Config {
                 reason,
             }
         })?;
-        Config::from_raw(file, raw)
+        let mut config = Config::from_raw(file, raw)?;
+        let d = aws_lc_rs::digest::digest(&aws_lc_rs::digest::SHA256, bytes);
+        let mut sum = [0u8; 32];
+        sum.copy_from_slice(d.as_ref());
+        config.digest = Some(sum);
+        Ok(config)
     }
 
     /// Turns the raw mirror into the typed config, checking every rule.
@@ -576,6 +583,7 @@ impl Config {
 
         Ok(Config {
             file: file.to_path_buf(),
+            digest: None,
             listeners,
             upstream,
             issuers,

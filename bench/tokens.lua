@@ -1,0 +1,77 @@
+-- wrk script of the load benchmark (bench/run.sh): every request carries
+-- `Authorization: Bearer <token>`, the tokens taken in turn from a file (one per line),
+-- wrapping around at its end.
+--
+--   wrk -t1 -c32 -d10s --latency -s bench/tokens.lua URL -- TOKENS [DELAY_MS] [STOP_AFTER]
+--
+-- TOKENS      token file, one compact JWS per line
+-- DELAY_MS    optional mean pause (ms, fractional) each connection takes before each
+--             request: the open-loop-ish "half of saturation" runs. wrk's timer counts
+--             whole milliseconds, so a fractional mean is met by choosing the floor or
+--             the ceiling at random in the right proportion. 0 or absent: no pause.
+-- STOP_AFTER  optional: stop once this many requests have been sent (the cache-fill
+--             run); absent: run for -d.
+--
+-- Requests are formatted once, at start, so the per-request cost in wrk is a table
+-- lookup. done() prints one JSON line prefixed with "BENCH_JSON " for the driver.
+
+local reqs = {}
+local count = 0
+local index = 0
+local delay_ms = 0
+local stop_after = nil
+local sent = 0
+
+function init(args)
+  local path = args[1]
+  if path == nil then
+    error("tokens.lua: usage: -- TOKENS [DELAY_MS] [STOP_AFTER]")
+  end
+  for line in io.lines(path) do
+    if #line > 0 then
+      count = count + 1
+      reqs[count] = wrk.format(nil, nil, { ["Authorization"] = "Bearer " .. line })
+    end
+  end
+  if count == 0 then
+    error("tokens.lua: no token in " .. path)
+  end
+  delay_ms = tonumber(args[2] or "0") or 0
+  stop_after = tonumber(args[3] or "")
+  math.randomseed(os.time())
+end
+
+function request()
+  index = index + 1
+  if index > count then
+    index = 1
+  end
+  sent = sent + 1
+  if stop_after ~= nil and sent > stop_after then
+    wrk.thread:stop()
+  end
+  return reqs[index]
+end
+
+if tonumber(os.getenv("BENCH_DELAY_ON") or "0") == 1 then
+  function delay()
+    local base = math.floor(delay_ms)
+    if math.random() < delay_ms - base then
+      return base + 1
+    end
+    return base
+  end
+end
+
+function done(summary, latency, requests)
+  local e = summary.errors
+  io.write(string.format(
+    'BENCH_JSON {"requests":%d,"duration_us":%d,"bytes":%d,' ..
+    '"errors":{"connect":%d,"read":%d,"write":%d,"status":%d,"timeout":%d},' ..
+    '"latency_us":{"mean":%.1f,"stdev":%.1f,"max":%d,"p50":%d,"p90":%d,"p99":%d,"p999":%d}}\n',
+    summary.requests, summary.duration, summary.bytes,
+    e.connect, e.read, e.write, e.status, e.timeout,
+    latency.mean, latency.stdev, latency.max,
+    latency:percentile(50), latency:percentile(90), latency:percentile(99),
+    latency:percentile(99.9)))
+end
