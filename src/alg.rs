@@ -120,9 +120,7 @@ impl Alg {
     /// The key type this algorithm needs.
     pub fn kty(self) -> Kty {
         match self {
-            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => {
-                Kty::Rsa
-            }
+            Alg::RS256 | Alg::RS384 | Alg::RS512 | Alg::PS256 | Alg::PS384 | Alg::PS512 => Kty::Rsa,
             Alg::ES256 | Alg::ES384 => Kty::Ec,
             Alg::EdDSA => Kty::Okp,
             Alg::HS256 | Alg::HS384 | Alg::HS512 => Kty::Oct,

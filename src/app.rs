@@ -272,12 +272,14 @@ impl App {
                         if !first {
                             tracing::info!(issuer = %ir.config.name, source = kind.label(), path = %local.path().display(), keys = keys.keys.len(), "key source reloaded");
                         }
-                        self.metrics.source_reload(&ir.config.name, kind.label(), true);
+                        self.metrics
+                            .source_reload(&ir.config.name, kind.label(), true);
                         ir.keys.publish(*index, Some(keys));
                     }
                     Err(e) => {
                         tracing::error!(issuer = %ir.config.name, source = kind.label(), error = %e, "key source failed to load; keeping the last good keys");
-                        self.metrics.source_reload(&ir.config.name, kind.label(), false);
+                        self.metrics
+                            .source_reload(&ir.config.name, kind.label(), false);
                         problems.push(SourceProblem {
                             issuer: ir.config.name.to_string(),
                             field: format!("issuers[{i}].key_sources[{index}]"),
@@ -309,7 +311,9 @@ impl App {
                 st.revoked = set;
             }
             Ok(_) => {}
-            Err(e) => tracing::error!(error = %e, "revoked file failed to load; keeping the last good list"),
+            Err(e) => {
+                tracing::error!(error = %e, "revoked file failed to load; keeping the last good list")
+            }
         }
     }
 
@@ -358,7 +362,9 @@ impl App {
     fn apply_config(&self, config: Config, digest: [u8; 32]) -> Result<(), String> {
         let mut st = keys::lock(&self.state);
         if config.listeners != st.config.listeners {
-            tracing::warn!("listener addresses changed in the config: they take effect after a restart");
+            tracing::warn!(
+                "listener addresses changed in the config: they take effect after a restart"
+            );
         }
         let revoked = Arc::new(keys::revoked::load(&config.revoked).map_err(|e| e.to_string())?);
 
@@ -370,14 +376,24 @@ impl App {
                 built.push(None);
                 continue;
             }
-            let mut ir = build_issuer(ic, &revoked, &self.runtime, &self.clock, &self.metrics, &self.env);
+            let mut ir = build_issuer(
+                ic,
+                &revoked,
+                &self.runtime,
+                &self.clock,
+                &self.metrics,
+                &self.env,
+            );
             if let Some(prev) = prev {
                 // Same issuer, changed sources (e.g. an alias added to a keystore
                 // mapping): keep key statistics, and keep serving what unchanged remote
                 // sources already fetched until they fetch again.
                 ir.keys.inherit(&prev.keys);
                 for (j, sc) in ic.key_sources.iter().enumerate() {
-                    let remote = matches!(sc, KeySourceConfig::JwksUri { .. } | KeySourceConfig::Discovery { .. });
+                    let remote = matches!(
+                        sc,
+                        KeySourceConfig::JwksUri { .. } | KeySourceConfig::Discovery { .. }
+                    );
                     let before = prev.config.key_sources.iter().position(|o| o == sc);
                     if let (true, Some(k)) = (remote, before)
                         && let Some(keys) = prev.keys.source_keys(k)
@@ -390,12 +406,14 @@ impl App {
                 let kind = local.kind();
                 match local.reload() {
                     Ok(Some(keys)) => {
-                        self.metrics.source_reload(&ir.config.name, kind.label(), true);
+                        self.metrics
+                            .source_reload(&ir.config.name, kind.label(), true);
                         ir.keys.publish(*index, Some(keys));
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        self.metrics.source_reload(&ir.config.name, kind.label(), false);
+                        self.metrics
+                            .source_reload(&ir.config.name, kind.label(), false);
                         return Err(format!("issuers[{i}].key_sources[{index}]: {e}"));
                     }
                 }
@@ -486,7 +504,10 @@ fn build_issuer(
         metrics.clone(),
     ));
     let remote = ic.key_sources.iter().any(|s| {
-        matches!(s, KeySourceConfig::JwksUri { .. } | KeySourceConfig::Discovery { .. })
+        matches!(
+            s,
+            KeySourceConfig::JwksUri { .. } | KeySourceConfig::Discovery { .. }
+        )
     });
     let issuer_metrics = metrics.issuer(&ic.name, remote);
     let mut locals = Vec::new();
@@ -506,20 +527,27 @@ fn build_issuer(
             KeySourceConfig::JwksUri { url, settings } => {
                 match remote(Location::Jwks(url.clone()), settings) {
                     Ok(r) => remotes.push(r),
-                    Err(e) => tracing::error!(issuer = %ic.name, error = %e, "JWKS source cannot start"),
+                    Err(e) => {
+                        tracing::error!(issuer = %ic.name, error = %e, "JWKS source cannot start")
+                    }
                 }
             }
             KeySourceConfig::Discovery { url, settings } => {
                 match remote(Location::Discovery(url.clone()), settings) {
                     Ok(r) => remotes.push(r),
-                    Err(e) => tracing::error!(issuer = %ic.name, error = %e, "discovery source cannot start"),
+                    Err(e) => {
+                        tracing::error!(issuer = %ic.name, error = %e, "discovery source cannot start")
+                    }
                 }
             }
             KeySourceConfig::JwksFile { path } => {
                 locals.push((index, Local::File(FileSource::jwks(path.clone()))));
             }
             KeySourceConfig::PemFile { path, kid } => {
-                locals.push((index, Local::File(FileSource::pem(path.clone(), kid.clone()))));
+                locals.push((
+                    index,
+                    Local::File(FileSource::pem(path.clone(), kid.clone())),
+                ));
             }
             KeySourceConfig::Keystore {
                 path,

@@ -291,7 +291,11 @@ impl Authorizer {
             .map(|i| i.config.name.clone());
         tracing::debug!(
             listener = listener.label(),
-            decision = if judged.decision.is_allowed() { "allow" } else { "deny" },
+            decision = if judged.decision.is_allowed() {
+                "allow"
+            } else {
+                "deny"
+            },
             reason = judged.decision.label(),
             issuer = issuer.as_deref().unwrap_or("-"),
             key = judged.key.as_ref().map(|k| &*k.id).unwrap_or("-"),

@@ -56,10 +56,16 @@ impl TokenCache {
     }
 
     /// The entry for `hash`, if present, verified under `generation`, and not expired.
-    pub fn get(&self, hash: &[u8; 32], generation: impl Fn(usize) -> u64, now: i64) -> Option<Arc<Entry>> {
+    pub fn get(
+        &self,
+        hash: &[u8; 32],
+        generation: impl Fn(usize) -> u64,
+        now: i64,
+    ) -> Option<Arc<Entry>> {
         let cache = self.inner.as_ref()?;
         let hit = cache.get(hash).filter(|e| {
-            e.generation == generation(e.principal.issuer) && e.principal.exp.is_none_or(|exp| now < exp)
+            e.generation == generation(e.principal.issuer)
+                && e.principal.exp.is_none_or(|exp| now < exp)
         });
         if hit.is_some() {
             self.metrics.hit.inc();
@@ -78,9 +84,9 @@ impl TokenCache {
         principal: Principal,
         now: i64,
     ) -> Arc<Entry> {
-        let until_exp = principal
-            .exp
-            .map_or(self.max_ttl, |exp| Duration::from_secs(exp.saturating_sub(now).max(0) as u64));
+        let until_exp = principal.exp.map_or(self.max_ttl, |exp| {
+            Duration::from_secs(exp.saturating_sub(now).max(0) as u64)
+        });
         let ttl = until_exp.min(self.max_ttl);
         let entry = Arc::new(Entry {
             generation,
@@ -115,7 +121,12 @@ impl std::fmt::Debug for TokenCache {
 // === impl EntryExpiry ===
 
 impl Expiry<[u8; 32], Arc<Entry>> for EntryExpiry {
-    fn expire_after_create(&self, _: &[u8; 32], value: &Arc<Entry>, _: Instant) -> Option<Duration> {
+    fn expire_after_create(
+        &self,
+        _: &[u8; 32],
+        value: &Arc<Entry>,
+        _: Instant,
+    ) -> Option<Duration> {
         Some(value.ttl)
     }
 }

@@ -108,9 +108,10 @@ pub fn check(
         }
     }
     if !issuer.require_typ.is_empty() {
-        let ok = jws.typ.as_deref().is_some_and(|t| {
-            issuer.require_typ.iter().any(|w| w.eq_ignore_ascii_case(t))
-        });
+        let ok = jws
+            .typ
+            .as_deref()
+            .is_some_and(|t| issuer.require_typ.iter().any(|w| w.eq_ignore_ascii_case(t)));
         if !ok {
             return Err(DenyReason::BadType);
         }

@@ -178,7 +178,11 @@ impl DenyReason {
                 InvalidToken,
                 "the token's signing algorithm is not accepted",
             ),
-            DenyReason::BadIssuer => ("bad_issuer", InvalidToken, "the token's issuer is not trusted"),
+            DenyReason::BadIssuer => (
+                "bad_issuer",
+                InvalidToken,
+                "the token's issuer is not trusted",
+            ),
             DenyReason::UnknownKey => (
                 "unknown_key",
                 InvalidToken,
@@ -195,7 +199,9 @@ impl DenyReason {
                 "the token's signature is invalid",
             ),
             DenyReason::Expired => ("expired", InvalidToken, "the token has expired"),
-            DenyReason::NotYetValid => ("not_yet_valid", InvalidToken, "the token is not yet valid"),
+            DenyReason::NotYetValid => {
+                ("not_yet_valid", InvalidToken, "the token is not yet valid")
+            }
             DenyReason::LifetimeExceeded => (
                 "lifetime_exceeded",
                 InvalidToken,
@@ -383,10 +389,15 @@ mod tests {
     #[test]
     fn challenges_follow_rfc6750() {
         let missing = Denial::new(DenyReason::MissingToken);
-        assert_eq!(missing.www_authenticate().as_deref(), Some("Bearer realm=\"tokengate\""));
+        assert_eq!(
+            missing.www_authenticate().as_deref(),
+            Some("Bearer realm=\"tokengate\"")
+        );
         assert_eq!(DenyReason::MissingToken.http_status(), 401);
 
-        let expired = Denial::new(DenyReason::Expired).www_authenticate().unwrap_or_default();
+        let expired = Denial::new(DenyReason::Expired)
+            .www_authenticate()
+            .unwrap_or_default();
         assert!(expired.starts_with("Bearer realm=\"tokengate\", error=\"invalid_token\""));
 
         let scope = Denial {
@@ -402,8 +413,18 @@ mod tests {
         );
         assert_eq!(DenyReason::InvalidRequest.http_status(), 400);
         assert_eq!(DenyReason::KeysUnavailable.http_status(), 503);
-        assert!(Denial::new(DenyReason::KeysUnavailable).www_authenticate().is_none());
-        assert_eq!(DenyReason::KeysUnavailable.grpc_code(), GrpcCode::Unavailable);
-        assert_eq!(DenyReason::InsufficientScope.grpc_code(), GrpcCode::PermissionDenied);
+        assert!(
+            Denial::new(DenyReason::KeysUnavailable)
+                .www_authenticate()
+                .is_none()
+        );
+        assert_eq!(
+            DenyReason::KeysUnavailable.grpc_code(),
+            GrpcCode::Unavailable
+        );
+        assert_eq!(
+            DenyReason::InsufficientScope.grpc_code(),
+            GrpcCode::PermissionDenied
+        );
     }
 }

@@ -35,18 +35,18 @@
 #![deny(missing_docs)]
 
 pub mod alg;
+pub mod app;
 pub mod authz;
 pub mod cache;
 pub mod claims;
 pub mod clock;
+pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod issuer;
 pub mod keys;
 pub mod metrics;
 pub mod routes;
+pub mod server;
 pub mod token;
 pub mod verify;
-pub mod app;
-pub mod cmd;
-pub mod server;

@@ -382,11 +382,15 @@ impl Metrics {
                 last_success: self.jwks_last_success.with_label_values(&[issuer]),
             }
         } else {
-            let detached = || IntCounter::new("detached", "not exported").unwrap_or_else(|e| unreachable!("a static counter definition is valid: {e}"));
+            let detached = || {
+                IntCounter::new("detached", "not exported")
+                    .unwrap_or_else(|e| unreachable!("a static counter definition is valid: {e}"))
+            };
             IssuerMetrics {
                 misses: [m("refetch_found"), m("fallback_matched"), m("rejected")],
                 fetches: [detached(), detached(), detached()],
-                last_success: IntGauge::new("detached", "not exported").unwrap_or_else(|e| unreachable!("a static gauge definition is valid: {e}")),
+                last_success: IntGauge::new("detached", "not exported")
+                    .unwrap_or_else(|e| unreachable!("a static gauge definition is valid: {e}")),
             }
         }
     }

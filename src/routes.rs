@@ -186,13 +186,20 @@ mod tests {
                 allow_anonymous: false,
             },
         ]);
-        assert!(routes.pick("GET", "/public/x").is_some_and(|r| r.config.allow_anonymous));
+        assert!(
+            routes
+                .pick("GET", "/public/x")
+                .is_some_and(|r| r.config.allow_anonymous)
+        );
         assert!(routes.pick("GET", "/orders").is_none());
         let r = routes.pick("post", "/orders/1");
         assert!(r.is_some());
         if let Some(r) = r {
             let denial = r.check_scopes("orders:read").err();
-            assert_eq!(denial.and_then(|d| d.scope).as_deref(), Some("orders:write"));
+            assert_eq!(
+                denial.and_then(|d| d.scope).as_deref(),
+                Some("orders:write")
+            );
             assert!(r.check_scopes("orders:read orders:write").is_ok());
             assert!(r.check_scopes("").is_err());
         }

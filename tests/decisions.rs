@@ -35,8 +35,11 @@ fn config(issuers: Value, extra: Value) -> Config {
             c.insert(k.clone(), v.clone());
         }
     }
-    Config::parse(Path::new("/virtual/config.json"), cfg.to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("test config: {e}"))
+    Config::parse(
+        Path::new("/virtual/config.json"),
+        cfg.to_string().as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
 struct Case {
@@ -51,7 +54,11 @@ fn bearer(t: &str) -> Vec<(String, String)> {
     vec![("authorization".into(), format!("Bearer {t}"))]
 }
 
-fn case(name: &'static str, t: &str, want: Result<(&'static str, &'static str), DenyReason>) -> Case {
+fn case(
+    name: &'static str,
+    t: &str,
+    want: Result<(&'static str, &'static str), DenyReason>,
+) -> Case {
     Case {
         name,
         headers: bearer(t),
@@ -113,7 +120,11 @@ fn allows_every_algorithm_family_by_kid() {
         case("HS256", &token("GOOD_HS256"), Ok(("hmac-1", "kid"))),
         case("HS384", &token("GOOD_HS384"), Ok(("hmac-1", "kid"))),
         case("HS512", &token("GOOD_HS512"), Ok(("hmac-1", "kid"))),
-        case("PEM certificate", &token("GOOD_PEM_RS256"), Ok(("pem-1", "kid"))),
+        case(
+            "PEM certificate",
+            &token("GOOD_PEM_RS256"),
+            Ok(("pem-1", "kid")),
+        ),
         case("aud array", &token("AUD_ARRAY"), Ok(("rsa-1", "kid"))),
         case("scp array", &token("SCP_ARRAY"), Ok(("rsa-1", "kid"))),
     ];
@@ -125,14 +136,26 @@ fn allows_through_fallback_and_anonymous_routes() {
     let mut anon = case("anonymous", "", Ok(("-", "anonymous")));
     anon.headers.clear();
     anon.path = "/public/docs";
-    let mut anon_with_token = case("anonymous route, valid token", &token("GOOD_ES256"), Ok(("ec-p256", "kid")));
+    let mut anon_with_token = case(
+        "anonymous route, valid token",
+        &token("GOOD_ES256"),
+        Ok(("ec-p256", "kid")),
+    );
     anon_with_token.path = "/public/docs";
     let mut write = case("scope ok", &token("GOOD_RS256"), Ok(("rsa-1", "kid")));
     write.method = "POST";
     let cases = vec![
         case("no kid", &token("NO_KID_RS256"), Ok(("rsa-1", "fallback"))),
-        case("no kid, EC", &token("NO_KID_ES256"), Ok(("ec-p256", "fallback"))),
-        case("unknown kid", &token("UNKNOWN_KID_RS256"), Ok(("rsa-1", "fallback"))),
+        case(
+            "no kid, EC",
+            &token("NO_KID_ES256"),
+            Ok(("ec-p256", "fallback")),
+        ),
+        case(
+            "unknown kid",
+            &token("UNKNOWN_KID_RS256"),
+            Ok(("rsa-1", "fallback")),
+        ),
         anon,
         anon_with_token,
         write,
@@ -147,13 +170,30 @@ fn denies_with_the_right_reason() {
     no_token.headers.clear();
     let mut two = case("invalid_request", &token("GOOD_RS256"), Err(InvalidRequest));
     two.headers.extend(bearer(&token("GOOD_ES256")));
-    let mut scope = case("insufficient_scope", &token("SCOPE_READ_ONLY"), Err(InsufficientScope));
+    let mut scope = case(
+        "insufficient_scope",
+        &token("SCOPE_READ_ONLY"),
+        Err(InsufficientScope),
+    );
     scope.method = "POST";
-    let mut scope_any = case("insufficient_scope (any)", &token("GOOD_RS256"), Err(InsufficientScope));
+    let mut scope_any = case(
+        "insufficient_scope (any)",
+        &token("GOOD_RS256"),
+        Err(InsufficientScope),
+    );
     scope_any.path = "/admin/users";
-    let mut bad_anon = case("anonymous route, invalid token", &token("EXPIRED"), Err(Expired));
+    let mut bad_anon = case(
+        "anonymous route, invalid token",
+        &token("EXPIRED"),
+        Err(Expired),
+    );
     bad_anon.path = "/public";
-    let big = format!("{}.{}.{}", "a".repeat(4000), "b".repeat(4000), "c".repeat(300));
+    let big = format!(
+        "{}.{}.{}",
+        "a".repeat(4000),
+        "b".repeat(4000),
+        "c".repeat(300)
+    );
     let cert_before = mint::sign(
         Algorithm::RS256,
         "pem-rsa",
@@ -170,23 +210,67 @@ fn denies_with_the_right_reason() {
         case("too_large", &big, Err(TooLarge)),
         case("bad_alg (none)", &token("ALG_NONE"), Err(BadAlg)),
         case("bad_alg (NONE)", &token("ALG_NONE_CAPS"), Err(BadAlg)),
-        case("bad_alg (HS256 with the RSA key's PEM)", &token("KEY_CONFUSION_HS256_PEM"), Err(BadAlg)),
+        case(
+            "bad_alg (HS256 with the RSA key's PEM)",
+            &token("KEY_CONFUSION_HS256_PEM"),
+            Err(BadAlg),
+        ),
         case("bad_issuer", &token("WRONG_ISSUER"), Err(BadIssuer)),
         case("bad_issuer (no iss)", &token("NO_ISS"), Err(BadIssuer)),
-        case("bad_signature (known kid)", &token("FOREIGN_KNOWN_KID"), Err(BadSignature)),
-        case("bad_signature (no kid)", &token("FOREIGN_NO_KID"), Err(BadSignature)),
-        case("bad_signature (unknown kid)", &token("FOREIGN_UNKNOWN_KID"), Err(BadSignature)),
-        case("bad_signature (jwk header)", &token("JWK_EMBEDDED"), Err(BadSignature)),
-        case("bad_signature (jku header)", &token("JKU_ATTACKER"), Err(BadSignature)),
-        case("bad_signature (x5c header)", &token("X5C_EMBEDDED"), Err(BadSignature)),
+        case(
+            "bad_signature (known kid)",
+            &token("FOREIGN_KNOWN_KID"),
+            Err(BadSignature),
+        ),
+        case(
+            "bad_signature (no kid)",
+            &token("FOREIGN_NO_KID"),
+            Err(BadSignature),
+        ),
+        case(
+            "bad_signature (unknown kid)",
+            &token("FOREIGN_UNKNOWN_KID"),
+            Err(BadSignature),
+        ),
+        case(
+            "bad_signature (jwk header)",
+            &token("JWK_EMBEDDED"),
+            Err(BadSignature),
+        ),
+        case(
+            "bad_signature (jku header)",
+            &token("JKU_ATTACKER"),
+            Err(BadSignature),
+        ),
+        case(
+            "bad_signature (x5c header)",
+            &token("X5C_EMBEDDED"),
+            Err(BadSignature),
+        ),
         case("expired", &token("EXPIRED"), Err(Expired)),
         case("expired (no exp)", &token("MISSING_EXP"), Err(Expired)),
-        case("not_yet_valid (nbf)", &token("NOT_YET_VALID"), Err(NotYetValid)),
-        case("not_yet_valid (iat)", &token("IAT_IN_FUTURE"), Err(NotYetValid)),
+        case(
+            "not_yet_valid (nbf)",
+            &token("NOT_YET_VALID"),
+            Err(NotYetValid),
+        ),
+        case(
+            "not_yet_valid (iat)",
+            &token("IAT_IN_FUTURE"),
+            Err(NotYetValid),
+        ),
         case("key_out_of_validity", &cert_before, Err(KeyOutOfValidity)),
         case("bad_audience", &token("WRONG_AUDIENCE"), Err(BadAudience)),
-        case("bad_audience (array)", &token("AUD_ARRAY_WRONG"), Err(BadAudience)),
-        case("bad_audience (none)", &token("GOOD_RS256_NO_AUD"), Err(BadAudience)),
+        case(
+            "bad_audience (array)",
+            &token("AUD_ARRAY_WRONG"),
+            Err(BadAudience),
+        ),
+        case(
+            "bad_audience (none)",
+            &token("GOOD_RS256_NO_AUD"),
+            Err(BadAudience),
+        ),
         case("bad_type", &token("WRONG_TYP"), Err(BadType)),
         case("bad_type (none)", &token("NO_TYP"), Err(BadType)),
         scope,
@@ -204,7 +288,11 @@ fn denies_with_policy_specific_reasons() {
     rs_only["algorithms"] = json!(["RS256"]);
     run_cases(
         config(json!([rs_only]), json!({})),
-        vec![case("bad_alg (not allowed)", &token("GOOD_ES256"), Err(BadAlg))],
+        vec![case(
+            "bad_alg (not allowed)",
+            &token("GOOD_ES256"),
+            Err(BadAlg),
+        )],
     );
 
     // max_lifetime: the fixtures live until 2100.
@@ -212,16 +300,31 @@ fn denies_with_policy_specific_reasons() {
     short["max_lifetime"] = json!("24h");
     run_cases(
         config(json!([short]), json!({})),
-        vec![case("lifetime_exceeded", &token("GOOD_RS256"), Err(LifetimeExceeded))],
+        vec![case(
+            "lifetime_exceeded",
+            &token("GOOD_RS256"),
+            Err(LifetimeExceeded),
+        )],
     );
 
     // Revocation by kid and by thumbprint: never tried, even while published.
     run_cases(
-        config(json!([fixture_issuer()]), json!({"revoked": {"kids": ["rsa-1"]}})),
+        config(
+            json!([fixture_issuer()]),
+            json!({"revoked": {"kids": ["rsa-1"]}}),
+        ),
         vec![
             case("revoked_key (kid)", &token("GOOD_RS256"), Err(RevokedKey)),
-            case("revoked key skipped in fallback", &token("NO_KID_RS256"), Err(BadSignature)),
-            case("other keys unaffected", &token("GOOD_ES256"), Ok(("ec-p256", "kid"))),
+            case(
+                "revoked key skipped in fallback",
+                &token("NO_KID_RS256"),
+                Err(BadSignature),
+            ),
+            case(
+                "other keys unaffected",
+                &token("GOOD_ES256"),
+                Ok(("ec-p256", "kid")),
+            ),
         ],
     );
 
@@ -242,7 +345,11 @@ fn denies_with_policy_specific_reasons() {
     });
     run_cases(
         config(json!([down]), json!({})),
-        vec![case("keys_unavailable", &token("GOOD_RS256"), Err(KeysUnavailable))],
+        vec![case(
+            "keys_unavailable",
+            &token("GOOD_RS256"),
+            Err(KeysUnavailable),
+        )],
     );
 }
 
@@ -250,10 +357,23 @@ fn denies_with_policy_specific_reasons() {
 fn every_deny_reason_is_covered_above() {
     // Keeps this file honest: a new reason must get a case.
     let covered = [
-        "missing_token", "invalid_request", "malformed", "too_large", "bad_alg", "bad_issuer",
-        "unknown_key", "revoked_key", "bad_signature", "expired", "not_yet_valid",
-        "lifetime_exceeded", "key_out_of_validity", "bad_audience", "bad_type",
-        "insufficient_scope", "keys_unavailable",
+        "missing_token",
+        "invalid_request",
+        "malformed",
+        "too_large",
+        "bad_alg",
+        "bad_issuer",
+        "unknown_key",
+        "revoked_key",
+        "bad_signature",
+        "expired",
+        "not_yet_valid",
+        "lifetime_exceeded",
+        "key_out_of_validity",
+        "bad_audience",
+        "bad_type",
+        "insufficient_scope",
+        "keys_unavailable",
     ];
     for r in DenyReason::ALL {
         assert!(covered.contains(&r.label()), "no case for {}", r.label());
@@ -261,6 +381,9 @@ fn every_deny_reason_is_covered_above() {
     let src = include_str!("decisions.rs");
     for r in DenyReason::ALL {
         let variant = format!("{r:?}");
-        assert!(src.contains(&format!("Err({variant})")), "no case asserts Err({variant})");
+        assert!(
+            src.contains(&format!("Err({variant})")),
+            "no case asserts Err({variant})"
+        );
     }
 }

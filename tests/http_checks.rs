@@ -26,13 +26,18 @@ fn answers_with_rfc6750_statuses_and_challenges() {
 
     let r = tg.check("GET", "/orders", &[]);
     assert_eq!(r.status, 401);
-    assert_eq!(r.header("www-authenticate"), Some("Bearer realm=\"tokengate\""));
+    assert_eq!(
+        r.header("www-authenticate"),
+        Some("Bearer realm=\"tokengate\"")
+    );
 
     let r = tg.check_token("/orders", &token("EXPIRED"));
     assert_eq!(r.status, 401);
     assert_eq!(
         r.header("www-authenticate"),
-        Some("Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has expired\"")
+        Some(
+            "Bearer realm=\"tokengate\", error=\"invalid_token\", error_description=\"the token has expired\""
+        )
     );
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     assert_eq!(body["error"], "expired");
@@ -42,19 +47,31 @@ fn answers_with_rfc6750_statuses_and_challenges() {
     assert_eq!(r.status, 403);
     assert!(
         r.header("www-authenticate")
-            .is_some_and(|v| v.contains("error=\"insufficient_scope\"") && v.ends_with("scope=\"orders:write\"")),
+            .is_some_and(|v| v.contains("error=\"insufficient_scope\"")
+                && v.ends_with("scope=\"orders:write\"")),
         "{:?}",
         r.header("www-authenticate")
     );
 
     let a = format!("Bearer {}", token("GOOD_RS256"));
-    let r = tg.check("GET", "/orders", &[("authorization", &a), ("authorization", &a)]);
+    let r = tg.check(
+        "GET",
+        "/orders",
+        &[("authorization", &a), ("authorization", &a)],
+    );
     assert_eq!(r.status, 400);
-    assert!(r.header("www-authenticate").is_some_and(|v| v.contains("error=\"invalid_request\"")));
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.contains("error=\"invalid_request\""))
+    );
 
     // The scheme is case-insensitive (RFC 9110 §11.1).
     let lower = format!("bearer {}", token("GOOD_RS256"));
-    assert_eq!(tg.check("GET", "/orders", &[("authorization", &lower)]).status, 200);
+    assert_eq!(
+        tg.check("GET", "/orders", &[("authorization", &lower)])
+            .status,
+        200
+    );
 }
 
 #[test]
@@ -67,8 +84,15 @@ fn allows_with_forward_headers_and_headers_to_remove() {
     assert_eq!(r.header("x-auth-subject"), Some("alice"));
     assert_eq!(r.header("x-auth-scopes"), Some("orders:read orders:write"));
     let claims_b64 = r.header("x-auth-claims").unwrap_or_default();
-    let payload = token("GOOD_ES256").split('.').nth(1).unwrap_or_default().to_string();
-    assert_eq!(claims_b64, payload, "claims header carries the verified payload");
+    let payload = token("GOOD_ES256")
+        .split('.')
+        .nth(1)
+        .unwrap_or_default()
+        .to_string();
+    assert_eq!(
+        claims_b64, payload,
+        "claims header carries the verified payload"
+    );
     // Every forward header is set (overwriting client copies): nothing left to remove.
     assert_eq!(r.header("x-envoy-auth-headers-to-remove"), None);
 
@@ -76,7 +100,10 @@ fn allows_with_forward_headers_and_headers_to_remove() {
     let r = tg.check("GET", "/public/x", &[("x-auth-subject", "mallory")]);
     assert_eq!(r.status, 200);
     assert_eq!(r.header("x-auth-subject"), None);
-    assert!(r.header("x-envoy-auth-headers-to-remove").is_some_and(|v| v.contains("x-auth-subject")));
+    assert!(
+        r.header("x-envoy-auth-headers-to-remove")
+            .is_some_and(|v| v.contains("x-auth-subject"))
+    );
 }
 
 #[test]
@@ -89,7 +116,11 @@ fn forward_auth_headers_override_method_and_path() {
     let r = tg.check(
         "GET",
         "/",
-        &[("authorization", &auth), ("x-forwarded-method", "POST"), ("x-forwarded-uri", "/orders?x=1")],
+        &[
+            ("authorization", &auth),
+            ("x-forwarded-method", "POST"),
+            ("x-forwarded-uri", "/orders?x=1"),
+        ],
     );
     assert_eq!(r.status, 403);
     // nginx auth_request: X-Original-URI on an anonymous path.
@@ -110,8 +141,17 @@ fn admin_reports_health_readiness_keys_and_metrics() {
     assert_eq!(tg.check_token("/x", &token("NO_KID_ES256")).status, 200);
     let keys = tg.keys();
     let list = keys["keys"].as_array().cloned().unwrap_or_default();
-    let find = |id: &str| list.iter().find(|k| k["key"] == id).cloned().unwrap_or_default();
-    assert_eq!(list.len(), 7, "six JWKS keys and the PEM certificate: {keys}");
+    let find = |id: &str| {
+        list.iter()
+            .find(|k| k["key"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(
+        list.len(),
+        7,
+        "six JWKS keys and the PEM certificate: {keys}"
+    );
     assert_eq!(find("rsa-1")["validations"], 1);
     assert_eq!(find("ec-p256")["validations_by_match"]["fallback"], 1);
     assert_eq!(find("pem-1")["not_after"], "2099-12-31T23:59:59Z");
@@ -119,11 +159,21 @@ fn admin_reports_health_readiness_keys_and_metrics() {
     assert!(find("rsa-2")["last_used"].is_null());
     for k in &list {
         let text = k.to_string();
-        assert!(!text.contains("\"n\"") && !text.contains("\"k\""), "no key material in /keys: {text}");
+        assert!(
+            !text.contains("\"n\"") && !text.contains("\"k\""),
+            "no key material in /keys: {text}"
+        );
     }
     let m = tg.metrics();
     assert_eq!(
-        m.value("tokengate_decisions_total", &[("issuer", "main"), ("listener", "authz_http"), ("reason", "ok")]),
+        m.value(
+            "tokengate_decisions_total",
+            &[
+                ("issuer", "main"),
+                ("listener", "authz_http"),
+                ("reason", "ok")
+            ]
+        ),
         Some(2.0)
     );
     assert_eq!(
@@ -133,7 +183,8 @@ fn admin_reports_health_readiness_keys_and_metrics() {
         ),
         Some(1.0)
     );
-    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").unwrap_or_else(|| panic!("refresh"));
+    let r =
+        http::request(tg.admin, "POST", "/refresh", &[], b"").unwrap_or_else(|| panic!("refresh"));
     assert_eq!(r.status, 202);
 }
 

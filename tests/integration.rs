@@ -1,7 +1,8 @@
 //! The one integration-test binary. Each area is a module; each module says what it
 //! covers. Tests start the real `tokengate` binary (`CARGO_BIN_EXE_tokengate`) on
 //! loopback ports, or drive the library with a fixed clock; tokens come from the
-//! jwcrypto-made fixtures in `tests/fixtures` unless a test mints its own.
+//! jwcrypto-made fixtures in `tests/fixtures` unless a test mints its own. Peers are the
+//! real programs: Envoy, nginx, Prometheus, keytool and openssl.
 
 mod support;
 
@@ -22,13 +23,21 @@ mod properties;
 /// Remote JWKS: rotation by kid, refresh policy, faults, cold start, refetch rate limit.
 mod jwks_remote;
 
-/// Listeners end to end: Envoy ext_authz (HTTP, gRPC), nginx auth_request, the proxy, admin, signals.
-mod serving;
-/// Rotation drills (PingGateway keystore and symmetric key, JWKS file), reload without restart, revocation, certificate validity.
+/// Rotation drills (PingGateway keystore and symmetric key, JWKS file), reload without
+/// restart, revocation, certificate validity.
 mod rotation;
-/// Metrics end to end: every SPEC §7 series after traffic, bounded cardinality, a real Prometheus evaluating the dashboard and the alert rules.
+
+/// Listeners end to end: Envoy ext_authz (HTTP, gRPC), nginx auth_request, the proxy,
+/// admin, signals.
+mod serving;
+
+/// Metrics end to end: every SPEC §7 series after traffic, bounded cardinality, a real
+/// Prometheus evaluating the dashboard and the alert rules.
 mod observability;
-/// Deployment recipes: Dockerfile, kustomize base and overlays, Istio and Envoy configs are valid and consistent.
+
+/// Deployment recipes: Dockerfile, kustomize base and overlays, Istio and Envoy configs
+/// are valid and consistent.
 mod deploy;
+
 /// Hostile input: the attack corpus, floods, slow clients, secrets never logged.
 mod hardening;

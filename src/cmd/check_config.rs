@@ -17,12 +17,7 @@ pub async fn run(config: Option<PathBuf>, env: EnvLookup) -> Exit {
     let (app, problems) = one_shot_app(config, None, env).await;
     if !problems.is_empty() {
         for p in &problems {
-            eprintln!(
-                "error: {}: {}: {}",
-                file.display(),
-                p.field,
-                p.error
-            );
+            eprintln!("error: {}: {}: {}", file.display(), p.field, p.error);
         }
         return Exit::Failed;
     }

@@ -36,7 +36,11 @@ pub async fn run(authz_http: SocketAddr, admin: SocketAddr, env: EnvLookup) -> E
     }
 }
 
-async fn run_inner(authz_http: SocketAddr, admin: SocketAddr, env: EnvLookup) -> Result<(), String> {
+async fn run_inner(
+    authz_http: SocketAddr,
+    admin: SocketAddr,
+    env: EnvLookup,
+) -> Result<(), String> {
     let rng = SystemRandom::new();
     let pkcs8 = EcdsaKeyPair::generate_pkcs8(&ECDSA_P256_SHA256_FIXED_SIGNING, &rng)
         .map_err(|_| "cannot generate a key pair".to_string())?;

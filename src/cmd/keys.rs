@@ -5,8 +5,8 @@ use std::path::PathBuf;
 
 use super::{Exit, load_config, one_shot_app};
 use crate::app::EnvLookup;
-use crate::keys::inventory::{self, KeyEntry};
 use crate::keys::KeyState;
+use crate::keys::inventory::{self, KeyEntry};
 
 /// Runs the command.
 pub async fn run(

@@ -680,7 +680,10 @@ impl Ctx<'_> {
         if let Some(iss) = &ri.issuer
             && iss.is_empty()
         {
-            return Err(self.err(&f("issuer"), "must not be empty (omit it to accept any iss)"));
+            return Err(self.err(
+                &f("issuer"),
+                "must not be empty (omit it to accept any iss)",
+            ));
         }
         let algorithms: AlgSet = match ri.algorithms {
             None => Alg::DEFAULT_ALLOWED.into_iter().collect(),
@@ -696,10 +699,7 @@ impl Ctx<'_> {
                             let valid: Vec<_> = Alg::ALL.iter().map(|a| a.name()).collect();
                             return Err(self.err(
                                 &format!("issuers[{i}].algorithms[{j}]"),
-                                format!(
-                                    "unknown algorithm {name:?}; valid: {}",
-                                    valid.join(", ")
-                                ),
+                                format!("unknown algorithm {name:?}; valid: {}", valid.join(", ")),
                             ));
                         }
                     }

@@ -22,7 +22,10 @@ fn applies_documented_defaults() {
     assert_eq!(i.leeway, DEFAULT_LEEWAY);
     assert_eq!(i.required_claims, vec!["exp".to_string()]);
     assert_eq!(i.certificate_validity, CertificateValidity::Iat);
-    assert!(!i.algorithms.contains(Alg::HS256), "HMAC only when asked for");
+    assert!(
+        !i.algorithms.contains(Alg::HS256),
+        "HMAC only when asked for"
+    );
     assert!(i.algorithms.contains(Alg::RS256) && i.algorithms.contains(Alg::EdDSA));
     assert_eq!(
         i.key_sources[0],
@@ -43,7 +46,10 @@ fn proxy_defaults_on_with_upstream_and_null_turns_listeners_off() {
     assert_eq!(c.listeners.proxy, DEFAULT_PROXY.parse().ok());
     assert_eq!(c.listeners.admin, None);
     assert_eq!(c.listeners.authz_grpc, None);
-    assert_eq!(c.upstream.map(|u| u.url), Some("http://127.0.0.1:3000".to_string()));
+    assert_eq!(
+        c.upstream.map(|u| u.url),
+        Some("http://127.0.0.1:3000".to_string())
+    );
 }
 
 #[test]
@@ -60,9 +66,16 @@ fn parses_the_spec_example_remote_and_keystore_sources() {
     .unwrap_or_else(|e| panic!("{e}"));
     let i = &c.issuers[0];
     assert_eq!(i.max_lifetime, Some(Duration::from_secs(86400)));
-    assert!(matches!(&i.key_sources[0], KeySourceConfig::JwksUri { settings, .. } if settings.ca_file.is_some() && settings.refresh == Duration::from_secs(300)));
-    assert!(matches!(&i.key_sources[1], KeySourceConfig::Discovery { .. }));
-    assert!(matches!(&i.key_sources[2], KeySourceConfig::Keystore { aliases, encoding: PasswordEncoding::Base64, .. } if aliases.len() == 2));
+    assert!(
+        matches!(&i.key_sources[0], KeySourceConfig::JwksUri { settings, .. } if settings.ca_file.is_some() && settings.refresh == Duration::from_secs(300))
+    );
+    assert!(matches!(
+        &i.key_sources[1],
+        KeySourceConfig::Discovery { .. }
+    ));
+    assert!(
+        matches!(&i.key_sources[2], KeySourceConfig::Keystore { aliases, encoding: PasswordEncoding::Base64, .. } if aliases.len() == 2)
+    );
 }
 
 #[test]
@@ -99,9 +112,20 @@ fn rejects_bad_configs_naming_the_field() {
             Ok(_) => panic!("accepted: {json}"),
             Err(e) => {
                 assert_eq!(e.file, PathBuf::from("/etc/tokengate/config.json"));
-                assert!(e.field.starts_with(field), "{json}: field {:?}, want {field}", e.field);
-                assert!(e.reason.contains(reason), "{json}: reason {:?}, want {reason}", e.reason);
-                assert!(e.to_string().starts_with("/etc/tokengate/config.json: "), "{e}");
+                assert!(
+                    e.field.starts_with(field),
+                    "{json}: field {:?}, want {field}",
+                    e.field
+                );
+                assert!(
+                    e.reason.contains(reason),
+                    "{json}: reason {:?}, want {reason}",
+                    e.reason
+                );
+                assert!(
+                    e.to_string().starts_with("/etc/tokengate/config.json: "),
+                    "{e}"
+                );
             }
         }
     }

@@ -79,7 +79,12 @@ pub fn entries(issuer: &IssuerKeys) -> Vec<KeyEntry> {
         out.push(entry(issuer.name(), k, state, None));
     }
     for r in &ring.retired {
-        out.push(entry(issuer.name(), &r.key, KeyState::Retired, Some(r.retired_at)));
+        out.push(entry(
+            issuer.name(),
+            &r.key,
+            KeyState::Retired,
+            Some(r.retired_at),
+        ));
     }
     out
 }
@@ -164,7 +169,15 @@ pub fn to_json(entries: &[KeyEntry]) -> Value {
 /// A plain-text table of the inventory, for terminals.
 pub fn table(entries: &[KeyEntry]) -> String {
     let header = [
-        "ISSUER", "SOURCE", "KEY", "KTY", "ALG", "STATE", "LAST USED", "VALIDATIONS", "NOT AFTER",
+        "ISSUER",
+        "SOURCE",
+        "KEY",
+        "KTY",
+        "ALG",
+        "STATE",
+        "LAST USED",
+        "VALIDATIONS",
+        "NOT AFTER",
         "THUMBPRINT",
     ];
     let rows: Vec<[String; 10]> = entries

@@ -56,10 +56,10 @@ pub fn parse_set(bytes: &[u8], allow_oct: bool) -> Result<ParsedSet, JwksError> 
     }
     let mut out = ParsedSet::default();
     for (i, jwk) in list.iter().enumerate() {
-        let label = jwk
-            .get("kid")
-            .and_then(Value::as_str)
-            .map_or_else(|| format!("keys[{i}]"), |k| format!("keys[{i}] (kid {k:?})"));
+        let label = jwk.get("kid").and_then(Value::as_str).map_or_else(
+            || format!("keys[{i}]"),
+            |k| format!("keys[{i}] (kid {k:?})"),
+        );
         match parse_jwk(jwk, allow_oct) {
             Ok(k) => out.keys.push(k),
             Err(reason) => out.skipped.push(format!("{label}: {reason}")),

@@ -83,7 +83,9 @@ impl KeyMaterial {
         let der = rsa_public_key_der(n, e);
         let parse = |alg: &'static signature::RsaParameters| {
             ParsedPublicKey::new(alg as &'static dyn VerificationAlgorithm, &der).map_err(|e| {
-                KeyError::Invalid(format!("RSA key rejected ({e}); RSA keys need 2048 to 8192 bits"))
+                KeyError::Invalid(format!(
+                    "RSA key rejected ({e}); RSA keys need 2048 to 8192 bits"
+                ))
             })
         };
         let keys = [

@@ -5,11 +5,11 @@
 //! last use) live in [`KeyStats`] and follow a key across rings; keys that leave their
 //! source are remembered as retired, with their statistics, for the inventory.
 
+pub mod files;
 pub mod inventory;
 pub mod jwks;
 pub mod jwks_source;
 pub mod keystore;
-pub mod files;
 pub mod material;
 pub mod revoked;
 
@@ -251,7 +251,8 @@ impl KeyStats {
 
     /// Records a signature check with this key (the per-key verification counter).
     pub fn record_verification(&self, matched: MatchKind, ok: bool) {
-        self.metrics.verification(matched == MatchKind::Fallback, ok);
+        self.metrics
+            .verification(matched == MatchKind::Fallback, ok);
     }
 
     /// Records a token accepted on the strength of this key (all checks passed, now or
@@ -321,7 +322,10 @@ impl KeyRing {
 
     /// Compatible, non-revoked keys for `alg`, active first, at most `max`.
     pub fn fallback(&self, alg: Alg, max: usize) -> impl Iterator<Item = &Arc<Key>> {
-        self.keys.iter().filter(move |k| k.compatible(alg)).take(max)
+        self.keys
+            .iter()
+            .filter(move |k| k.compatible(alg))
+            .take(max)
     }
 }
 
@@ -464,8 +468,7 @@ impl IssuerKeys {
                     Some(k) => k.stats.clone(),
                     None => Arc::new(KeyStats::new(
                         now,
-                        self.metrics
-                            .key(&self.name, src.kind.label(), &lk.id),
+                        self.metrics.key(&self.name, src.kind.label(), &lk.id),
                     )),
                 };
                 keys.push(Arc::new(Key {

@@ -152,7 +152,11 @@ fn allow(a: &Allowed) -> CheckResponse {
         .filter(|name| !a.forward_headers.iter().any(|(set, _)| set == *name))
         .map(|name| name.to_string())
         .collect();
-    let metadata = a.claims.as_ref().and_then(|c| c.to_map()).map(|m| to_struct(&m));
+    let metadata = a
+        .claims
+        .as_ref()
+        .and_then(|c| c.to_map())
+        .map(|m| to_struct(&m));
     CheckResponse {
         status: Some(rpc::Status {
             code: OK,

@@ -27,11 +27,7 @@ pub async fn check(req: HttpRequest, authz: web::Data<Arc<Authorizer>>) -> HttpR
         .unwrap_or_else(|| req.method().as_str());
     let path = header("x-forwarded-uri")
         .or_else(|| header("x-original-uri"))
-        .unwrap_or_else(|| {
-            req.uri()
-                .path_and_query()
-                .map_or("/", |pq| pq.as_str())
-        });
+        .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
     let view = RequestView {
         method,
         path,
@@ -47,10 +43,9 @@ pub fn respond(decision: &Decision) -> HttpResponse {
         Decision::Allow(a) => {
             let mut resp = HttpResponse::Ok();
             for (name, value) in &a.forward_headers {
-                if let (Ok(n), Ok(v)) = (
-                    HeaderName::try_from(&**name),
-                    HeaderValue::from_str(value),
-                ) {
+                if let (Ok(n), Ok(v)) =
+                    (HeaderName::try_from(&**name), HeaderValue::from_str(value))
+                {
                     resp.insert_header((n, v));
                 }
             }
@@ -69,8 +64,8 @@ pub fn respond(decision: &Decision) -> HttpResponse {
             resp.finish()
         }
         Decision::Deny(d) => {
-            let status = StatusCode::from_u16(d.reason.http_status())
-                .unwrap_or(StatusCode::UNAUTHORIZED);
+            let status =
+                StatusCode::from_u16(d.reason.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
             let mut resp = HttpResponse::build(status);
             if let Some(challenge) = d.www_authenticate() {
                 resp.insert_header(("www-authenticate", challenge));

@@ -121,7 +121,11 @@ fn trim(b: &[u8]) -> &[u8] {
 }
 
 fn trim_end(b: &[u8]) -> &[u8] {
-    let end = b.len() - b.iter().rev().take_while(|c| **c == b' ' || **c == b'\t').count();
+    let end = b.len()
+        - b.iter()
+            .rev()
+            .take_while(|c| **c == b' ' || **c == b'\t')
+            .count();
     &b[..end]
 }
 
@@ -150,9 +154,19 @@ mod tests {
 
     #[test]
     fn finds_bearer_token_in_any_scheme_casing() {
-        for v in ["Bearer abc", "bearer abc", "BEARER abc", "Bearer   abc", "Bearer abc "] {
+        for v in [
+            "Bearer abc",
+            "bearer abc",
+            "BEARER abc",
+            "Bearer   abc",
+            "Bearer abc ",
+        ] {
             let headers = h(&[("authorization", v)]);
-            assert_eq!(extract(&cfg(), headers.as_slice()), Ok(Some("abc")), "{v:?}");
+            assert_eq!(
+                extract(&cfg(), headers.as_slice()),
+                Ok(Some("abc")),
+                "{v:?}"
+            );
         }
     }
 
@@ -177,7 +191,10 @@ mod tests {
     fn rejects_oversized_and_non_word_tokens() {
         let big = format!("Bearer {}", "a".repeat(65));
         let headers = h(&[("authorization", &big)]);
-        assert_eq!(extract(&cfg(), headers.as_slice()), Err(DenyReason::TooLarge));
+        assert_eq!(
+            extract(&cfg(), headers.as_slice()),
+            Err(DenyReason::TooLarge)
+        );
         for v in ["Bearer a b", "Bearer ", "Bearer \u{e9}t\u{e9}"] {
             let headers = h(&[("authorization", v)]);
             assert_eq!(

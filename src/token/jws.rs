@@ -49,14 +49,17 @@ struct RawHeader {
 /// (including every casing of `none`) is `bad_alg`; everything else wrong is `malformed`.
 pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     let mut parts = token.splitn(4, '.');
-    let (Some(h), Some(p), Some(s), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+    let (Some(h), Some(p), Some(s), None) =
+        (parts.next(), parts.next(), parts.next(), parts.next())
     else {
         return Err(DenyReason::Malformed);
     };
     if h.is_empty() || p.is_empty() {
         return Err(DenyReason::Malformed);
     }
-    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| DenyReason::Malformed)?;
+    let header_bytes = URL_SAFE_NO_PAD
+        .decode(h)
+        .map_err(|_| DenyReason::Malformed)?;
     if !first_non_space_is(&header_bytes, b'{') {
         // An array or a scalar is not a JOSE header (serde would read an array as a struct).
         return Err(DenyReason::Malformed);
@@ -86,8 +89,12 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         None | Some(Value::Bool(true)) => {}
         Some(_) => return Err(DenyReason::Malformed),
     }
-    let payload = URL_SAFE_NO_PAD.decode(p).map_err(|_| DenyReason::Malformed)?;
-    let signature = URL_SAFE_NO_PAD.decode(s).map_err(|_| DenyReason::Malformed)?;
+    let payload = URL_SAFE_NO_PAD
+        .decode(p)
+        .map_err(|_| DenyReason::Malformed)?;
+    let signature = URL_SAFE_NO_PAD
+        .decode(s)
+        .map_err(|_| DenyReason::Malformed)?;
     if !first_non_space_is(&payload, b'{') {
         return Err(DenyReason::Malformed);
     }
@@ -137,7 +144,10 @@ mod tests {
 
     #[test]
     fn reads_a_well_formed_token() {
-        let t = tok(r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#, r#"{"sub":"a"}"#);
+        let t = tok(
+            r#"{"alg":"RS256","kid":"k1","typ":"at+jwt"}"#,
+            r#"{"sub":"a"}"#,
+        );
         let jws = parse(&t, all()).unwrap_or_else(|e| panic!("{e:?}"));
         assert_eq!(jws.alg, Alg::RS256);
         assert_eq!(jws.kid.as_deref(), Some("k1"));
@@ -178,7 +188,10 @@ mod tests {
             format!("{}.{good_p}.c2ln", b64(r#"["alg","RS256"]"#)),
             format!("{}.{good_p}.c2ln", b64(r#"{"alg":"RS256","alg":"none"}"#)),
             format!("{}.{good_p}.c2ln", b64(r#"{"alg":"RS256","kid":7}"#)),
-            format!("{}.{good_p}.c2ln", b64(r#"{"alg":"RS256","crit":["x"],"x":1}"#)),
+            format!(
+                "{}.{good_p}.c2ln",
+                b64(r#"{"alg":"RS256","crit":["x"],"x":1}"#)
+            ),
             format!("{}.{good_p}.c2ln", b64(r#"{"alg":"RS256","b64":false}"#)),
             format!("{}.{good_p}.c2ln", b64(r#"{"alg":5}"#)),
             format!("{good_h}.{}.c2ln", b64("[1]")),

@@ -44,7 +44,8 @@ pub fn request(
     headers: &[(&str, &str)],
     body: &[u8],
 ) -> Option<Response> {
-    let mut raw = format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n").into_bytes();
+    let mut raw =
+        format!("{method} {path} HTTP/1.1\r\nhost: {addr}\r\nconnection: close\r\n").into_bytes();
     for (n, v) in headers {
         raw.extend_from_slice(n.as_bytes());
         raw.extend_from_slice(b": ");

@@ -52,7 +52,9 @@ impl JwksServer {
     /// Starts serving `body` on a free loopback port.
     pub fn start(body: &str) -> JwksServer {
         let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener.local_addr().unwrap_or_else(|e| panic!("addr: {e}"));
+        let addr = listener
+            .local_addr()
+            .unwrap_or_else(|e| panic!("addr: {e}"));
         listener
             .set_nonblocking(true)
             .unwrap_or_else(|e| panic!("nonblocking: {e}"));
@@ -65,7 +67,12 @@ impl JwksServer {
         let hits = Arc::new(AtomicUsize::new(0));
         let not_modified = Arc::new(AtomicUsize::new(0));
         let stop = Arc::new(AtomicBool::new(false));
-        let (s, h, nm, st) = (state.clone(), hits.clone(), not_modified.clone(), stop.clone());
+        let (s, h, nm, st) = (
+            state.clone(),
+            hits.clone(),
+            not_modified.clone(),
+            stop.clone(),
+        );
         std::thread::spawn(move || {
             while !st.load(Ordering::Relaxed) {
                 match listener.accept() {
@@ -98,7 +105,10 @@ impl JwksServer {
 
     /// Changes what is served.
     pub fn set(&self, f: impl FnOnce(&mut Behavior)) {
-        let mut b = self.state.lock().unwrap_or_else(std::sync::PoisonError::into_inner);
+        let mut b = self
+            .state
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
         f(&mut b);
     }
 
@@ -150,10 +160,14 @@ fn serve(
         }
     }
     if path == "/.well-known/openid-configuration" {
-        let body = format!(
-            "{{\"issuer\":\"http://{addr}\",\"jwks_uri\":\"http://{addr}/jwks.json\"}}"
+        let body =
+            format!("{{\"issuer\":\"http://{addr}\",\"jwks_uri\":\"http://{addr}/jwks.json\"}}");
+        respond(
+            &mut conn,
+            200,
+            &[("content-type", "application/json")],
+            body.as_bytes(),
         );
-        respond(&mut conn, 200, &[("content-type", "application/json")], body.as_bytes());
         return;
     }
     if path != "/jwks.json" {
@@ -182,12 +196,22 @@ fn serve(
             respond(&mut conn, 200, &headers, b.body.as_bytes());
         }
         Mode::Status(s) => respond(&mut conn, s, &[], b""),
-        Mode::Garbage => respond(&mut conn, 200, &[("content-type", "application/json")], b"<html>not json"),
+        Mode::Garbage => respond(
+            &mut conn,
+            200,
+            &[("content-type", "application/json")],
+            b"<html>not json",
+        ),
         Mode::Huge(n) => {
             let mut body = b"{\"keys\":[],\"pad\":\"".to_vec();
             body.resize(n, b'a');
             body.extend_from_slice(b"\"}");
-            respond(&mut conn, 200, &[("content-type", "application/json")], &body);
+            respond(
+                &mut conn,
+                200,
+                &[("content-type", "application/json")],
+                &body,
+            );
         }
         Mode::Hang => {
             for _ in 0..600 {
@@ -204,7 +228,10 @@ fn serve(
 }
 
 fn respond(conn: &mut TcpStream, status: u16, headers: &[(&str, &str)], body: &[u8]) {
-    let mut head = format!("HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n", body.len());
+    let mut head = format!(
+        "HTTP/1.1 {status} X\r\ncontent-length: {}\r\nconnection: close\r\n",
+        body.len()
+    );
     for (n, v) in headers {
         head.push_str(&format!("{n}: {v}\r\n"));
     }

@@ -35,7 +35,8 @@ pub fn key(name: &str) -> EncodingKey {
             .unwrap_or_else(|e| panic!("{name}: {e}"));
         return EncodingKey::from_secret(&secret);
     }
-    let pem = std::fs::read(dir.join(format!("{name}.key.pem"))).unwrap_or_else(|e| panic!("{name}: {e}"));
+    let pem = std::fs::read(dir.join(format!("{name}.key.pem")))
+        .unwrap_or_else(|e| panic!("{name}: {e}"));
     let k = if name.starts_with("ec") || name == "attacker-ec" {
         EncodingKey::from_ec_pem(&pem)
     } else if name.starts_with("ed") {

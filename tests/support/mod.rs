@@ -95,10 +95,16 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
     let mut cmd = Command::new(bin());
     cmd.args(args)
         .env_remove("TOKENGATE_CONFIG")
-        .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
+        .stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap_or_else(|e| panic!("spawn tokengate: {e}"));
+    let mut child = cmd
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn tokengate: {e}"));
     if let Some(input) = stdin {
         use std::io::Write as _;
         if let Some(mut s) = child.stdin.take() {
@@ -143,17 +149,31 @@ impl Tokengate {
         let l = listeners
             .as_object_mut()
             .unwrap_or_else(|| panic!("listeners must be an object"));
-        l.entry("authz_http").or_insert(Value::String(authz.to_string()));
+        l.entry("authz_http")
+            .or_insert(Value::String(authz.to_string()));
         l.entry("admin").or_insert(Value::String(admin.to_string()));
         l.entry("authz_grpc").or_insert(Value::Null);
-        let authz: SocketAddr = l["authz_http"].as_str().unwrap_or_default().parse().unwrap_or(authz);
-        let admin: SocketAddr = l["admin"].as_str().unwrap_or_default().parse().unwrap_or(admin);
+        let authz: SocketAddr = l["authz_http"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(authz);
+        let admin: SocketAddr = l["admin"]
+            .as_str()
+            .unwrap_or_default()
+            .parse()
+            .unwrap_or(admin);
         let path = dir.write("config.json", config.to_string());
         Self::spawn(path, authz, admin, &[])
     }
 
     /// Starts `tokengate serve --config path` with extra arguments.
-    pub fn spawn(config: PathBuf, authz: SocketAddr, admin: SocketAddr, extra: &[&str]) -> Tokengate {
+    pub fn spawn(
+        config: PathBuf,
+        authz: SocketAddr,
+        admin: SocketAddr,
+        extra: &[&str],
+    ) -> Tokengate {
         let log = config.with_extension("log");
         let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
         let mut args: Vec<&str> = vec!["--log-level", "debug", "serve", "--config"];
@@ -175,7 +195,10 @@ impl Tokengate {
             config,
             log,
         };
-        tg.wait_for(|| http::get(tg.admin, "/healthz").is_some_and(|r| r.status == 200), "healthz");
+        tg.wait_for(
+            || http::get(tg.admin, "/healthz").is_some_and(|r| r.status == 200),
+            "healthz",
+        );
         tg
     }
 
@@ -193,7 +216,10 @@ impl Tokengate {
 
     /// Waits until `/readyz` is 200.
     pub fn wait_ready(&self) {
-        self.wait_for(|| http::get(self.admin, "/readyz").is_some_and(|r| r.status == 200), "readyz");
+        self.wait_for(
+            || http::get(self.admin, "/readyz").is_some_and(|r| r.status == 200),
+            "readyz",
+        );
     }
 
     /// A check on authz_http with these headers.
