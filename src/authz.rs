@@ -241,10 +241,14 @@ impl Authorizer {
         let policy = self.policy.load_full();
         let now = self.clock.now();
         let path = normalize_path(req.path);
-        let route = policy.routes.pick(req.method, &path);
+        let route = path
+            .as_deref()
+            .and_then(|p| policy.routes.pick(req.method, p));
 
         let mut fingerprint = None;
         let judged = match extract(&policy.config.token, req.headers) {
+            // A path the upstream may resolve to another route than tokengate would.
+            _ if path.is_none() => Judged::deny(DenyReason::InvalidRequest.into(), None),
             Err(reason) => Judged::deny(reason.into(), None),
             Ok(None) => match route {
                 Some(r) if r.config.allow_anonymous => Judged {

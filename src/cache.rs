@@ -2,7 +2,9 @@
 //! lives until the earlier of the token's `exp` and `cache.max_ttl`, and is used only
 //! while its issuer's key ring is still at the generation it was verified under, so a
 //! rotation, revocation or reload invalidates it before the next request. Bounded by
-//! `cache.max_entries` (0 turns it off).
+//! `cache.max_entries` (0 turns it off), counted in units of [`ENTRY_WEIGHT_UNIT`] bytes:
+//! an entry larger than one unit (long scopes or forward-header values) counts as one
+//! per started unit, so the cache's memory is bounded too, not only its entry count.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -12,6 +14,11 @@ use moka::sync::Cache;
 
 use crate::claims::Principal;
 use crate::metrics::CacheMetrics;
+
+/// Bytes one unit of `cache.max_entries` stands for. Typical entries (a subject, a few
+/// scopes) are far below it and count as one; the cache then holds at most about
+/// `max_entries` × this many bytes of entries whatever the tokens carry.
+pub const ENTRY_WEIGHT_UNIT: usize = 1024;
 
 /// A cached verification.
 #[derive(Debug)]
@@ -40,6 +47,7 @@ impl TokenCache {
         let inner = (max_entries > 0 && !max_ttl.is_zero()).then(|| {
             Cache::builder()
                 .max_capacity(max_entries)
+                .weigher(|_: &[u8; 32], entry: &Arc<Entry>| entry.weight())
                 .expire_after(EntryExpiry)
                 .build()
         });
@@ -107,6 +115,25 @@ impl TokenCache {
             c.run_pending_tasks();
             c.entry_count()
         })
+    }
+}
+
+// === impl Entry ===
+
+impl Entry {
+    /// Units of [`ENTRY_WEIGHT_UNIT`] this entry counts for (at least one): its own size
+    /// plus the strings it owns (the key is shared with the ring and not counted).
+    fn weight(&self) -> u32 {
+        let p = &self.principal;
+        let owned: usize = p.scopes.len()
+            + p.forward
+                .iter()
+                .map(|v| {
+                    std::mem::size_of::<Option<Box<str>>>() + v.as_ref().map_or(0, |s| s.len())
+                })
+                .sum::<usize>();
+        let bytes = std::mem::size_of::<Self>() + 32 + owned;
+        u32::try_from(bytes.div_ceil(ENTRY_WEIGHT_UNIT)).unwrap_or(u32::MAX)
     }
 }
 

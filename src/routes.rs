@@ -2,6 +2,10 @@
 //! scopes are required and whether anonymous requests pass. Paths are normalised before
 //! matching (query dropped, percent-encoded unreserved characters decoded, `.`/`..`
 //! segments resolved, repeated slashes merged), so `/public/../orders` is `/orders`.
+//! A path that common upstreams resolve differently from that reading (an escaped `/` or
+//! `\`, which some decode before resolving `..`; a `..;` or `.;` segment, which servlet
+//! containers resolve as `..`) is refused (`invalid_request`) rather than matched under
+//! one reading while the upstream serves another.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -76,16 +80,20 @@ impl Route {
     }
 }
 
-/// Normalises a request target's path for matching (see the module docs).
-pub fn normalize_path(target: &str) -> Cow<'_, str> {
+/// Normalises a request target's path for matching (see the module docs); `None` for a
+/// path whose meaning depends on the server reading it.
+pub fn normalize_path(target: &str) -> Option<Cow<'_, str>> {
     let path = target.split(['?', '#']).next().unwrap_or("");
+    if is_ambiguous(path) {
+        return None;
+    }
     let simple = path.starts_with('/')
         && !path.contains("//")
         && !path.contains('%')
         && !path.contains('\\')
         && !path.split('/').any(|s| s == "." || s == "..");
     if simple {
-        return Cow::Borrowed(path);
+        return Some(Cow::Borrowed(path));
     }
     let decoded = decode_unreserved(path);
     let mut out: Vec<&str> = Vec::new();
@@ -106,7 +114,25 @@ pub fn normalize_path(target: &str) -> Cow<'_, str> {
     if s.is_empty() || (decoded.ends_with('/') && !out.is_empty()) {
         s.push('/');
     }
-    Cow::Owned(s)
+    Some(Cow::Owned(s))
+}
+
+/// An escaped `/` or `\` anywhere, or a `.`/`..` segment carrying `;` parameters (also
+/// once unreserved escapes are decoded: `%2e%2e;`).
+fn is_ambiguous(path: &str) -> bool {
+    let escaped_separator = path.as_bytes().windows(3).any(|w| {
+        w[0] == b'%'
+            && ((w[1] == b'2' && w[2].eq_ignore_ascii_case(&b'f'))
+                || (w[1] == b'5' && w[2].eq_ignore_ascii_case(&b'c')))
+    });
+    if escaped_separator {
+        return true;
+    }
+    path.contains(';')
+        && decode_unreserved(path).split(['/', '\\']).any(|seg| {
+            seg.split_once(';')
+                .is_some_and(|(name, _)| name == "." || name == "..")
+        })
 }
 
 /// Decodes `%XX` escapes of unreserved characters (RFC 3986 §2.3) and of `.`; leaves
@@ -159,12 +185,30 @@ mod tests {
             ("/../../etc", "/etc"),
             ("", "/"),
             ("/%6Frders", "/orders"),
-            ("/a%2Fb", "/a%2Fb"),
             ("/public\\..\\orders", "/orders"),
             ("/caf\u{e9}/../x", "/x"),
         ];
         for (input, want) in cases {
-            assert_eq!(normalize_path(input), want, "{input}");
+            assert_eq!(normalize_path(input).as_deref(), Some(want), "{input}");
+        }
+    }
+
+    #[test]
+    fn refuses_paths_that_upstreams_read_differently() {
+        for input in [
+            "/public/..%2Forders",
+            "/public/%2e%2e%2forders",
+            "/public/..%5Corders",
+            "/a%2Fb",
+            "/public/..;/orders",
+            "/public/..;jsessionid=1/orders",
+            "/public/.;/x",
+            "/public/%2e%2e;/orders",
+        ] {
+            assert_eq!(normalize_path(input), None, "{input}");
+        }
+        for input in ["/orders;v=1", "/a;b/c", "/x?next=/a%2Fb"] {
+            assert!(normalize_path(input).is_some(), "{input}");
         }
     }
 

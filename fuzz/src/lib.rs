@@ -36,7 +36,7 @@ use tokengate::metrics::{Listener, Metrics};
 use tokengate::token::extract::extract;
 use tokengate::token::jws;
 
-/// The store password of every keystore seed (`fuzz/seeds/keystore_load/README.md`).
+/// The store password of every keystore seed (`fuzz/seeds/generate-keystores.sh`).
 pub const KEYSTORE_PASSWORD: &str = "fuzz-Keystore-Pa55";
 /// The alias mapping the keystore target loads, active first.
 pub const KEYSTORE_ALIASES: [&str; 3] = ["signature-key", "verification-key", "hmac-key"];
@@ -127,6 +127,11 @@ fn check_parse(token: &str) {
 /// in the future (leeway 30 s) and at most 24 h after `iat`/`nbf`, neither lies in the
 /// future, and the route's scope `write` was granted.
 pub fn authorize(data: &[u8]) {
+    let _ = authorized(data);
+}
+
+/// [`authorize`], telling whether the request was allowed.
+pub fn authorized(data: &[u8]) -> bool {
     let (header, payload) = match data.iter().position(|b| *b == b'\n') {
         Some(i) => (&data[..i], &data[i + 1..]),
         None => (data, &b"{}"[..]),
@@ -159,16 +164,18 @@ pub fn authorize(data: &[u8]) {
         headers: headers.as_slice(),
     };
     let verdict = rt.block_on(app.authorizer().check(Listener::Cli, &view));
-    if let Decision::Allow(a) = &verdict.decision {
-        assert_eq!(a.reason, AllowReason::Ok, "a token was present");
-        if let Err(why) = should_allow(header_json.as_ref(), payload) {
-            panic!(
-                "allowed, but {why}: header {:?}, claims {:?}",
-                String::from_utf8_lossy(header),
-                String::from_utf8_lossy(payload)
-            );
-        }
+    let Decision::Allow(a) = &verdict.decision else {
+        return false;
+    };
+    assert_eq!(a.reason, AllowReason::Ok, "a token was present");
+    if let Err(why) = should_allow(header_json.as_ref(), payload) {
+        panic!(
+            "allowed, but {why}: header {:?}, claims {:?}",
+            String::from_utf8_lossy(header),
+            String::from_utf8_lossy(payload)
+        );
     }
+    true
 }
 
 /// The runtime and app of the `authorize` target, built once per process.

@@ -97,10 +97,24 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, SourceError> {
         reason,
     };
     let meta = std::fs::metadata(path).map_err(|e| err(e.to_string()))?;
+    if !meta.is_file() {
+        // A FIFO would block the reload forever, /dev/zero would never end.
+        return Err(err("not a regular file".into()));
+    }
     if meta.len() > MAX_FILE_BYTES {
         return Err(err(format!("larger than {MAX_FILE_BYTES} bytes")));
     }
-    std::fs::read(path).map_err(|e| err(e.to_string()))
+    // The size can change between the two calls: read at most one byte more than allowed.
+    use std::io::Read as _;
+    let file = std::fs::File::open(path).map_err(|e| err(e.to_string()))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_FILE_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| err(e.to_string()))?;
+    if bytes.len() as u64 > MAX_FILE_BYTES {
+        return Err(err(format!("larger than {MAX_FILE_BYTES} bytes")));
+    }
+    Ok(bytes)
 }
 
 /// The first public key or certificate in a PEM document.

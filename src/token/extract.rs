@@ -1,7 +1,9 @@
 //! Finds the bearer token: configured headers first (in order), then cookies. The scheme
 //! word of a prefix (`Bearer`) matches case-insensitively (RFC 9110 §11.1), followed by
-//! one or more spaces; the token itself is one word of visible ASCII. Two copies of a
-//! token header are an `invalid_request` (RFC 6750 §2: one method, once).
+//! one or more spaces; the token itself is one word of visible ASCII. A value that names
+//! the scheme but breaks that syntax (`Bearer\t…`, `Bearer:…`) is `malformed`, never "no
+//! token". Two copies of a token header are an `invalid_request` (RFC 6750 §2: one
+//! method, once).
 
 use crate::config::TokenConfig;
 use crate::decision::DenyReason;
@@ -29,23 +31,26 @@ pub fn extract<'s, H: Headers + ?Sized>(
     headers: &'s H,
 ) -> Result<Option<&'s str>, DenyReason> {
     for source in &cfg.from_headers {
-        let mut found: Option<&'s [u8]> = None;
+        let mut found: Option<Credential<'s>> = None;
         let mut duplicate = false;
         headers.for_each(&source.name, &mut |value| {
-            if strip_prefix(value, source.prefix.as_bytes()).is_some() {
-                if found.is_some() {
-                    duplicate = true;
-                } else {
-                    found = Some(value);
-                }
+            let credential = strip_prefix(value, source.prefix.as_bytes());
+            if matches!(credential, Credential::Other) {
+                return;
+            }
+            if found.is_some() {
+                duplicate = true;
+            } else {
+                found = Some(credential);
             }
         });
         if duplicate {
             return Err(DenyReason::InvalidRequest);
         }
-        if let Some(value) = found {
-            let rest = strip_prefix(value, source.prefix.as_bytes()).unwrap_or_default();
-            return token_word(rest, cfg.max_bytes).map(Some);
+        match found {
+            Some(Credential::Token(rest)) => return token_word(rest, cfg.max_bytes).map(Some),
+            Some(Credential::Malformed) => return Err(DenyReason::Malformed),
+            Some(Credential::Other) | None => {}
         }
     }
     if !cfg.from_cookies.is_empty() {
@@ -85,23 +90,44 @@ pub fn extract<'s, H: Headers + ?Sized>(
     Ok(None)
 }
 
-/// If `value` starts with `prefix` (scheme word case-insensitive, then one or more
-/// spaces where the prefix has a space), returns what follows.
-fn strip_prefix<'v>(value: &'v [u8], prefix: &[u8]) -> Option<&'v [u8]> {
+/// What a header value is, for a token prefix.
+#[derive(Clone, Copy)]
+enum Credential<'v> {
+    /// Another scheme (`Basic …`, `Bearerx …`): not a token header.
+    Other,
+    /// The prefix's scheme and separator: what follows.
+    Token(&'v [u8]),
+    /// The prefix's scheme name, then anything but the separator (`Bearer\tx`,
+    /// `Bearer:x`, a bare `Bearer`): a token header, malformed. Never "no token": an
+    /// anonymous route would pass it on to an upstream whose laxer parser may use it.
+    Malformed,
+}
+
+/// Matches `value` against `prefix`: its scheme word case-insensitively (RFC 9110
+/// §11.1), then, where the prefix ends in a space, one or more spaces (§11.4). A scheme
+/// word followed by another token character is another scheme.
+fn strip_prefix<'v>(value: &'v [u8], prefix: &[u8]) -> Credential<'v> {
     let scheme = trim_end(prefix);
     if value.len() < scheme.len() || !value[..scheme.len()].eq_ignore_ascii_case(scheme) {
-        return None;
+        return Credential::Other;
     }
     let rest = &value[scheme.len()..];
     if scheme.len() == prefix.len() {
-        return Some(rest);
+        return Credential::Token(rest);
     }
-    // The prefix ends in white space: at least one space must follow the scheme.
     let spaces = rest.iter().take_while(|b| **b == b' ').count();
-    if spaces == 0 {
-        return None;
+    if spaces > 0 {
+        return Credential::Token(&rest[spaces..]);
     }
-    Some(&rest[spaces..])
+    match rest.first() {
+        Some(b) if is_tchar(*b) => Credential::Other,
+        _ => Credential::Malformed,
+    }
+}
+
+/// RFC 9110 §5.6.2 `tchar`: the characters of a token such as a scheme name.
+fn is_tchar(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 fn token_word(rest: &[u8], max_bytes: usize) -> Result<&str, DenyReason> {
@@ -176,6 +202,33 @@ mod tests {
             let headers = h(&[("authorization", v)]);
             assert_eq!(extract(&cfg(), headers.as_slice()), Ok(None), "{v:?}");
         }
+    }
+
+    #[test]
+    fn a_bearer_value_that_breaks_the_syntax_is_malformed_not_absent() {
+        for v in [
+            "Bearer\tabc",
+            "Bearer:abc",
+            "Bearer: abc",
+            "Bearer,abc",
+            "Bearer",
+            "bearer\t",
+        ] {
+            let headers = h(&[("authorization", v)]);
+            assert_eq!(
+                extract(&cfg(), headers.as_slice()),
+                Err(DenyReason::Malformed),
+                "{v:?}"
+            );
+        }
+        let headers = h(&[
+            ("authorization", "Bearer a"),
+            ("authorization", "Bearer\tb"),
+        ]);
+        assert_eq!(
+            extract(&cfg(), headers.as_slice()),
+            Err(DenyReason::InvalidRequest)
+        );
     }
 
     #[test]
