@@ -617,7 +617,14 @@ fn dockerignore_keeps_what_the_build_copies_and_drops_target_and_git() {
 
 #[test]
 fn deploying_guide_names_the_files_to_apply_and_they_exist() {
-    let guide = read("docs/deploying.md");
+    // The README's "Deploying" section, up to the next top-level section.
+    let readme = read("README.md");
+    let start = readme
+        .find("\n## Deploying")
+        .unwrap_or_else(|| panic!("README.md has no \"## Deploying\" section"));
+    let rest = &readme[start + 1..];
+    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
+    let guide = rest[..end].to_string();
     for needed in [
         "docker build -f deploy/Dockerfile",
         "kubectl apply -k deploy/kubernetes/overlays/sidecar",
@@ -631,7 +638,7 @@ fn deploying_guide_names_the_files_to_apply_and_they_exist() {
     ] {
         assert!(
             guide.contains(needed),
-            "docs/deploying.md does not mention {needed}"
+            "README.md's Deploying section does not mention {needed}"
         );
     }
     let mut named = BTreeSet::new();
@@ -651,13 +658,13 @@ fn deploying_guide_names_the_files_to_apply_and_they_exist() {
     }
     assert!(
         named.len() >= 5,
-        "docs/deploying.md names few deploy/ files: {named:?}"
+        "README.md's Deploying section names few deploy/ files: {named:?}"
     );
     for path in &named {
         let full: PathBuf = root().join(path);
         assert!(
             full.exists(),
-            "docs/deploying.md names {path}, which does not exist"
+            "README.md's Deploying section names {path}, which does not exist"
         );
     }
 }

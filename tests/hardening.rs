@@ -634,7 +634,7 @@ fn bearer_scheme_casing_and_spacing() {
     assert!(
         failures.is_empty(),
         "a credential naming the Bearer scheme was ignored or misread (see \
-         docs/security.md, \"Bearer syntax\"; fix in src/token/extract.rs):\n{}",
+         README.md (Security), \"Bearer syntax\"; fix in src/token/extract.rs):\n{}",
         failures.join("\n")
     );
     assert_alive(&mut tg);
@@ -682,7 +682,7 @@ fn ambiguous_paths_never_pass_as_anonymous() {
     assert!(
         failures.is_empty(),
         "ambiguous paths passed as anonymous requests (the upstream may resolve them to \
-         /orders; see docs/security.md, \"Routes\"; fix in src/routes.rs):\n{}",
+         /orders; see README.md (Security), \"Routes\"; fix in src/routes.rs):\n{}",
         failures.join("\n")
     );
     assert_eq!(
@@ -902,7 +902,7 @@ fn slow_loris_after_a_kept_alive_request_is_cut_off() {
          being read after {deadline:?} on {open:?}: actix-http arms its head timeout \
          (client_request_timeout) for the first request of a connection only, so one \
          client can hold connections and descriptors forever (see the report / \
-         docs/security.md, \"Limits\")"
+         README.md (Security), \"Limits\")"
     );
     assert_alive(&mut tg);
 }
