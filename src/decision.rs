@@ -21,7 +21,8 @@ pub enum AllowReason {
 pub enum DenyReason {
     /// No token in any configured header or cookie, on a route that needs one.
     MissingToken,
-    /// The request itself is ambiguous, e.g. two `Authorization` headers.
+    /// The request itself is ambiguous: two `Authorization` headers, or a path that
+    /// upstreams may resolve differently (`%2F`, `..;`).
     InvalidRequest,
     /// The token is not a well-formed compact JWS with a JSON header and claims, or its
     /// header asks for something tokengate does not do (`crit`, `b64: false`).
@@ -169,7 +170,7 @@ impl DenyReason {
             DenyReason::InvalidRequest => (
                 "invalid_request",
                 InvalidRequest,
-                "the request carries more than one token",
+                "the request is ambiguous: more than one token, or a path servers read differently",
             ),
             DenyReason::Malformed => ("malformed", InvalidToken, "the token is malformed"),
             DenyReason::TooLarge => ("too_large", InvalidToken, "the token is too large"),
