@@ -36,7 +36,9 @@ use serde_json::{Value, json};
 
 use crate::support::jwks_server::JwksServer;
 use crate::support::upstream::{Mode, Upstream};
-use crate::support::{TempDir, Tokengate, fixture_issuer, fixtures, free_addr, http, mint, token};
+use crate::support::{
+    TempDir, Tokengate, fixture_issuer, fixtures, free_addr, http, mint, public_jwk, token,
+};
 
 /// The fuzz targets' checks, compiled here on stable (see `fuzz/src/lib.rs`).
 #[allow(dead_code)]
@@ -1476,19 +1478,6 @@ fn remote_config(server: &JwksServer) -> Value {
             "key_sources": [{"jwks_uri": server.url(), "refresh": "1h"}]
         }]
     })
-}
-
-/// The fixture public JWK `name` published as `kid`.
-fn public_jwk(name: &str, kid: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join("jwks-public.json")).unwrap_or_default();
-    let set: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
-    let mut key = set["keys"]
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["kid"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no fixture key {name}"));
-    key["kid"] = json!(kid);
-    key
 }
 
 fn remote_claims() -> Value {

@@ -17,14 +17,14 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::{Duration, Instant};
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::support::jwks_server::{JwksServer, Mode};
-use crate::support::{Metrics, TempDir, Tokengate, fixtures, http, mint};
+use crate::support::{Metrics, TempDir, Tokengate, http, mint};
 
 /// The issuer's name (the `issuer` label).
 const ISSUER: &str = "remote";
@@ -488,22 +488,9 @@ fn rotates_keys_without_denying_a_valid_request() {
 
 // === helpers ===
 
-/// The fixture public JWK `name` (`rsa-1`, `rsa-2`, `ec-p256`, ...) published as `kid`.
+/// The fixture public JWK `name` published as `kid`.
 fn jwk(name: &str, kid: &str) -> Value {
-    static SET: OnceLock<Value> = OnceLock::new();
-    let set = SET.get_or_init(|| {
-        let path = fixtures().join("jwks-public.json");
-        let text =
-            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
-    });
-    let mut key = set["keys"]
-        .as_array()
-        .and_then(|keys| keys.iter().find(|k| k["kid"] == name))
-        .cloned()
-        .unwrap_or_else(|| panic!("no fixture key {name}"));
-    key["kid"] = json!(kid);
-    key
+    crate::support::public_jwk(name, kid)
 }
 
 /// A JWK set with the fixture keys `(name, kid)`, in this order.

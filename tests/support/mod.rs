@@ -385,3 +385,21 @@ pub fn fixture_issuer() -> Value {
         ]
     })
 }
+
+/// The fixture public JWK `name` (`rsa-1`, `rsa-2`, `ec-p256`, ...) published as `kid`.
+pub fn public_jwk(name: &str, kid: &str) -> Value {
+    static SET: OnceLock<Value> = OnceLock::new();
+    let set = SET.get_or_init(|| {
+        let path = fixtures().join("jwks-public.json");
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        serde_json::from_str(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()))
+    });
+    let mut key = set["keys"]
+        .as_array()
+        .and_then(|keys| keys.iter().find(|k| k["kid"] == name))
+        .cloned()
+        .unwrap_or_else(|| panic!("no fixture key {name}"));
+    key["kid"] = serde_json::json!(kid);
+    key
+}
