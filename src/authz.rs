@@ -49,7 +49,7 @@ pub struct Verdict {
     /// Answered from the verified-token cache.
     pub cached: bool,
     /// First 8 hex digits of the token's SHA-256.
-    pub fingerprint: Option<String>,
+    pub fingerprint: Option<Fingerprint>,
 }
 
 /// Everything a decision depends on that a config reload replaces at once.
@@ -275,7 +275,7 @@ impl Authorizer {
                         hash.copy_from_slice(d.as_ref());
                         hash
                     });
-                fingerprint = hash.as_ref().map(hex4);
+                fingerprint = hash.as_ref().map(Fingerprint::of);
                 self.judge_token(&policy, route, token, hash, now).await
             }
         };
@@ -304,7 +304,7 @@ impl Authorizer {
             issuer = issuer.as_deref().unwrap_or("-"),
             key = judged.key.as_ref().map(|k| &*k.id).unwrap_or("-"),
             cached = judged.cached,
-            token = fingerprint.as_deref().unwrap_or("-"),
+            token = %fingerprint.map_or_else(|| "-".to_string(), |f| f.to_string()),
             "decision"
         );
         Verdict {
@@ -455,6 +455,21 @@ impl Judged {
     }
 }
 
-fn hex4(hash: &[u8; 32]) -> String {
-    hash[..4].iter().map(|b| format!("{b:02x}")).collect()
+/// The first 4 bytes of a token's SHA-256, shown as 8 hex digits: enough to correlate log
+/// lines, never enough to recover the token. Formatted only when printed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Fingerprint([u8; 4]);
+
+// === impl Fingerprint ===
+
+impl Fingerprint {
+    fn of(hash: &[u8; 32]) -> Self {
+        Self([hash[0], hash[1], hash[2], hash[3]])
+    }
+}
+
+impl std::fmt::Display for Fingerprint {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        self.0.iter().try_for_each(|b| write!(f, "{b:02x}"))
+    }
 }
