@@ -124,14 +124,7 @@ impl Entry {
     /// Units of [`ENTRY_WEIGHT_UNIT`] this entry counts for (at least one): its own size
     /// plus the strings it owns (the key is shared with the ring and not counted).
     fn weight(&self) -> u32 {
-        let p = &self.principal;
-        let owned: usize = p.scopes.len()
-            + p.forward
-                .iter()
-                .map(|v| {
-                    std::mem::size_of::<Option<Box<str>>>() + v.as_ref().map_or(0, |s| s.len())
-                })
-                .sum::<usize>();
+        let owned = self.principal.heap_size();
         let bytes = std::mem::size_of::<Self>() + 32 + owned;
         u32::try_from(bytes.div_ceil(ENTRY_WEIGHT_UNIT)).unwrap_or(u32::MAX)
     }

@@ -32,6 +32,23 @@ pub struct Principal {
     pub forward: Box<[Option<Box<str>>]>,
 }
 
+// === impl Principal ===
+
+impl Principal {
+    /// Bytes this principal owns on the heap beyond its own size (the key is shared with
+    /// the ring and not counted): what the verified-token cache weighs it by.
+    pub fn heap_size(&self) -> usize {
+        self.scopes.len()
+            + self
+                .forward
+                .iter()
+                .map(|v| {
+                    std::mem::size_of::<Option<Box<str>>>() + v.as_ref().map_or(0, |s| s.len())
+                })
+                .sum::<usize>()
+    }
+}
+
 /// A principal and the claims it was checked on.
 #[derive(Debug)]
 pub struct Checked {
