@@ -35,9 +35,13 @@ const DEFAULT_GRPC: &str = "127.0.0.1:9291";
 
 /// The gRPC service: every check is allowed.
 #[derive(Debug, Clone, Copy)]
-struct AllowAll;
+struct AllowAll {
+    /// Answer with what tokengate answers for the benchmark's tokens.
+    shaped: bool,
+}
 
 fn main() -> ExitCode {
+    let shaped = std::env::var_os("ALLOW_ALL_SHAPED").is_some();
     let mut args = std::env::args().skip(1);
     let (http, grpc) = match (
         addr(args.next(), DEFAULT_HTTP),
@@ -59,7 +63,7 @@ fn main() -> ExitCode {
             return ExitCode::FAILURE;
         }
     };
-    match runtime.block_on(serve(http, grpc)) {
+    match runtime.block_on(serve(http, grpc, shaped)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("allow_all: {e}");
@@ -80,7 +84,11 @@ fn addr(arg: Option<String>, default: &str) -> Result<Option<SocketAddr>, String
 }
 
 /// Serves both listeners until one of them fails.
-async fn serve(http: Option<SocketAddr>, grpc: Option<SocketAddr>) -> Result<(), String> {
+async fn serve(
+    http: Option<SocketAddr>,
+    grpc: Option<SocketAddr>,
+    shaped: bool,
+) -> Result<(), String> {
     let mut tasks = Vec::new();
     if let Some(addr) = http {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -110,7 +118,7 @@ async fn serve(http: Option<SocketAddr>, grpc: Option<SocketAddr>) -> Result<(),
             .http2_max_header_list_size(64 * 1024)
             .http2_keepalive_interval(Some(Duration::from_secs(30)))
             .http2_keepalive_timeout(Some(Duration::from_secs(10)))
-            .add_service(AuthorizationServer::new(AllowAll));
+            .add_service(AuthorizationServer::new(AllowAll { shaped }));
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));
         eprintln!("allow_all: grpc on {addr}");
@@ -137,14 +145,63 @@ async fn allow() -> HttpResponse {
 #[tonic::async_trait]
 impl Authorization for AllowAll {
     async fn check(&self, _: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {
+        if !self.shaped {
+            return Ok(Response::new(CheckResponse {
+                status: Some(rpc::Status {
+                    code: 0,
+                    message: String::new(),
+                    details: Vec::new(),
+                }),
+                dynamic_metadata: None,
+                http_response: Some(CheckHttp::OkResponse(OkHttpResponse::default())),
+            }));
+        }
+        use envoy_types::ext_authz::v3::pb::{HeaderAppendAction, HeaderValue, HeaderValueOption};
+        use envoy_types::pb::google::protobuf::{Struct, Value, value::Kind};
+        let h = |k: &str, v: &str| HeaderValueOption {
+            header: Some(HeaderValue {
+                key: k.into(),
+                value: v.into(),
+                ..Default::default()
+            }),
+            append_action: HeaderAppendAction::OverwriteIfExistsOrAdd as i32,
+            ..Default::default()
+        };
+        let s = |v: &str| Value {
+            kind: Some(Kind::StringValue(v.into())),
+        };
+        let n = |v: f64| Value {
+            kind: Some(Kind::NumberValue(v)),
+        };
+        let meta = std::env::var_os("ALLOW_ALL_NO_META")
+            .is_none()
+            .then(|| Struct {
+                fields: [
+                    ("iss".to_string(), s("https://bench.example")),
+                    ("aud".to_string(), s("bench-api")),
+                    ("sub".to_string(), s("user-00000042")),
+                    ("scope".to_string(), s("read write")),
+                    ("iat".to_string(), n(1_763_000_000.0)),
+                    ("exp".to_string(), n(4_102_444_800.0)),
+                    ("jti".to_string(), s("0123456789abcdef")),
+                ]
+                .into_iter()
+                .collect(),
+            });
         Ok(Response::new(CheckResponse {
             status: Some(rpc::Status {
                 code: 0,
                 message: String::new(),
                 details: Vec::new(),
             }),
-            dynamic_metadata: None,
-            http_response: Some(CheckHttp::OkResponse(OkHttpResponse::default())),
+            dynamic_metadata: meta,
+            http_response: Some(CheckHttp::OkResponse(OkHttpResponse {
+                headers: vec![
+                    h("x-auth-subject", "user-00000042"),
+                    h("x-auth-scopes", "read write"),
+                ],
+                ..Default::default()
+            })),
         }))
     }
 }

@@ -4,12 +4,13 @@
 //! The authorizer counts the decision through a pre-resolved handle, observes its
 //! duration and logs one event, identifying the token only by a fingerprint.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::cache::TokenCache;
 use crate::claims::{self, Principal};
@@ -21,7 +22,7 @@ use crate::keys::{Key, MatchKind};
 use crate::metrics::{DecisionHandles, Listener, Metrics};
 use crate::routes::{Route, Routes, normalize_path};
 use crate::token::extract::{Headers, extract};
-use crate::token::jws;
+use crate::token::jws::{self, ClaimSet, ClaimValue};
 use crate::verify::{self, VerifiedToken};
 
 /// What a listener knows about the request being checked.
@@ -152,34 +153,34 @@ impl Policy {
 
     /// The forward-header values of a token's claims, aligned with `claim_headers`
     /// (computed once per verification and cached with the principal).
-    fn forward_values(&self, claims: &Map<String, Value>) -> Box<[Option<Box<str>>]> {
+    /// Values with control characters are dropped ([`Principal::set_forward`]): a header
+    /// value cannot carry them, and dropping beats mangling.
+    fn forward_values<'c>(
+        &'c self,
+        claims: &'c ClaimSet<'_>,
+    ) -> impl Iterator<Item = Option<Cow<'c, str>>> {
         self.claim_headers
             .iter()
-            .map(|(_, claim)| {
-                let value = match claims.get(claim.as_str()) {
-                    None | Some(Value::Null) => return None,
-                    Some(Value::String(s)) => s.clone(),
-                    Some(Value::Array(list)) if list.iter().all(Value::is_string) => list
-                        .iter()
-                        .filter_map(Value::as_str)
-                        .collect::<Vec<_>>()
-                        .join(" "),
-                    Some(other) => other.to_string(),
-                };
-                // A header value cannot carry control characters; drop rather than mangle.
-                value
-                    .bytes()
-                    .all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f))
-                    .then(|| value.into_boxed_str())
+            .map(|(_, claim)| match claims.get(claim.as_str())? {
+                ClaimValue::Null => None,
+                ClaimValue::Str(s) => Some(Cow::Borrowed(&**s)),
+                ClaimValue::Other(Value::Array(list)) if list.iter().all(Value::is_string) => {
+                    Some(Cow::Owned(
+                        list.iter()
+                            .filter_map(Value::as_str)
+                            .collect::<Vec<_>>()
+                            .join(" "),
+                    ))
+                }
+                other => Some(Cow::Owned(other.to_json())),
             })
-            .collect()
     }
 
     /// The headers of an allowed request: cached claim values, and the claims header
     /// straight from the token's own (verified) payload segment.
     fn forward_headers(&self, p: &Principal, payload_b64: &str) -> Vec<(Arc<str>, String)> {
         let mut out = Vec::with_capacity(self.claim_headers.len() + 1);
-        for ((name, _), value) in self.claim_headers.iter().zip(p.forward.iter()) {
+        for ((name, _), value) in self.claim_headers.iter().zip(p.forward()) {
             if let Some(v) = value {
                 out.push((name.clone(), v.to_string()));
             }
@@ -331,13 +332,17 @@ impl Authorizer {
         {
             let p = &entry.principal;
             p.key.stats.record_use(p.matched, now);
-            return Judged::allow_or_scope(policy, route, p, token, true);
+            return Judged::allow_or_scope(policy, route, p, payload_segment(token), true);
         }
         let jws = match jws::parse(token, policy.issuers.algorithms()) {
             Ok(j) => j,
             Err(reason) => return Judged::deny(reason.into(), None),
         };
-        let issuer = match policy.issuers.pick(&jws.claims) {
+        let claims = match jws.claims() {
+            Ok(c) => c,
+            Err(reason) => return Judged::deny(reason.into(), None),
+        };
+        let issuer = match policy.issuers.pick(&claims) {
             Ok(i) => i,
             Err(reason) => return Judged::deny(reason.into(), None),
         };
@@ -345,35 +350,36 @@ impl Authorizer {
         if !issuer.config.algorithms.contains(jws.alg) {
             return deny(DenyReason::BadAlg);
         }
-        let (verified, generation) = match self.verify(policy, issuer, jws).await {
+        let (verified, generation) = match self.verify(policy, issuer, &jws).await {
             Ok(v) => v,
             Err(reason) => return deny(reason),
         };
-        let checked = match claims::check(verified, issuer.index, &issuer.config, now) {
-            Ok(c) => c,
-            Err(reason) => return deny(reason),
-        };
-        let mut principal = checked.principal;
-        principal.forward = policy.forward_values(&checked.claims);
+        let mut principal =
+            match claims::check(verified, &claims, issuer.index, &issuer.config, now) {
+                Ok(p) => p,
+                Err(reason) => return deny(reason),
+            };
+        principal.set_forward(policy.forward_values(&claims));
         principal.key.stats.record_use(principal.matched, now);
+        let payload_b64 = jws.payload_b64;
         match hash {
             Some(hash) => {
                 let entry = policy.cache.insert(hash, generation, principal, now);
-                Judged::allow_or_scope(policy, route, &entry.principal, token, false)
+                Judged::allow_or_scope(policy, route, &entry.principal, payload_b64, false)
             }
-            None => Judged::allow_or_scope(policy, route, &principal, token, false),
+            None => Judged::allow_or_scope(policy, route, &principal, payload_b64, false),
         }
     }
 
     /// Picks the key and verifies (SPEC §4 step 3): a known kid → that key only; an
     /// unknown kid → one refetch, then the fallback; no kid → the fallback. Returns the
     /// verified token and the ring generation it was verified under.
-    async fn verify<'t>(
+    async fn verify<'j, 't>(
         &self,
         policy: &Policy,
         issuer: &Issuer,
-        jws: jws::Jws<'t>,
-    ) -> Result<(VerifiedToken<'t>, u64), DenyReason> {
+        jws: &'j jws::Jws<'t>,
+    ) -> Result<(VerifiedToken<'j, 't>, u64), DenyReason> {
         let max = policy.config.fallback_max_keys;
         let mut ring = issuer.keys.ring();
         if !ring.loaded {
@@ -427,13 +433,11 @@ impl Judged {
         policy: &Policy,
         route: Option<&Route>,
         p: &Principal,
-        token: &str,
+        payload_b64: &str,
         cached: bool,
     ) -> Self {
-        // The token was verified: its payload segment is the verified claims.
-        let payload_b64 = token.split('.').nth(1).unwrap_or_default();
         let scoped = match route {
-            Some(r) if !r.config.allow_anonymous => r.check_scopes(&p.scopes),
+            Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
             _ => Ok(()),
         };
         let decision = match scoped {
@@ -453,6 +457,17 @@ impl Judged {
             cached,
         }
     }
+}
+
+/// The payload segment of a compact JWS (verified, when called).
+fn payload_segment(token: &str) -> &str {
+    let Some(start) = token.find('.') else {
+        return "";
+    };
+    let rest = token.get(start + 1..).unwrap_or_default();
+    rest.find('.')
+        .and_then(|end| rest.get(..end))
+        .unwrap_or(rest)
 }
 
 /// The first 4 bytes of a token's SHA-256, shown as 8 hex digits: enough to correlate log

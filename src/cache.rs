@@ -377,68 +377,23 @@ fn lock(m: &Mutex<Shard>) -> MutexGuard<'_, Shard> {
 
 #[cfg(test)]
 mod tests {
-    use std::sync::OnceLock;
-
     use prometheus::IntCounter;
 
     use super::*;
-    use crate::clock::FixedClock;
-    use crate::keys::{
-        IssuerKeys, Key, KeyMaterial, LoadedKey, MatchKind, RevokedSet, SourceKeys, SourceKind,
-    };
-    use crate::metrics::Metrics;
+    use crate::keys::Key;
 
     const NOW: i64 = 1_700_000_000;
     const GEN: u64 = 7;
 
     /// One key for every test's principals (an HMAC key in a one-source ring).
     fn key() -> Arc<Key> {
-        static KEY: OnceLock<Arc<Key>> = OnceLock::new();
-        KEY.get_or_init(|| {
-            let Ok(material) = KeyMaterial::hmac(b"a secret of thirty-two bytes.....") else {
-                panic!("hmac key");
-            };
-            let keys = IssuerKeys::new(
-                "test".into(),
-                1,
-                Arc::new(RevokedSet::default()),
-                Arc::new(FixedClock::new(NOW)),
-                Arc::new(Metrics::new()),
-            );
-            keys.publish(
-                0,
-                Some(SourceKeys {
-                    kind: SourceKind::JwksFile,
-                    keys: vec![LoadedKey {
-                        id: "k".into(),
-                        material: Arc::new(material),
-                        alg: None,
-                        foreign_alg: None,
-                        for_verification: true,
-                        validity: None,
-                        active: true,
-                    }],
-                    fetched_at: None,
-                }),
-            );
-            let Some(key) = keys.ring().keys.first().cloned() else {
-                panic!("no key in the ring");
-            };
-            key
-        })
-        .clone()
+        crate::keys::test_key()
     }
 
     /// The one place a test `Principal` is built.
     fn principal(issuer: usize, exp: Option<i64>, scopes: &str, forward: &[&str]) -> Principal {
-        Principal {
-            issuer,
-            key: key(),
-            matched: MatchKind::Kid,
-            exp,
-            scopes: scopes.into(),
-            forward: forward.iter().map(|v| Some((*v).into())).collect(),
-        }
+        let forward: Vec<Option<&str>> = forward.iter().map(|v| Some(*v)).collect();
+        Principal::for_tests(issuer, key(), exp, scopes, &forward)
     }
 
     fn small(exp: Option<i64>) -> Principal {
@@ -509,7 +464,7 @@ mod tests {
         };
         assert!(Arc::ptr_eq(&got, &inserted));
         assert_eq!(got.generation, GEN);
-        assert_eq!(&*got.principal.scopes, "read write");
+        assert_eq!(got.principal.scopes(), "read write");
         assert!(c.get(&hash(2), gen_is(GEN), NOW).is_none());
         assert!(c.get(&hash(1), gen_is(GEN), NOW + 1).is_some());
         assert_eq!(c.metrics.hit.get(), 2);
@@ -623,7 +578,7 @@ mod tests {
             principal(0, None, &"s".repeat(10_000), &[]),
             NOW,
         );
-        assert_eq!(e.principal.scopes.len(), 10_000);
+        assert_eq!(e.principal.scopes().len(), 10_000);
         assert_eq!(c.entry_count(), 0);
         assert!(c.get(&hash(1), gen_is(GEN), NOW).is_none());
     }
@@ -701,7 +656,7 @@ mod tests {
             assert!(!c.enabled());
             let e = c.insert(hash(1), GEN, small(None), NOW);
             assert_eq!(e.generation, GEN);
-            assert_eq!(&*e.principal.scopes, "read write");
+            assert_eq!(e.principal.scopes(), "read write");
             assert!(c.get(&hash(1), gen_is(GEN), NOW).is_none());
             assert_eq!(c.entry_count(), 0);
             assert_eq!((c.metrics.hit.get(), c.metrics.miss.get()), (0, 0));

@@ -2,20 +2,23 @@
 //! `iat` (with leeway), `max_lifetime`, `iss`, `aud`, `typ`, certificate validity; then
 //! the scopes. [`Principal`] is built only here, from a [`VerifiedToken`].
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
+use serde_json::Value;
 
 use crate::config::{CertificateValidity, IssuerConfig};
 use crate::decision::DenyReason;
 use crate::keys::{Key, MatchKind};
+use crate::token::jws::{ClaimSet, ClaimValue};
 use crate::verify::VerifiedToken;
 
 /// Latest NumericDate accepted (9999-12-31T23:59:59Z); anything later is not a date.
 pub const MAX_NUMERIC_DATE: i64 = 253_402_300_799;
 
 /// Who a valid token speaks for, and what it allows: what the verified-token cache
-/// keeps, so it is compact (the claims themselves stay in the token).
+/// keeps, so it is compact (the claims themselves stay in the token): the forward-header
+/// values and the scopes share one string.
 #[derive(Debug)]
 pub struct Principal {
     /// Index of the issuer in the config.
@@ -26,54 +29,118 @@ pub struct Principal {
     pub matched: MatchKind,
     /// `exp`, if present.
     pub exp: Option<i64>,
-    /// Granted scopes (from `scope` or `scp`), space-separated.
-    pub scopes: Box<str>,
-    /// Forward-header values, aligned with the policy's configured claim headers.
-    pub forward: Box<[Option<Box<str>>]>,
+    /// The forward-header values, each led by [`SOME`] or [`NONE`] (values never contain
+    /// control characters), then the scopes from `scopes_at` on.
+    text: Box<str>,
+    scopes_at: u32,
 }
+
+/// Leads a present forward-header value in [`Principal`]'s text.
+const SOME: char = '\u{1}';
+/// Stands for an absent one.
+const NONE: char = '\u{2}';
 
 // === impl Principal ===
 
 impl Principal {
+    /// Granted scopes (from `scope` or `scp`), space-separated.
+    pub fn scopes(&self) -> &str {
+        self.text.get(self.scopes_at as usize..).unwrap_or_default()
+    }
+
+    /// The forward-header values, aligned with the policy's configured claim headers.
+    pub fn forward(&self) -> impl Iterator<Item = Option<&str>> {
+        ForwardValues {
+            rest: self.text.get(..self.scopes_at as usize).unwrap_or_default(),
+        }
+    }
+
+    /// Sets the forward-header values (each `None`, or a value without control
+    /// characters: one that has some is dropped to `None`).
+    pub fn set_forward<'v>(&mut self, values: impl IntoIterator<Item = Option<Cow<'v, str>>>) {
+        let scopes = self.scopes();
+        let mut text = String::with_capacity(scopes.len() + 32);
+        for v in values {
+            match v {
+                Some(v) if v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {
+                    text.push(SOME);
+                    text.push_str(&v);
+                }
+                _ => text.push(NONE),
+            }
+        }
+        let Ok(at) = u32::try_from(text.len()) else {
+            return;
+        };
+        text.push_str(scopes);
+        self.scopes_at = at;
+        self.text = text.into_boxed_str();
+    }
+
+    /// A principal for unit tests elsewhere in the crate (outside tests, only
+    /// [`check`] makes one).
+    #[cfg(test)]
+    pub(crate) fn for_tests(
+        issuer: usize,
+        key: Arc<Key>,
+        exp: Option<i64>,
+        scopes: &str,
+        forward: &[Option<&str>],
+    ) -> Self {
+        let mut p = Self {
+            issuer,
+            key,
+            matched: MatchKind::Kid,
+            exp,
+            text: scopes.into(),
+            scopes_at: 0,
+        };
+        p.set_forward(forward.iter().map(|v| v.map(Cow::Borrowed)));
+        p
+    }
+
     /// Bytes this principal owns on the heap beyond its own size (the key is shared with
     /// the ring and not counted): what the verified-token cache weighs it by.
     pub fn heap_size(&self) -> usize {
-        self.scopes.len()
-            + self
-                .forward
-                .iter()
-                .map(|v| {
-                    std::mem::size_of::<Option<Box<str>>>() + v.as_ref().map_or(0, |s| s.len())
-                })
-                .sum::<usize>()
+        self.text.len()
     }
 }
 
-/// A principal and the claims it was checked on.
-#[derive(Debug)]
-pub struct Checked {
-    /// The principal (`forward` still empty: the policy fills it).
-    pub principal: Principal,
-    /// The verified claims.
-    pub claims: Map<String, Value>,
+/// Iterates over [`Principal::forward`].
+struct ForwardValues<'a> {
+    rest: &'a str,
+}
+
+impl<'a> Iterator for ForwardValues<'a> {
+    type Item = Option<&'a str>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        let mut chars = self.rest.chars();
+        let tag = chars.next()?;
+        let body = chars.as_str();
+        let end = body.find([SOME, NONE]).unwrap_or(body.len());
+        let (value, rest) = body.split_at(end);
+        self.rest = rest;
+        Some((tag == SOME).then_some(value))
+    }
 }
 
 /// Checks the claims of `token` for `issuer` at time `now`.
 pub fn check(
-    token: VerifiedToken<'_>,
+    token: VerifiedToken<'_, '_>,
+    claims: &ClaimSet<'_>,
     issuer_index: usize,
     issuer: &IssuerConfig,
     now: i64,
-) -> Result<Checked, DenyReason> {
+) -> Result<Principal, DenyReason> {
     let (jws, key, matched) = token.into_parts();
-    let claims = jws.claims;
     let leeway = i64::try_from(issuer.leeway.as_secs()).unwrap_or(i64::MAX);
 
-    let exp = numeric_date(&claims, "exp")?;
-    let nbf = numeric_date(&claims, "nbf")?;
-    let iat = numeric_date(&claims, "iat")?;
+    let exp = numeric_date(claims, "exp")?;
+    let nbf = numeric_date(claims, "nbf")?;
+    let iat = numeric_date(claims, "iat")?;
     for name in &issuer.required_claims {
-        if !claims.contains_key(name.as_str()) {
+        if !claims.contains(name.as_str()) {
             return Err(if name == "exp" {
                 // A token that never expires is treated as expired where expiry is required.
                 DenyReason::Expired
@@ -107,14 +174,14 @@ pub fn check(
     }
     if let Some(want) = &issuer.issuer {
         match claims.get("iss") {
-            Some(Value::String(iss)) if iss == want => {}
+            Some(ClaimValue::Str(iss)) if iss == want => {}
             _ => return Err(DenyReason::BadIssuer),
         }
     }
     if !issuer.audiences.is_empty() {
         let ok = match claims.get("aud") {
-            Some(Value::String(a)) => issuer.audiences.iter().any(|w| w == a),
-            Some(Value::Array(list)) => list.iter().any(|a| {
+            Some(ClaimValue::Str(a)) => issuer.audiences.iter().any(|w| w == a),
+            Some(ClaimValue::Other(Value::Array(list))) => list.iter().any(|a| {
                 a.as_str()
                     .is_some_and(|a| issuer.audiences.iter().any(|w| w == a))
             }),
@@ -145,27 +212,24 @@ pub fn check(
             return Err(DenyReason::KeyOutOfValidity);
         }
     }
-    let scopes = scopes(&claims)?;
-    Ok(Checked {
-        principal: Principal {
-            issuer: issuer_index,
-            key,
-            matched,
-            exp,
-            scopes,
-            forward: Box::default(),
-        },
-        claims,
+    let scopes = scopes(claims)?;
+    Ok(Principal {
+        issuer: issuer_index,
+        key,
+        matched,
+        exp,
+        text: scopes.into_boxed_str(),
+        scopes_at: 0,
     })
 }
 
 /// A NumericDate claim (RFC 7519 §2): a JSON number of seconds, possibly fractional,
 /// within 0..=9999-12-31. Anything else (a string, a huge or negative number) is
 /// `malformed`.
-fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, DenyReason> {
+fn numeric_date(claims: &ClaimSet<'_>, name: &str) -> Result<Option<i64>, DenyReason> {
     match claims.get(name) {
         None => Ok(None),
-        Some(Value::Number(n)) => {
+        Some(ClaimValue::Number(n)) => {
             let t = if let Some(i) = n.as_i64() {
                 i
             } else if let Some(f) = n.as_f64() {
@@ -188,7 +252,7 @@ fn numeric_date(claims: &Map<String, Value>, name: &str) -> Result<Option<i64>, 
 
 /// Scopes from `scope` (space-separated string, RFC 8693) or `scp` (array, or a
 /// string), joined by single spaces.
-fn scopes(claims: &Map<String, Value>) -> Result<Box<str>, DenyReason> {
+fn scopes(claims: &ClaimSet<'_>) -> Result<String, DenyReason> {
     let mut out = String::new();
     let mut push = |s: &str| {
         for word in s.split_ascii_whitespace() {
@@ -200,9 +264,9 @@ fn scopes(claims: &Map<String, Value>) -> Result<Box<str>, DenyReason> {
     };
     for name in ["scope", "scp"] {
         match claims.get(name) {
-            None | Some(Value::Null) => {}
-            Some(Value::String(s)) => push(s),
-            Some(Value::Array(list)) => {
+            None | Some(ClaimValue::Null) => {}
+            Some(ClaimValue::Str(s)) => push(s),
+            Some(ClaimValue::Other(Value::Array(list))) => {
                 for v in list {
                     match v {
                         Value::String(s) => push(s),
@@ -213,5 +277,40 @@ fn scopes(claims: &Map<String, Value>) -> Result<Box<str>, DenyReason> {
             Some(_) => return Err(DenyReason::Malformed),
         }
     }
-    Ok(out.into_boxed_str())
+    Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn forward_values_and_scopes_share_one_string() {
+        let p = Principal::for_tests(
+            0,
+            crate::keys::test_key(),
+            None,
+            "read write",
+            &[
+                Some("alice"),
+                None,
+                Some(""),
+                Some("a\tb"),
+                Some("bad\nvalue"),
+                Some("é"),
+            ],
+        );
+        let got: Vec<Option<&str>> = p.forward().collect();
+        assert_eq!(
+            got,
+            [Some("alice"), None, Some(""), Some("a\tb"), None, Some("é")]
+        );
+        assert_eq!(p.scopes(), "read write");
+        let mut q = Principal::for_tests(0, p.key.clone(), None, "", &[]);
+        assert_eq!(q.forward().count(), 0);
+        assert_eq!(q.scopes(), "");
+        q.set_forward([Some(Cow::Borrowed("x")), None]);
+        assert_eq!(q.forward().collect::<Vec<_>>(), [Some("x"), None]);
+        assert_eq!(q.heap_size(), 3);
+    }
 }

@@ -5,13 +5,12 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use serde_json::{Map, Value};
-
 use crate::alg::AlgSet;
 use crate::config::IssuerConfig;
 use crate::decision::DenyReason;
 use crate::keys::IssuerKeys;
 use crate::metrics::IssuerMetrics;
+use crate::token::jws::{ClaimSet, ClaimValue};
 
 /// One issuer: its policy and its keys.
 #[derive(Debug)]
@@ -76,9 +75,9 @@ impl Issuers {
     }
 
     /// Picks the issuer for these (unverified) claims.
-    pub fn pick(&self, claims: &Map<String, Value>) -> Result<&Issuer, DenyReason> {
+    pub fn pick(&self, claims: &ClaimSet<'_>) -> Result<&Issuer, DenyReason> {
         let index = match claims.get("iss") {
-            Some(Value::String(iss)) => self.by_iss.get(iss.as_str()).copied().or(self.wildcard),
+            Some(ClaimValue::Str(iss)) => self.by_iss.get(&**iss).copied().or(self.wildcard),
             None => self.wildcard,
             Some(_) => return Err(DenyReason::Malformed),
         };

@@ -10,18 +10,18 @@ use crate::token::jws::Jws;
 
 /// A token whose signature was verified by `key`.
 #[derive(Debug)]
-pub struct VerifiedToken<'t> {
-    jws: Jws<'t>,
+pub struct VerifiedToken<'j, 't> {
+    jws: &'j Jws<'t>,
     key: Arc<Key>,
     matched: MatchKind,
 }
 
 // === impl VerifiedToken ===
 
-impl<'t> VerifiedToken<'t> {
+impl<'j, 't> VerifiedToken<'j, 't> {
     /// The token.
-    pub fn jws(&self) -> &Jws<'t> {
-        &self.jws
+    pub fn jws(&self) -> &'j Jws<'t> {
+        self.jws
     }
 
     /// The key that verified it.
@@ -35,7 +35,7 @@ impl<'t> VerifiedToken<'t> {
     }
 
     /// Takes the token apart.
-    pub fn into_parts(self) -> (Jws<'t>, Arc<Key>, MatchKind) {
+    pub fn into_parts(self) -> (&'j Jws<'t>, Arc<Key>, MatchKind) {
         (self.jws, self.key, self.matched)
     }
 }
@@ -43,11 +43,11 @@ impl<'t> VerifiedToken<'t> {
 /// Verifies with the keys named by the token's kid (`indices` from [`KeyRing::by_kid`]):
 /// every one revoked → `revoked_key`; none compatible with `alg` → `bad_alg`; none
 /// verifies → `bad_signature`.
-pub fn with_kid<'t>(
-    jws: Jws<'t>,
+pub fn with_kid<'j, 't>(
+    jws: &'j Jws<'t>,
     ring: &KeyRing,
     indices: &[usize],
-) -> Result<VerifiedToken<'t>, DenyReason> {
+) -> Result<VerifiedToken<'j, 't>, DenyReason> {
     let named = || indices.iter().filter_map(|i| ring.keys.get(*i));
     if named().all(|k| k.revoked) {
         return Err(DenyReason::RevokedKey);
@@ -76,11 +76,11 @@ pub fn with_kid<'t>(
 
 /// Tries compatible, non-revoked keys, active first, at most `max`: none compatible →
 /// `unknown_key`; none verifies → `bad_signature`.
-pub fn with_fallback<'t>(
-    jws: Jws<'t>,
+pub fn with_fallback<'j, 't>(
+    jws: &'j Jws<'t>,
     ring: &KeyRing,
     max: usize,
-) -> Result<VerifiedToken<'t>, DenyReason> {
+) -> Result<VerifiedToken<'j, 't>, DenyReason> {
     let mut tried = 0usize;
     for key in ring.fallback(jws.alg, max) {
         tried += 1;

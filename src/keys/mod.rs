@@ -593,3 +593,47 @@ pub enum SourceError {
     #[error("no usable key{}", if .0.is_empty() { String::new() } else { format!(" ({})", .0.join("; ")) })]
     NoUsableKeys(Vec<String>),
 }
+
+/// A shared HMAC key in a one-key ring, for unit tests elsewhere in the crate.
+#[cfg(test)]
+pub(crate) fn test_key() -> Arc<Key> {
+    use std::sync::OnceLock;
+
+    use crate::clock::FixedClock;
+    use crate::metrics::Metrics;
+
+    static KEY: OnceLock<Arc<Key>> = OnceLock::new();
+    KEY.get_or_init(|| {
+        let Ok(material) = KeyMaterial::hmac(b"a secret of thirty-two bytes.....") else {
+            panic!("hmac key");
+        };
+        let keys = IssuerKeys::new(
+            "test".into(),
+            1,
+            Arc::new(RevokedSet::default()),
+            Arc::new(FixedClock::new(1_800_000_000)),
+            Arc::new(Metrics::new()),
+        );
+        keys.publish(
+            0,
+            Some(SourceKeys {
+                kind: SourceKind::JwksFile,
+                keys: vec![LoadedKey {
+                    id: "k".into(),
+                    material: Arc::new(material),
+                    alg: None,
+                    foreign_alg: None,
+                    for_verification: true,
+                    validity: None,
+                    active: true,
+                }],
+                fetched_at: None,
+            }),
+        );
+        let Some(key) = keys.ring().keys.first().cloned() else {
+            panic!("no key in the ring");
+        };
+        key
+    })
+    .clone()
+}

@@ -3,10 +3,14 @@
 //! and claims that are a JSON object. Header fields `jku`, `x5u`, `jwk` and `x5c` are
 //! never read: keys come only from configured sources. Nothing here touches a key.
 
+use std::borrow::Cow;
+use std::fmt;
+
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
-use serde_json::{Map, Value};
+use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
+use serde_json::{Number, Value};
 
 use crate::alg::{Alg, AlgSet};
 use crate::decision::DenyReason;
@@ -26,27 +30,42 @@ pub struct Jws<'t> {
     pub payload_b64: &'t str,
     /// The decoded signature.
     pub signature: Vec<u8>,
-    /// The decoded claims (unverified!).
-    pub claims: Map<String, Value>,
+    /// The decoded payload (unverified!); [`Jws::claims`] reads it.
+    payload: Vec<u8>,
 }
 
-/// The header members tokengate reads. serde rejects a member given twice, so a header
-/// with two `alg` members is malformed rather than "last one wins".
-#[derive(Deserialize)]
-struct RawHeader {
-    alg: Value,
-    #[serde(default)]
-    kid: Option<Value>,
-    #[serde(default)]
-    typ: Option<Value>,
-    #[serde(default)]
-    crit: Option<Value>,
-    #[serde(default)]
-    b64: Option<Value>,
+/// The claims of a token, read once from its decoded payload without copying what can be
+/// borrowed: member names and string values point into the payload unless they contain
+/// JSON escapes; numbers stay numbers; only arrays and objects become [`Value`]s. A
+/// member given twice counts by its last occurrence (RFC 7519 §4 allows either that or
+/// a rejection; serde_json's own maps do the same).
+#[derive(Debug, Default)]
+pub struct ClaimSet<'p> {
+    members: Vec<(Cow<'p, str>, ClaimValue<'p>)>,
 }
+
+/// One claim (or header member) value.
+#[derive(Debug, Clone, PartialEq)]
+pub enum ClaimValue<'p> {
+    /// `null`.
+    Null,
+    /// `true` or `false`.
+    Bool(bool),
+    /// A number.
+    Number(Number),
+    /// A string (borrowed from the payload unless it had escapes).
+    Str(Cow<'p, str>),
+    /// An array or an object.
+    Other(Value),
+}
+
+/// The header members tokengate reads; each may appear at most once (a header with two
+/// `alg` members is malformed rather than "last one wins").
+const HEADER_MEMBERS: [&str; 5] = ["alg", "kid", "typ", "crit", "b64"];
 
 /// Parses `token` and checks its header against `allowed`: any `alg` outside it
 /// (including every casing of `none`) is `bad_alg`; everything else wrong is `malformed`.
+/// The claims are read afterwards, by [`Jws::claims`].
 pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     let mut parts = token.splitn(4, '.');
     let (Some(h), Some(p), Some(s), None) =
@@ -64,11 +83,17 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         // An array or a scalar is not a JOSE header (serde would read an array as a struct).
         return Err(DenyReason::Malformed);
     }
-    let header: RawHeader =
+    let header: ClaimSet<'_> =
         serde_json::from_slice(&header_bytes).map_err(|_| DenyReason::Malformed)?;
+    if HEADER_MEMBERS
+        .iter()
+        .any(|m| header.members.iter().filter(|(k, _)| k == m).count() > 1)
+    {
+        return Err(DenyReason::Malformed);
+    }
     // `alg` first: `none` (whose signature is empty) is a bad algorithm, not a shape error.
-    let alg = match &header.alg {
-        Value::String(name) => match Alg::from_name(name) {
+    let alg = match header.get("alg") {
+        Some(ClaimValue::Str(name)) => match Alg::from_name(name) {
             Some(a) if allowed.contains(a) => a,
             // `none` in any casing, unknown names, and known but not allowed ones.
             _ => return Err(DenyReason::BadAlg),
@@ -78,15 +103,15 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     if s.is_empty() {
         return Err(DenyReason::Malformed);
     }
-    let kid = optional_string(header.kid)?;
-    let typ = optional_string(header.typ)?;
-    if header.crit.is_some() {
+    let kid = optional_string(header.get("kid"))?;
+    let typ = optional_string(header.get("typ"))?;
+    if header.get("crit").is_some_and(|c| *c != ClaimValue::Null) {
         // RFC 7515 §4.1.11: a recipient MUST reject a `crit` it does not understand;
         // tokengate implements no extension, so every `crit` is one it does not.
         return Err(DenyReason::Malformed);
     }
-    match header.b64 {
-        None | Some(Value::Bool(true)) => {}
+    match header.get("b64") {
+        None | Some(ClaimValue::Null | ClaimValue::Bool(true)) => {}
         Some(_) => return Err(DenyReason::Malformed),
     }
     let payload = URL_SAFE_NO_PAD
@@ -98,8 +123,6 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     if !first_non_space_is(&payload, b'{') {
         return Err(DenyReason::Malformed);
     }
-    let claims: Map<String, Value> =
-        serde_json::from_slice(&payload).map_err(|_| DenyReason::Malformed)?;
     Ok(Jws {
         alg,
         kid,
@@ -107,14 +130,149 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         signing_input: &token[..h.len() + 1 + p.len()],
         payload_b64: p,
         signature,
-        claims,
+        payload,
     })
 }
 
-fn optional_string(v: Option<Value>) -> Result<Option<String>, DenyReason> {
+// === impl Jws ===
+
+impl Jws<'_> {
+    /// The claims (unverified until the signature is): `malformed` unless the payload is
+    /// one JSON object.
+    pub fn claims(&self) -> Result<ClaimSet<'_>, DenyReason> {
+        serde_json::from_slice(&self.payload).map_err(|_| DenyReason::Malformed)
+    }
+}
+
+// === impl ClaimSet ===
+
+impl<'p> ClaimSet<'p> {
+    /// The value of member `name` (its last occurrence).
+    pub fn get(&self, name: &str) -> Option<&ClaimValue<'p>> {
+        self.members
+            .iter()
+            .rev()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v)
+    }
+
+    /// Whether member `name` is present (even as `null`).
+    pub fn contains(&self, name: &str) -> bool {
+        self.members.iter().any(|(k, _)| k == name)
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimSet<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClaimSet<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON object")
+            }
+            fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+                let mut members = Vec::with_capacity(map.size_hint().unwrap_or(8).min(64));
+                while let Some((Text(k), v)) = map.next_entry::<Text<'de>, ClaimValue<'de>>()? {
+                    members.push((k, v));
+                }
+                Ok(ClaimSet { members })
+            }
+        }
+        d.deserialize_map(V)
+    }
+}
+
+// === impl ClaimValue ===
+
+impl ClaimValue<'_> {
+    /// The value as JSON text (what a forward header carries for a non-string claim).
+    pub fn to_json(&self) -> String {
+        match self {
+            ClaimValue::Null => "null".to_string(),
+            ClaimValue::Bool(b) => b.to_string(),
+            ClaimValue::Number(n) => n.to_string(),
+            ClaimValue::Str(s) => Value::String(s.to_string()).to_string(),
+            ClaimValue::Other(v) => v.to_string(),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for ClaimValue<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = ClaimValue<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a JSON value")
+            }
+            fn visit_unit<E>(self) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Null)
+            }
+            fn visit_none<E>(self) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Null)
+            }
+            fn visit_bool<E>(self, b: bool) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Bool(b))
+            }
+            fn visit_i64<E>(self, n: i64) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Number(n.into()))
+            }
+            fn visit_u64<E>(self, n: u64) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Number(n.into()))
+            }
+            fn visit_f64<E: de::Error>(self, n: f64) -> Result<Self::Value, E> {
+                Number::from_f64(n)
+                    .map(ClaimValue::Number)
+                    .ok_or_else(|| E::custom("not a finite number"))
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Str(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Str(Cow::Owned(s.to_string())))
+            }
+            fn visit_string<E>(self, s: String) -> Result<Self::Value, E> {
+                Ok(ClaimValue::Str(Cow::Owned(s)))
+            }
+            fn visit_seq<A: SeqAccess<'de>>(self, seq: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(de::value::SeqAccessDeserializer::new(seq))
+                    .map(ClaimValue::Other)
+            }
+            fn visit_map<A: MapAccess<'de>>(self, map: A) -> Result<Self::Value, A::Error> {
+                Value::deserialize(de::value::MapAccessDeserializer::new(map))
+                    .map(ClaimValue::Other)
+            }
+        }
+        d.deserialize_any(V)
+    }
+}
+
+/// A JSON string borrowed from the input when it has no escapes.
+struct Text<'de>(Cow<'de, str>);
+
+impl<'de> Deserialize<'de> for Text<'de> {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct V;
+        impl<'de> Visitor<'de> for V {
+            type Value = Text<'de>;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("a string")
+            }
+            fn visit_borrowed_str<E>(self, s: &'de str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Borrowed(s)))
+            }
+            fn visit_str<E>(self, s: &str) -> Result<Self::Value, E> {
+                Ok(Text(Cow::Owned(s.to_string())))
+            }
+        }
+        d.deserialize_str(V)
+    }
+}
+
+fn optional_string(v: Option<&ClaimValue<'_>>) -> Result<Option<String>, DenyReason> {
     match v {
-        None | Some(Value::Null) => Ok(None),
-        Some(Value::String(s)) => Ok(Some(s)),
+        None | Some(ClaimValue::Null) => Ok(None),
+        Some(ClaimValue::Str(s)) => Ok(Some(s.to_string())),
         Some(_) => Err(DenyReason::Malformed),
     }
 }
@@ -153,8 +311,39 @@ mod tests {
         assert_eq!(jws.kid.as_deref(), Some("k1"));
         assert_eq!(jws.typ.as_deref(), Some("at+jwt"));
         assert_eq!(jws.signature, b"sig");
-        assert_eq!(jws.claims["sub"], "a");
+        let claims = jws.claims().unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!(claims.get("sub"), Some(&ClaimValue::Str("a".into())));
         assert!(t.starts_with(jws.signing_input));
+    }
+
+    #[test]
+    fn claims_borrow_strings_and_keep_the_last_duplicate() {
+        let t = tok(
+            r#"{"alg":"RS256"}"#,
+            r#"{"sub":"a","esc":"x\"y","n":1.5,"big":18446744073709551615,"aud":["p","q"],"o":{"k":null},"sub":"b","z":null}"#,
+        );
+        let jws = parse(&t, all()).unwrap_or_else(|e| panic!("{e:?}"));
+        let c = jws.claims().unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(matches!(
+            c.get("sub"),
+            Some(ClaimValue::Str(Cow::Borrowed("b")))
+        ));
+        assert_eq!(c.get("esc"), Some(&ClaimValue::Str("x\"y".into())));
+        assert_eq!(c.get("n").map(ClaimValue::to_json).as_deref(), Some("1.5"));
+        assert_eq!(
+            c.get("big").map(ClaimValue::to_json).as_deref(),
+            Some("18446744073709551615")
+        );
+        assert_eq!(
+            c.get("aud").map(ClaimValue::to_json).as_deref(),
+            Some(r#"["p","q"]"#)
+        );
+        assert_eq!(
+            c.get("o").map(ClaimValue::to_json).as_deref(),
+            Some(r#"{"k":null}"#)
+        );
+        assert_eq!(c.get("z"), Some(&ClaimValue::Null));
+        assert!(c.contains("z") && !c.contains("missing"));
     }
 
     #[test]
@@ -196,9 +385,12 @@ mod tests {
             format!("{}.{good_p}.c2ln", b64(r#"{"alg":5}"#)),
             format!("{good_h}.{}.c2ln", b64("[1]")),
             format!("{good_h}.{}.c2ln", b64("not json")),
+            format!("{good_h}.{}.c2ln", b64(r#"{"a":1,}"#)),
+            format!("{good_h}.{}.c2ln", b64(r#"{"a":1} x"#)),
         ];
         for t in cases {
-            assert_eq!(parse(&t, all()).err(), Some(DenyReason::Malformed), "{t}");
+            let r = parse(&t, all()).and_then(|j| j.claims().map(|_| ()));
+            assert_eq!(r.err(), Some(DenyReason::Malformed), "{t}");
         }
     }
 }
