@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use serde_json::Value;
 
-use crate::cache::TokenCache;
+use crate::cache::{Entry, TokenCache};
 use crate::claims::{self, Principal};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -51,6 +51,9 @@ pub struct Verdict {
     pub cached: bool,
     /// First 8 hex digits of the token's SHA-256.
     pub fingerprint: Option<Fingerprint>,
+    /// The verified-token cache entry an allow rests on (when the token was hashed),
+    /// where a listener may keep its encoding of the answer for the next request.
+    pub entry: Option<Arc<Entry>>,
 }
 
 /// Everything a decision depends on that a config reload replaces at once.
@@ -82,6 +85,7 @@ struct Judged {
     key: Option<Arc<Key>>,
     matched: Option<MatchKind>,
     cached: bool,
+    entry: Option<Arc<Entry>>,
 }
 
 // === impl Policy ===
@@ -263,6 +267,7 @@ impl Authorizer {
                     key: None,
                     matched: None,
                     cached: false,
+                    entry: None,
                 },
                 _ => Judged::deny(DenyReason::MissingToken.into(), None),
             },
@@ -315,6 +320,7 @@ impl Authorizer {
             matched: judged.matched,
             cached: judged.cached,
             fingerprint,
+            entry: judged.entry,
         }
     }
 
@@ -330,9 +336,12 @@ impl Authorizer {
         if let Some(hash) = &hash
             && let Some(entry) = policy.cache.get(hash, generation_of, now)
         {
-            let p = &entry.principal;
-            p.key.stats.record_use(p.matched, now);
-            return Judged::allow_or_scope(policy, route, p, payload_segment(token), true);
+            entry
+                .principal
+                .key
+                .stats
+                .record_use(entry.principal.matched, now);
+            return Judged::allow_or_scope(policy, route, &entry, payload_segment(token), true);
         }
         let jws = match jws::parse(token, policy.issuers.algorithms()) {
             Ok(j) => j,
@@ -364,10 +373,13 @@ impl Authorizer {
         let payload_b64 = jws.payload_b64;
         match hash {
             Some(hash) => {
-                let entry = policy.cache.insert(hash, generation, principal, now);
-                Judged::allow_or_scope(policy, route, &entry.principal, payload_b64, false)
+                let entry =
+                    policy
+                        .cache
+                        .insert_sized(hash, generation, principal, now, payload_b64.len());
+                Judged::allow_or_scope(policy, route, &entry, payload_b64, false)
             }
-            None => Judged::allow_or_scope(policy, route, &principal, payload_b64, false),
+            None => Judged::allow_or_scope_of(policy, route, &principal, payload_b64),
         }
     }
 
@@ -426,15 +438,31 @@ impl Judged {
             key: None,
             matched: None,
             cached: false,
+            entry: None,
         }
     }
 
+    /// The allow (or the scope denial) of a cached or just-cached verification.
     fn allow_or_scope(
+        policy: &Policy,
+        route: Option<&Route>,
+        entry: &Arc<Entry>,
+        payload_b64: &str,
+        cached: bool,
+    ) -> Self {
+        let mut judged = Self::allow_or_scope_of(policy, route, &entry.principal, payload_b64);
+        judged.cached = cached;
+        if judged.decision.is_allowed() {
+            judged.entry = Some(entry.clone());
+        }
+        judged
+    }
+
+    fn allow_or_scope_of(
         policy: &Policy,
         route: Option<&Route>,
         p: &Principal,
         payload_b64: &str,
-        cached: bool,
     ) -> Self {
         let scoped = match route {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
@@ -454,7 +482,8 @@ impl Judged {
             issuer: Some(p.issuer),
             key: Some(p.key.clone()),
             matched: Some(p.matched),
-            cached,
+            cached: false,
+            entry: None,
         }
     }
 }

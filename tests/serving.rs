@@ -114,40 +114,52 @@ struct DenyCase {
 
 /// The matrix of the module docs, through `send`.
 fn matrix(front: &str, upstream: &Upstream, denials: Denials, send: &Send<'_>) {
-    // A valid token: forward headers set, forged copies gone.
+    // A valid token: forward headers set, forged copies gone; the second time the answer
+    // comes from the verified-token cache (over gRPC: the answer encoded the first time).
     let good = bearer("GOOD_RS256");
-    let r = send(
-        "GET",
-        "/orders/1?page=2",
-        &[
-            ("authorization", &good),
-            ("x-auth-subject", "mallory"),
-            ("x-auth-claims", "forged"),
-        ],
-    );
-    assert_eq!(r.status, 200, "{front}: valid token: {}", r.body_text());
-    let e = echo(&r);
-    assert_eq!(
-        e["path"], "/orders/1?page=2",
-        "{front}: path and query reach the upstream"
-    );
-    assert_eq!(
-        header_values(&e, "x-auth-subject"),
-        ["alice"],
-        "{front}: {e}\n(Envoy applies x-envoy-auth-headers-to-remove / headers_to_remove after \
-         setting the authorization server's headers: a name it sets must not be listed)"
-    );
-    assert_eq!(
-        header_values(&e, "x-auth-scopes"),
-        ["orders:read orders:write"],
-        "{front}: {e}"
-    );
-    let claims = header_values(&e, "x-auth-claims");
-    assert_eq!(claims.len(), 1, "{front}: exactly one x-auth-claims: {e}");
-    assert_ne!(
-        claims[0], "forged",
-        "{front}: the forged x-auth-claims reached the upstream"
-    );
+    for pass in ["verified", "cached"] {
+        let r = send(
+            "GET",
+            "/orders/1?page=2",
+            &[
+                ("authorization", &good),
+                ("x-auth-subject", "mallory"),
+                ("x-auth-claims", "forged"),
+            ],
+        );
+        assert_eq!(
+            r.status,
+            200,
+            "{front} ({pass}): valid token: {}",
+            r.body_text()
+        );
+        let e = echo(&r);
+        assert_eq!(
+            e["path"], "/orders/1?page=2",
+            "{front} ({pass}): path and query reach the upstream"
+        );
+        assert_eq!(
+            header_values(&e, "x-auth-subject"),
+            ["alice"],
+            "{front} ({pass}): {e}\n(Envoy applies x-envoy-auth-headers-to-remove / headers_to_remove after \
+             setting the authorization server's headers: a name it sets must not be listed)"
+        );
+        assert_eq!(
+            header_values(&e, "x-auth-scopes"),
+            ["orders:read orders:write"],
+            "{front} ({pass}): {e}"
+        );
+        let claims = header_values(&e, "x-auth-claims");
+        assert_eq!(
+            claims.len(),
+            1,
+            "{front} ({pass}): exactly one x-auth-claims: {e}"
+        );
+        assert_ne!(
+            claims[0], "forged",
+            "{front} ({pass}): the forged x-auth-claims reached the upstream"
+        );
+    }
 
     // Denials never reach the upstream.
     let before = upstream.requests();

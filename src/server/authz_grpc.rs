@@ -18,15 +18,22 @@
 //! Endpoint: `POST /envoy.service.auth.v3.Authorization/Check` (gRPC over HTTP/2).
 
 use std::collections::HashMap;
+use std::convert::Infallible;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use envoy_types::ext_authz::v3::pb::{
-    Authorization, AuthorizationServer, CheckRequest, CheckResponse, DeniedHttpResponse,
-    HeaderAppendAction, HeaderValue, HeaderValueOption, HttpResponse, HttpStatus, OkHttpResponse,
+    CheckResponse, DeniedHttpResponse, HeaderAppendAction, HeaderValue, HeaderValueOption,
+    HttpResponse, HttpStatus, OkHttpResponse,
 };
 use envoy_types::pb::google::protobuf::{ListValue, NullValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
+use prost::Message as _;
+use prost::bytes::BufMut as _;
 use serde_json::Value as Json;
+use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
+use tonic::codegen::{BoxFuture, Service, StdError, http};
+use tonic::server::{Grpc, NamedService, UnaryService};
 use tonic::{Request, Response, Status};
 
 use crate::authz::{Authorizer, RequestView};
@@ -42,11 +49,93 @@ pub const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// The gRPC code of an allowed check.
 const OK: i32 = 0;
 
+/// The method's path.
+const CHECK_PATH: &str = "/envoy.service.auth.v3.Authorization/Check";
+
 /// The `Authorization` service over the one authorizer.
 #[derive(Debug, Clone)]
 pub struct AuthzService {
     authz: Arc<Authorizer>,
 }
+
+/// The parts of a `CheckRequest` (`envoy.service.auth.v3`) a decision reads, decoded
+/// with the message's own field numbers; every other field (peers, context extensions,
+/// metadata, the request's id, host, body, …) is skipped without being allocated.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct CheckInput {
+    /// `CheckRequest.attributes`.
+    #[prost(message, optional, tag = "1")]
+    pub attributes: Option<AttributesInput>,
+}
+
+/// `AttributeContext`: only `request`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct AttributesInput {
+    /// `AttributeContext.request`.
+    #[prost(message, optional, tag = "4")]
+    pub request: Option<RequestInput>,
+}
+
+/// `AttributeContext.Request`: only `http`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct RequestInput {
+    /// `AttributeContext.Request.http`.
+    #[prost(message, optional, tag = "2")]
+    pub http: Option<HttpInput>,
+}
+
+/// `AttributeContext.HttpRequest`: method, headers, path, raw headers.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HttpInput {
+    /// `method`.
+    #[prost(string, tag = "2")]
+    pub method: String,
+    /// `headers` (lower-cased names; repeated headers merged with `,`).
+    #[prost(map = "string, string", tag = "3")]
+    pub headers: HashMap<String, String>,
+    /// `path` (with the query).
+    #[prost(string, tag = "4")]
+    pub path: String,
+    /// `header_map` (`encode_raw_headers`).
+    #[prost(message, optional, tag = "13")]
+    pub header_map: Option<HeaderMapInput>,
+}
+
+/// `envoy.config.core.v3.HeaderMap`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct HeaderMapInput {
+    /// `headers`.
+    #[prost(message, repeated, tag = "1")]
+    pub headers: Vec<HeaderValue>,
+}
+
+/// A `Check` answer: a message to encode, or the bytes of an allow encoded for the same
+/// cached token before.
+#[derive(Debug)]
+pub enum Answer {
+    /// Encode this.
+    Message(Box<CheckResponse>),
+    /// Send the entry's [`crate::cache::Entry::grpc_allow`] as it is.
+    Encoded(Arc<crate::cache::Entry>),
+}
+
+/// tonic's service wrapper: routes `Check` through [`CheckCodec`].
+#[derive(Debug, Clone)]
+pub struct AuthorizationServer {
+    service: AuthzService,
+}
+
+/// Decodes [`CheckInput`], encodes [`Answer`].
+#[derive(Debug, Clone, Copy, Default)]
+pub struct CheckCodec;
+
+/// The [`CheckCodec`] encoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct AnswerEncoder;
+
+/// The [`CheckCodec`] decoder.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct InputDecoder;
 
 /// The headers of the checked request as Envoy sent them: the lower-cased `headers` map
 /// (repeated headers already merged with `,`), or the raw `header_map` list when Envoy
@@ -65,21 +154,13 @@ impl AuthzService {
         Self { authz }
     }
 
-    /// The tonic service, with the message size bounds applied.
-    pub fn into_server(self) -> AuthorizationServer<Self> {
-        AuthorizationServer::new(self)
-            .max_decoding_message_size(MAX_MESSAGE_BYTES)
-            .max_encoding_message_size(MAX_MESSAGE_BYTES)
+    /// The tonic service.
+    pub fn into_server(self) -> AuthorizationServer {
+        AuthorizationServer { service: self }
     }
-}
 
-#[tonic::async_trait]
-impl Authorization for AuthzService {
-    async fn check(
-        &self,
-        request: Request<CheckRequest>,
-    ) -> Result<Response<CheckResponse>, Status> {
-        let check = request.into_inner();
+    /// Decides one check.
+    pub async fn check(&self, check: CheckInput) -> Answer {
         let http = check
             .attributes
             .as_ref()
@@ -105,7 +186,106 @@ impl Authorization for AuthzService {
             headers: &headers,
         };
         let verdict = self.authz.check(Listener::AuthzGrpc, &view).await;
-        Ok(Response::new(respond(&verdict.decision)))
+        match (&verdict.decision, verdict.entry) {
+            // An allow from the cache: the same token gets the same answer while its entry
+            // lives (a new policy starts a new cache), so encode it once.
+            (Decision::Allow(a), Some(entry)) => {
+                entry
+                    .grpc_allow
+                    .get_or_init(|| allow(a).encode_to_vec().into_boxed_slice());
+                Answer::Encoded(entry)
+            }
+            (decision, _) => Answer::Message(Box::new(respond(decision))),
+        }
+    }
+}
+
+// === impl AuthorizationServer ===
+
+impl NamedService for AuthorizationServer {
+    const NAME: &'static str = "envoy.service.auth.v3.Authorization";
+}
+
+impl<B> Service<http::Request<B>> for AuthorizationServer
+where
+    B: tonic::codegen::Body + Send + 'static,
+    B::Error: Into<StdError> + Send + 'static,
+{
+    type Response = http::Response<tonic::body::Body>;
+    type Error = Infallible;
+    type Future = BoxFuture<Self::Response, Self::Error>;
+
+    fn poll_ready(&mut self, _: &mut Context<'_>) -> Poll<Result<(), Self::Error>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn call(&mut self, req: http::Request<B>) -> Self::Future {
+        if req.uri().path() != CHECK_PATH {
+            return Box::pin(async move {
+                Ok(Status::unimplemented("only Authorization/Check is served").into_http())
+            });
+        }
+        let service = self.service.clone();
+        Box::pin(async move {
+            let mut grpc = Grpc::new(CheckCodec)
+                .apply_max_message_size_config(Some(MAX_MESSAGE_BYTES), Some(MAX_MESSAGE_BYTES));
+            Ok(grpc.unary(service, req).await)
+        })
+    }
+}
+
+impl UnaryService<CheckInput> for AuthzService {
+    type Response = Answer;
+    type Future = BoxFuture<Response<Answer>, Status>;
+
+    fn call(&mut self, request: Request<CheckInput>) -> Self::Future {
+        let service = self.clone();
+        Box::pin(async move { Ok(Response::new(service.check(request.into_inner()).await)) })
+    }
+}
+
+// === impl CheckCodec ===
+
+impl Codec for CheckCodec {
+    type Encode = Answer;
+    type Decode = CheckInput;
+    type Encoder = AnswerEncoder;
+    type Decoder = InputDecoder;
+
+    fn encoder(&mut self) -> Self::Encoder {
+        AnswerEncoder
+    }
+
+    fn decoder(&mut self) -> Self::Decoder {
+        InputDecoder
+    }
+}
+
+impl Encoder for AnswerEncoder {
+    type Item = Answer;
+    type Error = Status;
+
+    fn encode(&mut self, item: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        match item {
+            Answer::Message(m) => m
+                .encode(dst)
+                .map_err(|e| Status::internal(format!("encoding the answer: {e}"))),
+            Answer::Encoded(entry) => {
+                dst.put_slice(entry.grpc_allow.get().map_or(&[][..], |b| &b[..]));
+                Ok(())
+            }
+        }
+    }
+}
+
+impl Decoder for InputDecoder {
+    type Item = CheckInput;
+    type Error = Status;
+
+    fn decode(&mut self, src: &mut DecodeBuf<'_>) -> Result<Option<CheckInput>, Status> {
+        CheckInput::decode(src)
+            .map(Some)
+            .map_err(|e| Status::invalid_argument(format!("not a CheckRequest: {e}")))
     }
 }
 
@@ -249,6 +429,99 @@ mod tests {
     fn header<'a>(list: &'a [HeaderValueOption], name: &str) -> Option<&'a HeaderValueOption> {
         list.iter()
             .find(|h| h.header.as_ref().is_some_and(|h| h.key == name))
+    }
+
+    /// A check of `token` as Envoy would send it.
+    fn input(token: &str, path: &str) -> CheckInput {
+        CheckInput {
+            attributes: Some(AttributesInput {
+                request: Some(RequestInput {
+                    http: Some(HttpInput {
+                        method: "GET".into(),
+                        headers: [("authorization".to_string(), format!("Bearer {token}"))]
+                            .into_iter()
+                            .collect(),
+                        path: path.into(),
+                        header_map: None,
+                    }),
+                }),
+            }),
+        }
+    }
+
+    fn encoded(answer: &Answer) -> Vec<u8> {
+        match answer {
+            Answer::Message(m) => m.encode_to_vec(),
+            Answer::Encoded(e) => e.grpc_allow.get().map(|b| b.to_vec()).unwrap_or_default(),
+        }
+    }
+
+    #[tokio::test]
+    async fn a_cached_allow_is_sent_as_encoded_the_first_time() {
+        let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
+        let tokens: serde_json::Value = std::fs::read_to_string(fixtures.join("tokens.json"))
+            .ok()
+            .and_then(|t| serde_json::from_str(&t).ok())
+            .unwrap_or_default();
+        let token = |name: &str| tokens[name].as_str().unwrap_or_default().to_string();
+        let cfg = serde_json::json!({
+            "listeners": {"authz_http": null, "authz_grpc": "127.0.0.1:1", "admin": null},
+            "issuers": [{
+                "name": "main", "issuer": "https://issuer.example", "audiences": ["orders-api"],
+                "key_sources": [{"jwks_file": fixtures.join("jwks.json")}]
+            }],
+            "routes": [{"path_prefix": "/admin", "scopes_all": ["admin"]}]
+        });
+        let config = crate::config::Config::parse(
+            std::path::Path::new("/test/config.json"),
+            cfg.to_string().as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("{e}"));
+        let app = crate::app::App::new(
+            config,
+            tokio::runtime::Handle::current(),
+            Arc::new(crate::clock::FixedClock::new(1_800_000_000)),
+            Arc::new(crate::metrics::Metrics::new()),
+            Arc::new(|_: &str| None),
+        );
+        let service = AuthzService::new(app.authorizer().clone());
+        let good = token("GOOD_RS256");
+        let first = service.check(input(&good, "/orders")).await;
+        let second = service.check(input(&good, "/orders")).await;
+        let Answer::Encoded(entry) = &second else {
+            panic!("a cached allow is sent pre-encoded: {second:?}");
+        };
+        assert!(matches!(first, Answer::Encoded(_)));
+        // The bytes are the allow that `respond` builds, claims metadata included.
+        let decoded =
+            CheckResponse::decode(&encoded(&second)[..]).unwrap_or_else(|e| panic!("{e}"));
+        let verdict = app
+            .authorizer()
+            .check(
+                Listener::Cli,
+                &RequestView {
+                    method: "GET",
+                    path: "/orders",
+                    headers: &[("authorization".to_string(), format!("Bearer {good}"))][..],
+                },
+            )
+            .await;
+        assert_eq!(decoded, respond(&verdict.decision));
+        assert!(
+            decoded
+                .dynamic_metadata
+                .is_some_and(|m| m.fields.contains_key("sub"))
+        );
+        assert!(entry.grpc_allow.get().is_some());
+        // The same cached token on a route it lacks the scope for is denied, not replayed.
+        let denied = service.check(input(&good, "/admin/x")).await;
+        let Answer::Message(m) = &denied else {
+            panic!("a scope denial is never the cached allow: {denied:?}");
+        };
+        assert_eq!(m.status.as_ref().map(|s| s.code), Some(7));
+        // Denials are never cached answers.
+        let expired = service.check(input(&token("EXPIRED"), "/orders")).await;
+        assert!(matches!(expired, Answer::Message(_)));
     }
 
     #[test]

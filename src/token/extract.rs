@@ -135,7 +135,12 @@ fn token_word(rest: &[u8], max_bytes: usize) -> Result<&str, DenyReason> {
     if rest.len() > max_bytes {
         return Err(DenyReason::TooLarge);
     }
-    if rest.is_empty() || !rest.iter().all(|b| b.is_ascii_graphic()) {
+    // A branch-free fold (vectorised) rather than a short-circuiting `all`: tokens are
+    // hundreds of bytes and nearly always valid.
+    let bad = rest
+        .iter()
+        .fold(false, |bad, b| bad | !b.is_ascii_graphic());
+    if rest.is_empty() || bad {
         return Err(DenyReason::Malformed);
     }
     std::str::from_utf8(rest).map_err(|_| DenyReason::Malformed)

@@ -152,14 +152,20 @@ impl<'p> ClaimSet<'p> {
         self.members
             .iter()
             .rev()
-            .find(|(k, _)| k == name)
+            .find(|(k, _)| same_name(k, name))
             .map(|(_, v)| v)
     }
 
     /// Whether member `name` is present (even as `null`).
     pub fn contains(&self, name: &str) -> bool {
-        self.members.iter().any(|(k, _)| k == name)
+        self.members.iter().any(|(k, _)| same_name(k, name))
     }
+}
+
+/// `a == b`, deciding on the length and the first byte before calling `memcmp`: claim
+/// names are short and mostly of the same length (`iss`, `aud`, `exp`, …).
+fn same_name(a: &str, b: &str) -> bool {
+    a.len() == b.len() && a.as_bytes().first() == b.as_bytes().first() && a == b
 }
 
 impl<'de> Deserialize<'de> for ClaimSet<'de> {
