@@ -5,7 +5,8 @@
 //!
 //! - `raw_verify`: aws-lc-rs alone checking the signature of the fixture token `GOOD_<alg>`;
 //! - `decision_known_kid`: `Authorizer::check` of that token, whose `kid` names its key
-//!   (cache off);
+//!   (cache off), as the `authz_http` listener asks it (the future polled in place, as
+//!   inside the listener's task; decision metrics off, as no listener is configured);
 //! - `decision_fallback_4_keys`: a valid token without `kid` against a key source of four
 //!   keys of the family, the signing key last in the file, so the fallback tries it last
 //!   (worst case: three failed verifies, then the good one; cache off);
@@ -347,7 +348,7 @@ fn decide<H: Headers + ?Sized + Sync>(
     app: &App,
     view: &RequestView<'_, H>,
 ) -> Verdict {
-    let mut fut = std::pin::pin!(app.authorizer().check(Listener::Cli, view));
+    let mut fut = std::pin::pin!(app.authorizer().check(Listener::AuthzHttp, view));
     let mut cx = Context::from_waker(Waker::noop());
     match fut.as_mut().poll(&mut cx) {
         Poll::Ready(v) => v,
@@ -356,7 +357,7 @@ fn decide<H: Headers + ?Sized + Sync>(
 }
 
 fn check(rt: &tokio::runtime::Runtime, app: &App, request: &Request) -> Verdict {
-    rt.block_on(app.authorizer().check(Listener::Cli, &request.view()))
+    rt.block_on(app.authorizer().check(Listener::AuthzHttp, &request.view()))
 }
 
 /// Panics unless `verdict` is `want`.

@@ -79,6 +79,14 @@ pub struct Authorizer {
     metrics: Arc<Metrics>,
 }
 
+/// What a token is judged for: the policy, the route, and whether the listener reads the
+/// claims of an allow.
+struct Ask<'a> {
+    policy: &'a Policy,
+    route: Option<&'a Route>,
+    wants_claims: bool,
+}
+
 struct Judged {
     decision: Decision,
     issuer: Option<usize>,
@@ -282,7 +290,15 @@ impl Authorizer {
                         hash
                     });
                 fingerprint = hash.as_ref().map(Fingerprint::of);
-                self.judge_token(&policy, route, token, hash, now).await
+                // Only the gRPC listener (dynamic metadata) and the CLI (printing) read
+                // the claims of an allow; the HTTP listeners forward headers.
+                let wants_claims = matches!(listener, Listener::AuthzGrpc | Listener::Cli);
+                let ask = Ask {
+                    policy: &policy,
+                    route,
+                    wants_claims,
+                };
+                self.judge_token(&ask, token, hash, now).await
             }
         };
 
@@ -326,12 +342,12 @@ impl Authorizer {
 
     async fn judge_token(
         &self,
-        policy: &Policy,
-        route: Option<&Route>,
+        ask: &Ask<'_>,
         token: &str,
         hash: Option<[u8; 32]>,
         now: i64,
     ) -> Judged {
+        let policy = ask.policy;
         let generation_of = |i: usize| policy.issuers.get(i).map_or(0, |i| i.keys.generation());
         if let Some(hash) = &hash
             && let Some(entry) = policy.cache.get(hash, generation_of, now)
@@ -341,7 +357,7 @@ impl Authorizer {
                 .key
                 .stats
                 .record_use(entry.principal.matched, now);
-            return Judged::allow_or_scope(policy, route, &entry, payload_segment(token), true);
+            return Judged::allow_or_scope(ask, &entry, payload_segment(token), true);
         }
         let jws = match jws::parse(token, policy.issuers.algorithms()) {
             Ok(j) => j,
@@ -377,9 +393,9 @@ impl Authorizer {
                     policy
                         .cache
                         .insert_sized(hash, generation, principal, now, payload_b64.len());
-                Judged::allow_or_scope(policy, route, &entry, payload_b64, false)
+                Judged::allow_or_scope(ask, &entry, payload_b64, false)
             }
-            None => Judged::allow_or_scope_of(policy, route, &principal, payload_b64),
+            None => Judged::allow_or_scope_of(ask, &principal, payload_b64),
         }
     }
 
@@ -443,14 +459,8 @@ impl Judged {
     }
 
     /// The allow (or the scope denial) of a cached or just-cached verification.
-    fn allow_or_scope(
-        policy: &Policy,
-        route: Option<&Route>,
-        entry: &Arc<Entry>,
-        payload_b64: &str,
-        cached: bool,
-    ) -> Self {
-        let mut judged = Self::allow_or_scope_of(policy, route, &entry.principal, payload_b64);
+    fn allow_or_scope(ask: &Ask<'_>, entry: &Arc<Entry>, payload_b64: &str, cached: bool) -> Self {
+        let mut judged = Self::allow_or_scope_of(ask, &entry.principal, payload_b64);
         judged.cached = cached;
         if judged.decision.is_allowed() {
             judged.entry = Some(entry.clone());
@@ -458,12 +468,8 @@ impl Judged {
         judged
     }
 
-    fn allow_or_scope_of(
-        policy: &Policy,
-        route: Option<&Route>,
-        p: &Principal,
-        payload_b64: &str,
-    ) -> Self {
+    fn allow_or_scope_of(ask: &Ask<'_>, p: &Principal, payload_b64: &str) -> Self {
+        let (policy, route) = (ask.policy, ask.route);
         let scoped = match route {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
             _ => Ok(()),
@@ -473,7 +479,7 @@ impl Judged {
                 reason: AllowReason::Ok,
                 forward_headers: policy.forward_headers(p, payload_b64),
                 headers_to_remove: policy.headers_to_remove.clone(),
-                claims: Some(Claims::new(payload_b64)),
+                claims: ask.wants_claims.then(|| Claims::new(payload_b64)),
             }),
             Err(denial) => Decision::Deny(denial),
         };

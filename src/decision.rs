@@ -104,7 +104,8 @@ pub struct Allowed {
     /// Header names the client may have sent that must be removed before forwarding
     /// (all configured forward-header names, whether or not they are set now).
     pub headers_to_remove: Arc<[Arc<str>]>,
-    /// The verified claims (absent for anonymous requests).
+    /// The verified claims (absent for anonymous requests, and for the HTTP listeners,
+    /// which never read them).
     pub claims: Option<Claims>,
 }
 
