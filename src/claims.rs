@@ -59,13 +59,7 @@ impl Principal {
     /// characters: one that has some is dropped to `None`).
     pub fn set_forward<'v>(&mut self, values: impl IntoIterator<Item = Option<Cow<'v, str>>>) {
         let scopes = self.scopes();
-        let values: Vec<Option<Cow<'v, str>>> = values.into_iter().collect();
-        let size = values
-            .iter()
-            .map(|v| 1 + v.as_ref().map_or(0, |v| v.len()))
-            .sum::<usize>();
-        // Exactly the size needed, so that `into_boxed_str` does not reallocate.
-        let mut text = String::with_capacity(size + scopes.len());
+        let mut text = String::with_capacity(scopes.len() + 64);
         for v in values {
             match v {
                 Some(v) if v.bytes().all(|b| b == b'\t' || (b >= 0x20 && b != 0x7f)) => {

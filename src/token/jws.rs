@@ -197,7 +197,7 @@ impl ClaimValue<'_> {
             ClaimValue::Null => "null".to_string(),
             ClaimValue::Bool(b) => b.to_string(),
             ClaimValue::Number(n) => n.to_string(),
-            ClaimValue::Str(s) => Value::String(s.to_string()).to_string(),
+            ClaimValue::Str(s) => Value::from(&**s).to_string(),
             ClaimValue::Other(v) => v.to_string(),
         }
     }
