@@ -6,6 +6,9 @@
 //! - allow: `200`, the forward headers, and `x-envoy-auth-headers-to-remove` naming the
 //!   forward headers a client may have sent itself;
 //! - deny: the decision's status, `WWW-Authenticate` and a short JSON body.
+//!
+//! Under load, the answers decided in one turn of the worker's event loop are written
+//! together (see `turn`).
 
 use std::sync::Arc;
 
@@ -34,6 +37,7 @@ pub async fn check(req: HttpRequest, authz: web::Data<Arc<Authorizer>>) -> HttpR
         headers: &ActixHeaders(headers),
     };
     let verdict = authz.check(Listener::AuthzHttp, &view).await;
+    super::turn::coalesce().await;
     respond(&verdict.decision)
 }
 
