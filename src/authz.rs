@@ -79,12 +79,14 @@ pub struct Authorizer {
     metrics: Arc<Metrics>,
 }
 
-/// What a token is judged for: the policy, the route, and whether the listener reads the
-/// claims of an allow.
+/// What a token is judged for: the policy, the route, whether the listener reads the
+/// claims of an allow, and whether it sends a cache entry's encoded answer
+/// ([`Entry::grpc_allow`]) instead of reading the allow's content.
 struct Ask<'a> {
     policy: &'a Policy,
     route: Option<&'a Route>,
     wants_claims: bool,
+    sends_encoded: bool,
 }
 
 struct Judged {
@@ -297,6 +299,7 @@ impl Authorizer {
                     policy: &policy,
                     route,
                     wants_claims,
+                    sends_encoded: listener == Listener::AuthzGrpc,
                 };
                 self.judge_token(&ask, token, hash, now).await
             }
@@ -395,7 +398,7 @@ impl Authorizer {
                         .insert_sized(hash, generation, principal, now, payload_b64.len());
                 Judged::allow_or_scope(ask, &entry, payload_b64, false)
             }
-            None => Judged::allow_or_scope_of(ask, &principal, payload_b64),
+            None => Judged::allow_or_scope_of(ask, &principal, payload_b64, true),
         }
     }
 
@@ -460,7 +463,9 @@ impl Judged {
 
     /// The allow (or the scope denial) of a cached or just-cached verification.
     fn allow_or_scope(ask: &Ask<'_>, entry: &Arc<Entry>, payload_b64: &str, cached: bool) -> Self {
-        let mut judged = Self::allow_or_scope_of(ask, &entry.principal, payload_b64);
+        // The listener will send the entry's encoded answer: the allow needs no content.
+        let content = !(ask.sends_encoded && entry.grpc_allow.get().is_some());
+        let mut judged = Self::allow_or_scope_of(ask, &entry.principal, payload_b64, content);
         judged.cached = cached;
         if judged.decision.is_allowed() {
             judged.entry = Some(entry.clone());
@@ -468,13 +473,20 @@ impl Judged {
         judged
     }
 
-    fn allow_or_scope_of(ask: &Ask<'_>, p: &Principal, payload_b64: &str) -> Self {
+    /// With `content` false, an allow carries neither forward headers nor claims.
+    fn allow_or_scope_of(ask: &Ask<'_>, p: &Principal, payload_b64: &str, content: bool) -> Self {
         let (policy, route) = (ask.policy, ask.route);
         let scoped = match route {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
             _ => Ok(()),
         };
         let decision = match scoped {
+            Ok(()) if !content => Decision::Allow(Allowed {
+                reason: AllowReason::Ok,
+                forward_headers: Vec::new(),
+                headers_to_remove: policy.headers_to_remove.clone(),
+                claims: None,
+            }),
             Ok(()) => Decision::Allow(Allowed {
                 reason: AllowReason::Ok,
                 forward_headers: policy.forward_headers(p, payload_b64),
