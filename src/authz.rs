@@ -481,17 +481,15 @@ impl Judged {
             _ => Ok(()),
         };
         let decision = match scoped {
-            Ok(()) if !content => Decision::Allow(Allowed {
-                reason: AllowReason::Ok,
-                forward_headers: Vec::new(),
-                headers_to_remove: policy.headers_to_remove.clone(),
-                claims: None,
-            }),
             Ok(()) => Decision::Allow(Allowed {
                 reason: AllowReason::Ok,
-                forward_headers: policy.forward_headers(p, payload_b64),
+                forward_headers: if content {
+                    policy.forward_headers(p, payload_b64)
+                } else {
+                    Vec::new()
+                },
                 headers_to_remove: policy.headers_to_remove.clone(),
-                claims: ask.wants_claims.then(|| Claims::new(payload_b64)),
+                claims: (content && ask.wants_claims).then(|| Claims::new(payload_b64)),
             }),
             Err(denial) => Decision::Deny(denial),
         };

@@ -35,21 +35,25 @@ thread_local! {
 
 /// Waits, when it pays, until the end of the current turn (see the module documentation).
 pub async fn coalesce() {
-    let turn = TURN.with(Arc::clone);
-    let n = turn.answers.fetch_add(1, Ordering::Relaxed);
-    if n == 0 {
-        // The first answer of the turn: have the turn's end counted.
-        let end = Waker::from(turn);
-        // The first poll of `yield_now` hands the waker to the scheduler's list of
-        // wake-ups deferred to the end of the turn (outside a runtime it wakes at once)
-        // and returns Pending; dropping the future keeps the registration.
-        let _ = pin!(tokio::task::yield_now()).poll(&mut Context::from_waker(&end));
-    } else if turn.last_answers.load(Ordering::Relaxed) > COALESCE_ABOVE {
-        EndOfTurn {
-            turn,
-            registered: None,
+    // The turn's `Arc` is cloned only when a waker or a waiting answer keeps it.
+    let wait = TURN.with(|turn| {
+        if turn.answers.fetch_add(1, Ordering::Relaxed) == 0 {
+            // The first answer of the turn: have the turn's end counted. The first poll
+            // of `yield_now` hands the waker to the scheduler's list of wake-ups deferred
+            // to the end of the turn (outside a runtime it wakes at once) and returns
+            // Pending; dropping the future keeps the registration.
+            let end = Waker::from(turn.clone());
+            let _ = pin!(tokio::task::yield_now()).poll(&mut Context::from_waker(&end));
+            None
+        } else {
+            (turn.last_answers.load(Ordering::Relaxed) > COALESCE_ABOVE).then(|| EndOfTurn {
+                turn: turn.clone(),
+                registered: None,
+            })
         }
-        .await;
+    });
+    if let Some(end) = wait {
+        end.await;
     }
 }
 
