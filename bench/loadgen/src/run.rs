@@ -39,6 +39,8 @@ const LATE_NS: u64 = 100_000;
 /// event for a closed socket cannot be taken for its replacement's.
 const GEN_SHIFT: u32 = 20;
 const IDX_MASK: usize = (1 << GEN_SHIFT) - 1;
+/// A busy-polling loop iteration longer than this is a generator stall (diagnostics).
+const STALL_NS: u64 = 1_000_000;
 /// How many error messages are kept for stderr.
 const MAX_NOTES: usize = 8;
 
@@ -212,6 +214,10 @@ impl<'a> Gen<'a> {
         let mut events = Events::with_capacity(1024);
         let mut counter = 0usize;
         let mut next_housekeeping = 0;
+        // Start of the previous loop iteration, when it busy-polled: a long gap to the
+        // next one is a stall of the generator itself (preempted, or slow), not the
+        // server's (diagnostics only).
+        let mut busy_prev: Option<u64> = None;
         self.start = Instant::now();
         let mut now;
         loop {
@@ -219,6 +225,16 @@ impl<'a> Gen<'a> {
             if now >= self.end_ns {
                 break;
             }
+            if let Some(prev) = busy_prev.take()
+                && prev >= self.warmup_ns
+            {
+                let gap = now - prev;
+                self.tally.stall_max_ns = self.tally.stall_max_ns.max(gap);
+                if gap > STALL_NS {
+                    self.tally.stalls += 1;
+                }
+            }
+            self.tally.loops += 1;
             // Every request now due: to an idle connection, or to the queue.
             while sched.peek() <= now && sched.peek() < self.end_ns {
                 let sched_ns = sched.advance();
@@ -240,6 +256,7 @@ impl<'a> Gen<'a> {
             }
             let wait = sched.peek().min(self.end_ns).saturating_sub(now);
             let timeout = if wait < BUSY_POLL_NS {
+                busy_prev = Some(now);
                 Duration::ZERO
             } else {
                 Duration::from_millis(((wait - WAKE_EARLY_NS) / 1_000_000).min(MAX_SLEEP_MS))

@@ -46,6 +46,12 @@ pub struct Tally {
     pub max_queue: usize,
     /// Measured requests scheduled (those in the measurement window).
     pub scheduled: u64,
+    /// Event-loop iterations (whole run).
+    pub loops: u64,
+    /// Longest busy-polling loop iteration in the measurement window, and how many took
+    /// longer than 1 ms: stalls of the generator itself (diagnostics only).
+    pub stall_max_ns: u64,
+    pub stalls: u64,
 }
 
 impl Tally {
@@ -169,7 +175,8 @@ impl Report {
         let mut s = format!(
             "loadgen: target {} req/s; scheduled {} ({:.0}/s), completed {} ({:.0}/s) in {:.3} s; \
              late sends {} ({:.2} %), max queue {}, left at the end {} queued + {} in flight; \
-             latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; errors {:?}",
+             latency µs p50 {} p90 {} p99 {} p99.9 {} max {}; errors {:?}; \
+             generator: {} loop iterations, longest busy-poll iteration {} µs, {} over 1 ms",
             self.target_rps,
             t.scheduled,
             t.scheduled as f64 / secs,
@@ -187,6 +194,9 @@ impl Report {
             self.latency.p999,
             self.latency.max,
             t.errors,
+            t.loops,
+            t.stall_max_ns / 1000,
+            t.stalls,
         );
         if t.late_sends * 100 > t.scheduled {
             let _ = write!(
