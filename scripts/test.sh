@@ -10,5 +10,10 @@ cd "$(dirname "$0")/.."
 scripts/install-test-deps.sh
 
 echo "== fmt";    cargo fmt --all -- --check
+cargo fmt --manifest-path bench/loadgen/Cargo.toml -- --check
 echo "== clippy"; cargo clippy --all-targets --locked -- -D warnings
+# bench/loadgen, the benchmark's load generator: its own crate and workspace.
+echo "== loadgen"
+cargo clippy --locked --manifest-path bench/loadgen/Cargo.toml --all-targets -- -D warnings
+cargo test --locked --manifest-path bench/loadgen/Cargo.toml
 echo "== tests";  cargo test --locked -- --test-threads "${TOKENGATE_TEST_THREADS:-4}"
