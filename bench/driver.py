@@ -44,6 +44,11 @@ RESULTS = BENCH / "results"
 SERVER_CORE = 1
 CLIENT_CORE = 0
 CONNS = 32
+# --server-priority: the servers on SERVER_CORE run under SCHED_FIFO (chrt -f 5), so that
+# the machine's own kernel threads and other tenants' work cannot preempt them (this VM
+# runs DAMON's kdamond, which takes its core for 1-4 ms twice a second). Every server of
+# every configuration alike; the kernel's RT throttling still leaves others 5 %.
+SERVER_PREFIX = []
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
 # A run is "noisy" when processes that are not the benchmark's took more than this
@@ -145,7 +150,8 @@ class Procs:
 
     def start(self, name, argv, logfile, core=SERVER_CORE, env=None):
         out = open(logfile, "ab")
-        p = subprocess.Popen(["taskset", "-c", str(core), *map(str, argv)], stdout=out,
+        prefix = SERVER_PREFIX if core == SERVER_CORE else []
+        p = subprocess.Popen([*prefix, "taskset", "-c", str(core), *map(str, argv)], stdout=out,
                              stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=env)
         out.close()
         p.bench_name = name
@@ -916,6 +922,9 @@ def main():
     ap.add_argument("--client-priority", action="store_true",
                     help="run wrk under SCHED_FIFO (chrt -f 10): a sensitivity check on a busy machine "
                          "(never the loadgen, which busy-polls)")
+    ap.add_argument("--server-priority", action="store_true",
+                    help="run the servers under SCHED_FIFO (chrt -f 5): shields them from this "
+                         "machine's kernel threads and neighbours (a sensitivity check for tails)")
     ap.add_argument("--quiet-budget", type=float, default=QUIET_BUDGET_S,
                     help="most seconds spent, in all, waiting for a quiet machine")
     ap.add_argument("--no-extras", action="store_true",
@@ -923,6 +932,8 @@ def main():
     ap.add_argument("--report", type=Path, default=None,
                     help="re-render the table of a raw results file, then exit")
     args = ap.parse_args()
+    if args.server_priority:
+        SERVER_PREFIX[:] = ["chrt", "-f", "5"]
     if args.report:
         data = json.loads(args.report.read_text())
         runs = data["runs"]
@@ -952,6 +963,7 @@ def main():
     meta = machine_info(args)
     meta.update({"started": stamp, "mode": "quick" if args.quick else ("profile" if args.profile else "full"),
                  "client_priority": "SCHED_FIFO 10" if args.client_priority else "normal",
+                 "server_priority": "SCHED_FIFO 5" if args.server_priority else "normal",
                  "server_core": SERVER_CORE, "client_core": CLIENT_CORE, "connections": CONNS,
                  "wrk": meta["wrk"], "loadavg_start": loadavg()})
     try:
@@ -999,6 +1011,7 @@ def main():
             "ratios": ratios, "cache_rss": rss, "time_to_ready": ready, "table": text,
         }
         suffix = ("-quick" if args.quick else "") + ("-fifo" if args.client_priority else "") + (
+            "-srvfifo" if args.server_priority else "") + (
             "-only" if args.only else "")
         out = RESULTS / f"{stamp}{suffix}.json"
         out.write_text(json.dumps(result, indent=1) + "\n")
