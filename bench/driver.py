@@ -44,10 +44,12 @@ RESULTS = BENCH / "results"
 SERVER_CORE = 1
 CLIENT_CORE = 0
 CONNS = 32
-# --server-priority: the servers on SERVER_CORE run under SCHED_FIFO (chrt -f 5), so that
-# the machine's own kernel threads and other tenants' work cannot preempt them (this VM
-# runs DAMON's kdamond, which takes its core for 1-4 ms twice a second). Every server of
-# every configuration alike; the kernel's RT throttling still leaves others 5 %.
+# --server-priority: in the half-saturation runs, the servers on SERVER_CORE run under
+# SCHED_FIFO (chrt -f 5), so that the machine's own kernel threads and other tenants'
+# work cannot preempt them (this VM runs DAMON's kdamond, which takes its core for 1-4 ms
+# twice a second). Every server of every configuration alike. Only there: a saturated
+# SCHED_FIFO server hits the kernel's RT throttling (95 % of each second), which stalls
+# it for 50 ms every second.
 SERVER_PREFIX = []
 TICK = os.sysconf("SC_CLK_TCK")
 PAGE = os.sysconf("SC_PAGE_SIZE")
@@ -661,6 +663,7 @@ def summarize(runs):
                                  if k["rps"]},
             "anomalies": sorted({a for k in kept for a in k["anomalies"]}),
             "generator": kept[-1].get("generator", "wrk"),
+            "server_priority": kept[-1].get("server_priority", "normal"),
             "late_share": median_of(kept, "late_share") if all("late_share" in k for k in kept) else None,
             "max_queue": max(k["max_queue"] for k in kept) if all("max_queue" in k for k in kept) else None,
         }
@@ -680,6 +683,8 @@ def half_saturation(bench, quiet, summary, rounds, duration, pairs):
     run: an open-loop generator holds its rate unless the server saturates, which the
     achieved rate, late_sends and max_queue in the run then show."""
     runs = []
+    if bench.args.server_priority:
+        SERVER_PREFIX[:] = ["chrt", "-f", "5"]
     for rnd in range(1, rounds + 1):
         for config, scenario in pairs:
             sat = summary.get((config, scenario, False))
@@ -692,7 +697,9 @@ def half_saturation(bench, quiet, summary, rounds, duration, pairs):
             for t in tries:
                 t["round"] = rnd
                 t["half_target_rps"] = round(target, 1)
+                t["server_priority"] = " ".join(SERVER_PREFIX) or "normal"
             runs += tries
+    SERVER_PREFIX.clear()
     return runs
 
 
@@ -823,8 +830,10 @@ def table(summary, ratios, rss, ready, half):
         lines.append("")
         halves = [k for k in summary if k[2]]
         if all(summary[k].get("generator") == "loadgen" for k in halves):
+            fifo = any(summary[k].get("server_priority", "normal") != "normal" for k in halves)
             lines.append("p99 at half of saturation: open-loop Poisson arrivals at half the saturated rate "
-                         "(bench/loadgen), latency from the scheduled send time:")
+                         "(bench/loadgen), latency from the scheduled send time"
+                         + ("; every server under SCHED_FIFO (--server-priority)" if fifo else "") + ":")
         else:  # re-rendering older results
             lines.append("p99 at about half of saturation (each connection paced by tokens.lua's delay()):")
         lines.append("")
@@ -923,8 +932,8 @@ def main():
                     help="run wrk under SCHED_FIFO (chrt -f 10): a sensitivity check on a busy machine "
                          "(never the loadgen, which busy-polls)")
     ap.add_argument("--server-priority", action="store_true",
-                    help="run the servers under SCHED_FIFO (chrt -f 5): shields them from this "
-                         "machine's kernel threads and neighbours (a sensitivity check for tails)")
+                    help="in the half-saturation runs, the servers under SCHED_FIFO (chrt -f 5): "
+                         "shields them from this machine's kernel threads and neighbours")
     ap.add_argument("--quiet-budget", type=float, default=QUIET_BUDGET_S,
                     help="most seconds spent, in all, waiting for a quiet machine")
     ap.add_argument("--no-extras", action="store_true",
@@ -932,8 +941,6 @@ def main():
     ap.add_argument("--report", type=Path, default=None,
                     help="re-render the table of a raw results file, then exit")
     args = ap.parse_args()
-    if args.server_priority:
-        SERVER_PREFIX[:] = ["chrt", "-f", "5"]
     if args.report:
         data = json.loads(args.report.read_text())
         runs = data["runs"]
@@ -963,7 +970,7 @@ def main():
     meta = machine_info(args)
     meta.update({"started": stamp, "mode": "quick" if args.quick else ("profile" if args.profile else "full"),
                  "client_priority": "SCHED_FIFO 10" if args.client_priority else "normal",
-                 "server_priority": "SCHED_FIFO 5" if args.server_priority else "normal",
+                 "server_priority": "SCHED_FIFO 5 (half-saturation runs)" if args.server_priority else "normal",
                  "server_core": SERVER_CORE, "client_core": CLIENT_CORE, "connections": CONNS,
                  "wrk": meta["wrk"], "loadavg_start": loadavg()})
     try:
