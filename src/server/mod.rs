@@ -20,7 +20,7 @@ pub mod admin;
 pub mod authz_grpc;
 pub mod authz_http;
 pub mod proxy;
-mod turn;
+pub mod turn;
 
 use actix_web::http::header::HeaderMap;
 
