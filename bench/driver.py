@@ -204,6 +204,34 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def run_generator(name, argv, until=None):
+    """Runs a load generator (wrk or bench/loadgen) to its end and reads the BENCH_JSON
+    line it prints; its CPU time goes under wrk_cpu_s. With `until`, the generator is
+    interrupted (SIGINT, after which it reports as usual) once until() is true, and its
+    exit status is not checked."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
+    p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    if until is not None:
+        while p.poll() is None:
+            time.sleep(0.5)
+            try:
+                done = until()
+            except OSError:
+                done = False
+            if done:
+                p.send_signal(signal.SIGINT)  # timeout(1) passes it on
+                break
+    stdout, stderr = p.communicate()
+    out = subprocess.CompletedProcess(argv, p.returncode, stdout, stderr)
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    m = re.search(r"^BENCH_JSON (.*)$", out.stdout, re.M)
+    if (out.returncode != 0 and until is None) or not m:
+        raise RuntimeError(f"{name} failed ({out.returncode}): {out.stderr.strip()}\n{out.stdout}")
+    res = json.loads(m.group(1))
+    res["wrk_cpu_s"] = round((after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime), 3)
+    return res, out
+
+
 def http_get(port, path="/", headers=None, timeout=2.0):
     c = http.client.HTTPConnection("127.0.0.1", port, timeout=timeout)
     try:
@@ -449,38 +477,16 @@ http {{
                                f"(invalid, want {want2})")
         return [s1, s2]
 
-    def wrk(self, port, token_file, duration, delay_ms=0.0, stop_after=None, until=None):
+    def wrk(self, port, token_file, duration, stop_after=None, until=None):
         """One wrk run (bounded by `timeout`). With `until`, wrk is interrupted (SIGINT,
         after which it reports as usual) as soon as until() is true: wrk's main thread
         otherwise sleeps out its whole -d even when the Lua side stopped sending."""
         argv = ["timeout", "-k", "5", str(int(duration) + 30), "taskset", "-c", str(CLIENT_CORE),
                 *self.client_prefix, "wrk", "-t1", f"-c{CONNS}", f"-d{int(duration)}s", "--latency", "-s",
-                str(BENCH / "tokens.lua"), f"http://127.0.0.1:{port}/", "--", str(token_file),
-                f"{delay_ms:.4f}"]
+                str(BENCH / "tokens.lua"), f"http://127.0.0.1:{port}/", "--", str(token_file)]
         if stop_after:
             argv.append(str(stop_after))
-        env = dict(os.environ, BENCH_DELAY_ON="1" if delay_ms > 0 else "0")
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
-        if until is not None:
-            while p.poll() is None:
-                time.sleep(0.5)
-                try:
-                    done = until()
-                except OSError:
-                    done = False
-                if done:
-                    p.send_signal(signal.SIGINT)  # timeout(1) passes it on to wrk
-                    break
-        stdout, stderr = p.communicate()
-        out = subprocess.CompletedProcess(argv, p.returncode, stdout, stderr)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        wrk_cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        m = re.search(r"^BENCH_JSON (.*)$", out.stdout, re.M)
-        if (out.returncode != 0 and until is None) or not m:
-            raise RuntimeError(f"wrk failed ({out.returncode}): {out.stderr.strip()}\n{out.stdout}")
-        res = json.loads(m.group(1))
-        res["wrk_cpu_s"] = round(wrk_cpu, 3)
+        res, out = run_generator("wrk", argv, until)
         res["text"] = out.stdout.split("BENCH_JSON")[0].rstrip()
         return res
 
@@ -496,19 +502,11 @@ http {{
                 str(self.args.loadgen), "--url", f"http://127.0.0.1:{port}/",
                 "--tokens", str(token_file), "--rate", f"{rate:.1f}",
                 "--connections", str(CONNS), "--duration", str(int(duration))]
-        before = resource.getrusage(resource.RUSAGE_CHILDREN)
-        out = subprocess.run(argv, capture_output=True, text=True)
-        after = resource.getrusage(resource.RUSAGE_CHILDREN)
-        cpu = (after.ru_utime + after.ru_stime) - (before.ru_utime + before.ru_stime)
-        m = re.search(r"^BENCH_JSON (.*)$", out.stdout, re.M)
-        if out.returncode != 0 or not m:
-            raise RuntimeError(f"loadgen failed ({out.returncode}): {out.stderr.strip()}\n{out.stdout}")
-        res = json.loads(m.group(1))
-        res["wrk_cpu_s"] = round(cpu, 3)
+        res, out = run_generator("loadgen", argv)
         res["text"] = out.stderr.strip()  # its diagnostics
         return res
 
-    def measure(self, config, scenario, duration, delay_ms=0.0, tag=None, rate=None):
+    def measure(self, config, scenario, duration, tag=None, rate=None):
         """One run: fresh servers, pre-flight, wrk (or, with `rate`, bench/loadgen at that
         open-loop rate), RSS, CPU accounting, stop."""
         token_name, ok_share = SCENARIOS[scenario]
@@ -525,7 +523,7 @@ http {{
             if rate:
                 res = self.loadgen(port, DATA / token_name, duration, rate)
             else:
-                res = self.wrk(port, DATA / token_name, duration, delay_ms)
+                res = self.wrk(port, DATA / token_name, duration)
             elapsed = time.monotonic() - t0
             cpu_b = cpu_times()
             srv_cpu = sum(proc_cpu(p.pid) - srv_a[p.pid] for p in servers) / TICK
@@ -550,7 +548,7 @@ http {{
         lat = res["latency_us"]
         run = {
             "config": config, "scenario": scenario, "tokens": token_name,
-            "duration_s": duration, "delay_ms": delay_ms,
+            "duration_s": duration,
             "rps": round(rps, 1), "p50_ms": lat["p50"] / 1000, "p90_ms": lat["p90"] / 1000,
             "p99_ms": lat["p99"] / 1000, "p999_ms": lat["p999"] / 1000,
             "max_ms": lat["max"] / 1000, "mean_ms": round(lat["mean"] / 1000, 3),
@@ -603,14 +601,14 @@ def fmt_run(r):
             + ("  NOISY" if r["noisy"] else "") + (f"  !! {r['anomalies']}" if r["anomalies"] else ""))
 
 
-def run_with_retries(bench, quiet, config, scenario, duration, delay_ms=0.0, rate=None):
+def run_with_retries(bench, quiet, config, scenario, duration, rate=None):
     tries = []
     for attempt in range(MAX_TRIES):
         busy, waited = quiet.wait()
         if waited > 1.5:
             log(f"  (waited {waited:.0f}s for a quiet machine; busy {busy} cores)")
         try:
-            r = bench.measure(config, scenario, duration, delay_ms, rate=rate)
+            r = bench.measure(config, scenario, duration, rate=rate)
         except Exception as e:  # a failed run is recorded, not fatal
             log(f"  FAILED {config} / {scenario}: {e}")
             tries.append({"config": config, "scenario": scenario, "failed": str(e),

@@ -2,15 +2,14 @@
 -- `Authorization: Bearer <token>`, the tokens taken in turn from a file (one per line),
 -- wrapping around at its end.
 --
---   wrk -t1 -c32 -d10s --latency -s bench/tokens.lua URL -- TOKENS [DELAY_MS] [STOP_AFTER]
+--   wrk -t1 -c32 -d10s --latency -s bench/tokens.lua URL -- TOKENS [STOP_AFTER]
 --
 -- TOKENS      token file, one compact JWS per line
--- DELAY_MS    optional mean pause (ms, fractional) each connection takes before each
---             request: the open-loop-ish "half of saturation" runs. wrk's timer counts
---             whole milliseconds, so a fractional mean is met by choosing the floor or
---             the ceiling at random in the right proportion. 0 or absent: no pause.
 -- STOP_AFTER  optional: stop once this many requests have been sent (the cache-fill
 --             run); absent: run for -d.
+--
+-- (Runs 1-4 of BENCHMARKS.md also paced connections with a delay() here; the
+-- half-saturation runs now use bench/loadgen, an open-loop generator.)
 --
 -- Requests are formatted once, at start, so the per-request cost in wrk is a table
 -- lookup. done() prints one JSON line prefixed with "BENCH_JSON " for the driver.
@@ -18,14 +17,13 @@
 local reqs = {}
 local count = 0
 local index = 0
-local delay_ms = 0
 local stop_after = nil
 local sent = 0
 
 function init(args)
   local path = args[1]
   if path == nil then
-    error("tokens.lua: usage: -- TOKENS [DELAY_MS] [STOP_AFTER]")
+    error("tokens.lua: usage: -- TOKENS [STOP_AFTER]")
   end
   for line in io.lines(path) do
     if #line > 0 then
@@ -36,9 +34,7 @@ function init(args)
   if count == 0 then
     error("tokens.lua: no token in " .. path)
   end
-  delay_ms = tonumber(args[2] or "0") or 0
-  stop_after = tonumber(args[3] or "")
-  math.randomseed(os.time())
+  stop_after = tonumber(args[2] or "")
 end
 
 function request()
@@ -51,16 +47,6 @@ function request()
     wrk.thread:stop()
   end
   return reqs[index]
-end
-
-if tonumber(os.getenv("BENCH_DELAY_ON") or "0") == 1 then
-  function delay()
-    local base = math.floor(delay_ms)
-    if math.random() < delay_ms - base then
-      return base + 1
-    end
-    return base
-  end
 end
 
 function done(summary, latency, requests)

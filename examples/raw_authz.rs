@@ -64,7 +64,7 @@ fn main() -> ExitCode {
         }
     };
     let coalesce = std::env::var_os("COALESCE").is_some_and(|v| v == "1");
-    let result = rt.block_on(async {
+    let result: std::io::Result<()> = rt.block_on(async {
         let app = App::new(
             config,
             tokio::runtime::Handle::current(),
@@ -81,8 +81,6 @@ fn main() -> ExitCode {
                 let _ = serve(stream, &authz, coalesce).await;
             });
         }
-        #[allow(unreachable_code)]
-        Ok::<(), std::io::Error>(())
     });
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -119,8 +119,6 @@ struct Gen<'a> {
     queue: VecDeque<Pending>,
     tally: Tally,
     scratch: Vec<u8>,
-    /// Connections in `State::Down`.
-    down: usize,
     notes: Vec<String>,
 }
 
@@ -149,7 +147,6 @@ impl<'a> Gen<'a> {
                 ..Tally::default()
             },
             scratch: vec![0; 64 * 1024],
-            down: 0,
             notes: Vec::new(),
         };
         for idx in 0..cfg.connections {
@@ -177,7 +174,6 @@ impl<'a> Gen<'a> {
                 Err(e) => {
                     g.tally.errors.count(ErrorKind::Connect);
                     g.note(format!("connect to {}: {e}", cfg.addr));
-                    g.down += 1;
                 }
             }
         }
@@ -535,7 +531,6 @@ impl<'a> Gen<'a> {
         self.conns[idx].state = State::Down {
             retry_ns: now + RETRY_NS,
         };
-        self.down += 1;
     }
 
     /// Timeouts, and retries of failed connects.
@@ -550,11 +545,7 @@ impl<'a> Gen<'a> {
                         format!("no response after {ms} ms"),
                     );
                 }
-                State::Down { retry_ns } if self.down > 0 && retry_ns <= now => {
-                    self.down -= 1;
-                    self.conns[idx].state = State::Connecting;
-                    self.connect(idx, now);
-                }
+                State::Down { retry_ns } if retry_ns <= now => self.connect(idx, now),
                 _ => {}
             }
         }
