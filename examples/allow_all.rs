@@ -8,9 +8,10 @@
 //! Envoy + ext_authz → `allow_all` costs the hop alone; the same Envoy → tokengate costs
 //! the hop plus tokengate's decision, so their ratio is what tokengate adds. To keep
 //! that ratio about the decision and not about the framework, this service is served
-//! the way tokengate serves its listeners (`src/server/mod.rs`): actix-web with one
-//! worker per CPU the process may run on, on a multi-thread tokio runtime that also
-//! runs tonic, with the same connection limits and HTTP/2 settings.
+//! the way tokengate serves its listeners (`src/server/authz_http.rs`, `mod.rs`):
+//! actix-http's HTTP/1.1 dispatcher with one worker per CPU the process may run on, on a
+//! multi-thread tokio runtime that also runs tonic, with the same connection limits,
+//! timeouts and HTTP/2 settings.
 //!
 //! With `ALLOW_ALL_SHAPED=1` in its environment, its answers carry what tokengate's carry
 //! for the benchmark's tokens (the two forward headers; over gRPC also a 7-claim
@@ -25,7 +26,10 @@ use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use actix_web::{App, HttpResponse, HttpServer, web};
+use actix_http::body::BoxBody;
+use actix_http::header::{HeaderName, HeaderValue};
+use actix_http::{HttpService, StatusCode};
+use actix_service::fn_service;
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse as CheckHttp,
     OkHttpResponse,
@@ -97,13 +101,23 @@ async fn serve(
     let mut tasks = Vec::new();
     if let Some(addr) = http {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // tokengate's HTTP listener limits (src/server/mod.rs).
-        let server = HttpServer::new(|| App::new().default_service(web::to(allow)))
+        let shaped = std::env::var_os("ALLOW_ALL_SHAPED").is_some();
+        // tokengate's HTTP listener limits (src/server/mod.rs, authz_http.rs).
+        let server = actix_server::Server::build()
             .workers(workers)
-            .max_connections(10_000)
-            .client_request_timeout(Duration::from_secs(5))
+            .max_concurrent_connections(10_000)
+            .backlog(1024)
             .disable_signals()
-            .bind(addr)
+            .bind("allow_all", addr, move || {
+                HttpService::build()
+                    .client_request_timeout(Duration::from_secs(5))
+                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .h1_allow_half_closed(true)
+                    .h1(fn_service(move |_| async move {
+                        Ok::<_, std::convert::Infallible>(allow(shaped))
+                    }))
+                    .tcp()
+            })
             .map_err(|e| format!("http: cannot listen on {addr}: {e}"))?
             .run();
         eprintln!("allow_all: http on {addr}");
@@ -141,15 +155,21 @@ async fn serve(
 }
 
 /// The HTTP handler for every method and path.
-async fn allow() -> HttpResponse {
-    if std::env::var_os("ALLOW_ALL_SHAPED").is_some() {
+fn allow(shaped: bool) -> actix_http::Response<BoxBody> {
+    let mut resp = actix_http::Response::new(StatusCode::OK);
+    if shaped {
         // What tokengate's authz_http answers for the benchmark's tokens.
-        return HttpResponse::Ok()
-            .insert_header(("x-auth-subject", "user-00000042"))
-            .insert_header(("x-auth-scopes", "read write"))
-            .finish();
+        let h = resp.headers_mut();
+        h.insert(
+            HeaderName::from_static("x-auth-subject"),
+            HeaderValue::from_static("user-00000042"),
+        );
+        h.insert(
+            HeaderName::from_static("x-auth-scopes"),
+            HeaderValue::from_static("read write"),
+        );
     }
-    HttpResponse::Ok().finish()
+    resp
 }
 
 // === impl AllowAll ===

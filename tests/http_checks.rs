@@ -41,6 +41,10 @@ fn answers_with_rfc6750_statuses_and_challenges() {
     );
     let body: serde_json::Value = serde_json::from_slice(&r.body).unwrap_or_default();
     assert_eq!(body["error"], "expired");
+    // A denial is JSON and never cached by a proxy in between.
+    assert_eq!(r.header("content-type"), Some("application/json"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
+    assert_eq!(r.header("retry-after"), None);
 
     let auth = format!("Bearer {}", token("SCOPE_READ_ONLY"));
     let r = tg.check("POST", "/orders", &[("authorization", &auth)]);
@@ -200,4 +204,6 @@ fn keys_unavailable_is_503_and_not_ready() {
     let r = tg.check_token("/x", &token("GOOD_RS256"));
     assert_eq!(r.status, 503);
     assert_eq!(r.header("www-authenticate"), None);
+    assert_eq!(r.header("retry-after"), Some("5"));
+    assert_eq!(r.header("cache-control"), Some("no-store"));
 }

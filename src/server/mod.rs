@@ -28,6 +28,10 @@ use crate::token::extract::Headers;
 
 /// Time a client has to send a complete request head.
 pub const CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+/// Time a client has to close its side after the last answer (actix-web's default).
+pub const CLIENT_DISCONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
+/// Length of a listener's accept queue (actix-web's default).
+pub const BACKLOG: i32 = 1024;
 /// Most concurrent connections per worker.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
 /// Time in-flight requests get to finish on SIGTERM.
@@ -83,6 +87,16 @@ pub struct Listeners {
     pub addrs: Vec<(String, std::net::SocketAddr)>,
 }
 
+/// A listening socket on `addr`, as actix-web binds one (`SO_REUSEADDR`, [`BACKLOG`]).
+fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(BACKLOG)?;
+    Ok(socket.into())
+}
+
 /// Applies the listener limits, binds and runs an actix `HttpServer`.
 macro_rules! bind {
     ($server:expr, $name:expr, $addr:expr, $workers:expr) => {
@@ -110,13 +124,9 @@ pub fn start(app: &Arc<App>, workers: usize) -> Result<Listeners, String> {
         addrs: Vec::new(),
     };
     if let Some(addr) = l.authz_http {
-        let authz = web::Data::new(app.authorizer().clone());
-        let server = HttpServer::new(move || {
-            ActixApp::new()
-                .app_data(authz.clone())
-                .default_service(web::to(authz_http::check))
-        });
-        out.add("authz_http", bind!(server, "authz_http", addr, workers))?;
+        let bound = authz_http::bind(app.authorizer().clone(), addr, workers)
+            .map_err(|e| bind_error("authz_http", addr, &e));
+        out.add("authz_http", bound)?;
     }
     if let Some(addr) = l.authz_grpc {
         out.add_grpc(app.authorizer().clone(), addr)?;
