@@ -909,6 +909,38 @@ fn slow_loris_after_a_kept_alive_request_is_cut_off() {
     assert_alive(&mut tg);
 }
 
+/// On SIGTERM, a kept-alive `authz_http` connection that is idle between checks (as
+/// Envoy's pooled connections are) is closed at once by the graceful-shutdown signal,
+/// not left to its 5 s keep-alive timeout, and the process exits 0.
+#[test]
+fn sigterm_closes_idle_kept_alive_authz_connections_at_once() {
+    let dir = TempDir::new("hardening-sigterm-idle");
+    let mut tg = Tokengate::start(&dir, gate_config());
+    tg.wait_ready();
+    let s = connect(tg.authz).unwrap_or_else(|| panic!("cannot connect to authz_http"));
+    let (status, mut s) = keep_alive_check(s, &token("GOOD_RS256"))
+        .unwrap_or_else(|| panic!("no answer on the kept-alive connection"));
+    assert_eq!(status, 200);
+    let signalled = Instant::now();
+    tg.signal("TERM");
+    let mut buf = [0u8; 64];
+    let read = s.read(&mut buf);
+    let closed_after = signalled.elapsed();
+    assert!(
+        matches!(read, Ok(0))
+            || read
+                .as_ref()
+                .is_err_and(|e| e.kind() == std::io::ErrorKind::ConnectionReset),
+        "the idle connection was not closed: {read:?}"
+    );
+    // The keep-alive timeout (5 s) would close it too, but only later.
+    assert!(
+        closed_after < Duration::from_secs(4),
+        "closed {closed_after:?} after SIGTERM: by the keep-alive timeout, not by shutdown"
+    );
+    assert_eq!(tg.wait_exit(), Some(0), "log:\n{}", tg.logs());
+}
+
 /// Headers of 64 KB (below actix's fixed 128 KiB head limit, so not 431) are answered
 /// normally and promptly on every HTTP listener; a 64 KB token is `too_large`.
 #[test]
