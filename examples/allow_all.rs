@@ -24,7 +24,6 @@
 
 use std::net::SocketAddr;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use actix_http::body::BoxBody;
 use actix_http::header::{HeaderName, HeaderValue};
@@ -35,6 +34,7 @@ use envoy_types::ext_authz::v3::pb::{
     OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
+use tokengate::server;
 use tonic::{Request, Response, Status};
 
 /// Default HTTP address.
@@ -101,17 +101,16 @@ async fn serve(
     let mut tasks = Vec::new();
     if let Some(addr) = http {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let shaped = std::env::var_os("ALLOW_ALL_SHAPED").is_some();
         // tokengate's HTTP listener limits (src/server/mod.rs, authz_http.rs).
         let server = actix_server::Server::build()
             .workers(workers)
-            .max_concurrent_connections(10_000)
-            .backlog(1024)
+            .max_concurrent_connections(server::MAX_CONNECTIONS_PER_WORKER)
+            .backlog(server::BACKLOG)
             .disable_signals()
             .bind("allow_all", addr, move || {
                 HttpService::build()
-                    .client_request_timeout(Duration::from_secs(5))
-                    .client_disconnect_timeout(Duration::from_secs(1))
+                    .client_request_timeout(server::CLIENT_REQUEST_TIMEOUT)
+                    .client_disconnect_timeout(server::CLIENT_DISCONNECT_TIMEOUT)
                     .h1_allow_half_closed(true)
                     .h1(fn_service(move |_| async move {
                         Ok::<_, std::convert::Infallible>(allow(shaped))
@@ -131,12 +130,12 @@ async fn serve(
             .map_err(|e| format!("grpc: cannot listen on {addr}: {e}"))?;
         // tokengate's gRPC listener settings (src/server/mod.rs).
         let router = tonic::transport::Server::builder()
-            .concurrency_limit_per_connection(256)
-            .max_concurrent_streams(256)
-            .timeout(Duration::from_secs(10))
-            .http2_max_header_list_size(64 * 1024)
-            .http2_keepalive_interval(Some(Duration::from_secs(30)))
-            .http2_keepalive_timeout(Some(Duration::from_secs(10)))
+            .concurrency_limit_per_connection(server::GRPC_MAX_STREAMS_PER_CONNECTION as usize)
+            .max_concurrent_streams(server::GRPC_MAX_STREAMS_PER_CONNECTION)
+            .timeout(server::GRPC_REQUEST_TIMEOUT)
+            .http2_max_header_list_size(server::GRPC_MAX_HEADER_LIST_BYTES)
+            .http2_keepalive_interval(Some(server::GRPC_KEEPALIVE.0))
+            .http2_keepalive_timeout(Some(server::GRPC_KEEPALIVE.1))
             .add_service(AuthorizationServer::new(AllowAll { shaped }));
         let incoming =
             tonic::transport::server::TcpIncoming::from(listener).with_nodelay(Some(true));

@@ -31,7 +31,7 @@ pub const CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::fro
 /// Time a client has to close its side after the last answer (actix-web's default).
 pub const CLIENT_DISCONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
 /// Length of a listener's accept queue (actix-web's default).
-pub const BACKLOG: i32 = 1024;
+pub const BACKLOG: u32 = 1024;
 /// Most concurrent connections per worker.
 pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
 /// Time in-flight requests get to finish on SIGTERM.
@@ -93,7 +93,7 @@ fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpList
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
     socket.set_reuse_address(true)?;
     socket.bind(&addr.into())?;
-    socket.listen(BACKLOG)?;
+    socket.listen(i32::try_from(BACKLOG).unwrap_or(i32::MAX))?;
     Ok(socket.into())
 }
 
