@@ -8,9 +8,9 @@
 //! Envoy + ext_authz → `allow_all` costs the hop alone; the same Envoy → tokengate costs
 //! the hop plus tokengate's decision, so their ratio is what tokengate adds. To keep
 //! that ratio about the decision and not about the framework, this service is served
-//! the way tokengate serves its listeners (`src/server/authz_http.rs`, `mod.rs`):
-//! actix-http's HTTP/1.1 dispatcher with one worker per CPU the process may run on, on a
-//! multi-thread tokio runtime that also runs tonic, with the same connection limits,
+//! the way tokengate serves its listeners (`src/server/authz_http.rs`, `mod.rs`): the
+//! same `h1` connection on actix-server with one worker per CPU the process may run on,
+//! on a multi-thread tokio runtime that also runs tonic, with the same connection limits,
 //! timeouts and HTTP/2 settings.
 //!
 //! With `ALLOW_ALL_SHAPED=1` in its environment, its answers carry what tokengate's carry
@@ -25,16 +25,16 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use actix_http::body::BoxBody;
-use actix_http::header::{HeaderName, HeaderValue};
-use actix_http::{HttpService, StatusCode};
-use actix_service::fn_service;
+use std::future::Future;
+use std::sync::Arc;
+
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse as CheckHttp,
     OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
 use tokengate::server;
+use tokengate::server::h1::{Answer, Handler, Head};
 use tonic::{Request, Response, Status};
 
 /// Default HTTP address.
@@ -101,24 +101,9 @@ async fn serve(
     let mut tasks = Vec::new();
     if let Some(addr) = http {
         let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // tokengate's HTTP listener limits (src/server/mod.rs, authz_http.rs).
-        let server = actix_server::Server::build()
-            .workers(workers)
-            .max_concurrent_connections(server::MAX_CONNECTIONS_PER_WORKER)
-            .backlog(server::BACKLOG)
-            .disable_signals()
-            .bind("allow_all", addr, move || {
-                HttpService::build()
-                    .client_request_timeout(server::CLIENT_REQUEST_TIMEOUT)
-                    .client_disconnect_timeout(server::CLIENT_DISCONNECT_TIMEOUT)
-                    .h1_allow_half_closed(true)
-                    .h1(fn_service(move |_| async move {
-                        Ok::<_, std::convert::Infallible>(allow(shaped))
-                    }))
-                    .tcp()
-            })
-            .map_err(|e| format!("http: cannot listen on {addr}: {e}"))?
-            .run();
+        // tokengate's authz_http listener, limits included (src/server/authz_http.rs).
+        let (_, server) = server::authz_http::serve(Arc::new(AllowAll { shaped }), addr, workers)
+            .map_err(|e| format!("http: cannot listen on {addr}: {e}"))?;
         eprintln!("allow_all: http on {addr}");
         tasks.push(tokio::spawn(async move {
             server.await.map_err(|e| format!("http: {e}"))
@@ -153,22 +138,23 @@ async fn serve(
     Ok(())
 }
 
+// === impl AllowAll ===
+
 /// The HTTP handler for every method and path.
-fn allow(shaped: bool) -> actix_http::Response<BoxBody> {
-    let mut resp = actix_http::Response::new(StatusCode::OK);
-    if shaped {
-        // What tokengate's authz_http answers for the benchmark's tokens.
-        let h = resp.headers_mut();
-        h.insert(
-            HeaderName::from_static("x-auth-subject"),
-            HeaderValue::from_static("user-00000042"),
-        );
-        h.insert(
-            HeaderName::from_static("x-auth-scopes"),
-            HeaderValue::from_static("read write"),
-        );
+impl Handler for AllowAll {
+    fn answer<'a>(
+        &'a self,
+        _: &'a Head<'a>,
+        answer: &'a mut Answer,
+    ) -> impl Future<Output = ()> + 'a {
+        answer.status(200);
+        if self.shaped {
+            // What tokengate's authz_http answers for the benchmark's tokens.
+            answer.header("x-auth-subject", b"user-00000042");
+            answer.header("x-auth-scopes", b"read write");
+        }
+        std::future::ready(())
     }
-    resp
 }
 
 // === impl AllowAll ===

@@ -7,33 +7,48 @@
 //!   forward headers a client may have sent itself;
 //! - deny: the decision's status, `WWW-Authenticate` and a short JSON body.
 //!
-//! Served by actix-http's HTTP/1.1 dispatcher directly, with the limits of the other
-//! HTTP listeners: every request is the same check, so actix-web's router, extractors
-//! and per-request `HttpRequest` have nothing to do. Under load, the answers decided in
-//! one turn of the worker's event loop are written together (see `turn`).
+//! Served by `h1`, a small HTTP/1.1 connection with the limits of the other HTTP
+//! listeners, on actix-server's workers (accept, connection limit, graceful shutdown):
+//! every request is the same check, answered from its head alone, so a general HTTP
+//! stack has nothing to do. Under load, the answers decided in one turn of the worker's
+//! event loop are written together (see `turn`).
 
-use std::cell::RefCell;
-use std::convert::Infallible;
-use std::net::SocketAddr;
 use std::sync::Arc;
 
-use actix_http::body::BoxBody;
-use actix_http::header::{self, HeaderName, HeaderValue};
-use actix_http::{HttpMessage as _, HttpService, Request, Response, StatusCode};
-use actix_service::fn_service;
-use actix_web::web::Bytes;
+use actix_web::HttpResponse;
+use actix_web::http::StatusCode;
 
-use super::ActixHeaders;
+use super::h1::{self, Answer, Head};
 use crate::authz::{Authorizer, RequestView};
-use crate::decision::Decision;
+use crate::decision::{Decision, Denial};
 use crate::metrics::Listener;
+use crate::token::extract::Headers;
+
+/// The connection limits of this listener (those of the other HTTP listeners).
+pub const LIMITS: h1::Limits = h1::Limits {
+    request_timeout: super::CLIENT_REQUEST_TIMEOUT,
+    disconnect_timeout: super::CLIENT_DISCONNECT_TIMEOUT,
+};
 
 /// Binds `addr` and returns the bound addresses and the server, not yet polled.
 pub fn bind(
     authz: Arc<Authorizer>,
-    addr: SocketAddr,
+    addr: std::net::SocketAddr,
     workers: usize,
-) -> std::io::Result<(Vec<SocketAddr>, actix_server::Server)> {
+) -> std::io::Result<(Vec<std::net::SocketAddr>, actix_server::Server)> {
+    let handler = Arc::new(Check(authz));
+    serve(handler, addr, workers)
+}
+
+/// Serves `handler` on `addr` with this listener's limits: `workers` threads, each
+/// accepting up to [`super::MAX_CONNECTIONS_PER_WORKER`] connections, graceful shutdown
+/// within [`super::SHUTDOWN_GRACE`]. Also serves `examples/allow_all`, the do-nothing
+/// baseline of the benchmarks.
+pub fn serve<H: h1::Handler + Send + Sync + 'static>(
+    handler: Arc<H>,
+    addr: std::net::SocketAddr,
+    workers: usize,
+) -> std::io::Result<(Vec<std::net::SocketAddr>, actix_server::Server)> {
     let listener = super::tcp_listener(addr)?;
     let local = listener.local_addr()?;
     let builder = actix_server::Server::build()
@@ -44,82 +59,97 @@ pub fn bind(
     let signal = builder.graceful_shutdown_signal();
     let server = builder
         .listen("authz_http", listener, move || {
-            let authz = authz.clone();
+            let handler = handler.clone();
             let signal = signal.clone();
-            HttpService::build()
-                .graceful_shutdown_signal(move || {
-                    let signal = signal.clone();
-                    async move { signal.notified().await }
-                })
-                .client_request_timeout(super::CLIENT_REQUEST_TIMEOUT)
-                .client_disconnect_timeout(super::CLIENT_DISCONNECT_TIMEOUT)
-                .h1_allow_half_closed(true)
-                .local_addr(local)
-                .h1(fn_service(move |req: Request| {
-                    let authz = authz.clone();
-                    async move { Ok::<_, Infallible>(check(&authz, &req).await) }
-                }))
-                .tcp()
+            actix_service::fn_service(move |io: tokio::net::TcpStream| {
+                let handler = handler.clone();
+                let signal = signal.clone();
+                async move {
+                    let stop = async move { signal.notified().await };
+                    if let Err(e) = h1::serve(io, &*handler, LIMITS, stop).await {
+                        tracing::debug!(listener = "authz_http", error = %e, "connection ended");
+                    }
+                    Ok::<(), ()>(())
+                }
+            })
         })?
         .run();
     Ok((vec![local], server))
 }
 
-/// The headers that name the checked request's method and path (forward-auth).
-static X_FORWARDED_METHOD: HeaderName = HeaderName::from_static("x-forwarded-method");
-static X_ORIGINAL_METHOD: HeaderName = HeaderName::from_static("x-original-method");
-static X_FORWARDED_URI: HeaderName = HeaderName::from_static("x-forwarded-uri");
-static X_ORIGINAL_URI: HeaderName = HeaderName::from_static("x-original-uri");
+/// The check every request is.
+struct Check(Arc<Authorizer>);
 
-/// One check: the request's method, path and headers, answered.
-async fn check(authz: &Authorizer, req: &Request) -> Response<BoxBody> {
-    let headers = req.headers();
-    let header = |name: &HeaderName| headers.get(name).and_then(|v| v.to_str().ok());
-    let method = header(&X_FORWARDED_METHOD)
-        .or_else(|| header(&X_ORIGINAL_METHOD))
-        .unwrap_or_else(|| req.method().as_str());
-    let path = header(&X_FORWARDED_URI)
-        .or_else(|| header(&X_ORIGINAL_URI))
-        .unwrap_or_else(|| req.uri().path_and_query().map_or("/", |pq| pq.as_str()));
-    let view = RequestView {
-        method,
-        path,
-        headers: &ActixHeaders(headers),
-    };
-    let verdict = authz.check(Listener::AuthzHttp, &view).await;
-    super::turn::coalesce().await;
-    respond(verdict.decision)
-}
-
-/// Most forward-header names a worker keeps converted.
-const NAMES_KEPT: usize = 64;
-
-thread_local! {
-    /// The forward-header names this worker has converted (configured names only, so
-    /// few): parsing one allocates, and every allow sends the same ones.
-    static NAMES: RefCell<Vec<(Arc<str>, HeaderName)>> = const { RefCell::new(Vec::new()) };
-}
-
-/// `name` as a header name, converted once per worker.
-fn header_name(name: &Arc<str>) -> Option<HeaderName> {
-    NAMES.with_borrow_mut(|names| {
-        if let Some((_, n)) = names.iter().find(|(k, _)| k == name) {
-            return Some(n.clone());
+impl h1::Handler for Check {
+    async fn answer<'a>(&'a self, head: &'a Head<'a>, answer: &'a mut Answer) {
+        // The forward-auth overrides, first of each name (one pass over the head).
+        let mut overrides: [Option<&str>; 4] = [None; 4];
+        for h in head.headers {
+            if let Some(i) = OVERRIDES
+                .iter()
+                .position(|o| h.name.eq_ignore_ascii_case(o))
+                && overrides[i].is_none()
+            {
+                overrides[i] = visible_ascii(h.value);
+            }
         }
-        let n = HeaderName::try_from(&**name).ok()?;
-        if names.len() < NAMES_KEPT {
-            names.push((name.clone(), n.clone()));
-        }
-        Some(n)
-    })
+        let [
+            forwarded_method,
+            original_method,
+            forwarded_uri,
+            original_uri,
+        ] = overrides;
+        let view = RequestView {
+            method: forwarded_method.or(original_method).unwrap_or(head.method),
+            path: forwarded_uri.or(original_uri).unwrap_or(head.target),
+            headers: &HeadHeaders(head.headers),
+        };
+        let verdict = self.0.check(Listener::AuthzHttp, &view).await;
+        super::turn::coalesce().await;
+        encode(&verdict.decision, answer);
+    }
 }
 
-/// Encodes a decision as an ext_authz / forward-auth HTTP response.
-pub fn respond(decision: Decision) -> Response<BoxBody> {
+/// The headers that name the checked request's method and path (forward-auth):
+/// Traefik's, then nginx's.
+const OVERRIDES: [&str; 4] = [
+    "x-forwarded-method",
+    "x-original-method",
+    "x-forwarded-uri",
+    "x-original-uri",
+];
+
+/// A header value as text when it is visible ASCII (and tabs), as a header value that
+/// names a method or a URI must be.
+fn visible_ascii(value: &[u8]) -> Option<&str> {
+    value
+        .iter()
+        .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b))
+        .then(|| std::str::from_utf8(value).ok())
+        .flatten()
+}
+
+/// A request head's headers as [`Headers`].
+struct HeadHeaders<'a>(&'a [httparse::Header<'a>]);
+
+impl Headers for HeadHeaders<'_> {
+    fn for_each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        for h in self.0 {
+            if h.name.eq_ignore_ascii_case(name) {
+                f(h.value);
+            }
+        }
+    }
+}
+
+/// Encodes a decision as an ext_authz / forward-auth answer.
+fn encode(decision: &Decision, answer: &mut Answer) {
     match decision {
         Decision::Allow(a) => {
-            let mut resp = Response::new(StatusCode::OK);
-            let h = resp.headers_mut();
+            answer.status(200);
+            for (name, value) in &a.forward_headers {
+                answer.header(name, value.as_bytes());
+            }
             // Envoy removes these after it has set the allowed upstream headers: a name
             // set here must not be listed (its new value would go); Envoy overwrites
             // the client's copy of it anyway.
@@ -132,41 +162,38 @@ pub fn respond(decision: Decision) -> Response<BoxBody> {
                     remove.push_str(name);
                 }
             }
-            for (name, value) in a.forward_headers {
-                // The value's own buffer becomes the header's: no copy.
-                if let (Some(n), Ok(v)) = (
-                    header_name(&name),
-                    HeaderValue::from_maybe_shared(Bytes::from(value)),
-                ) {
-                    h.insert(n, v);
-                }
+            if !remove.is_empty() {
+                answer.header("x-envoy-auth-headers-to-remove", remove.as_bytes());
             }
-            if let Ok(v) = HeaderValue::from_maybe_shared(Bytes::from(remove))
-                && !v.is_empty()
-            {
-                h.insert(HeaderName::from_static("x-envoy-auth-headers-to-remove"), v);
-            }
-            resp
         }
         Decision::Deny(d) => {
-            let status =
-                StatusCode::from_u16(d.reason.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
-            let mut resp = Response::with_body(status, BoxBody::new(d.json_body()));
-            let h = resp.headers_mut();
-            if let Some(challenge) = d.www_authenticate()
-                && let Ok(v) = HeaderValue::from_str(&challenge)
-            {
-                h.insert(header::WWW_AUTHENTICATE, v);
-            }
-            if status == StatusCode::SERVICE_UNAVAILABLE {
-                h.insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
-            }
-            h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
-            h.insert(
-                header::CONTENT_TYPE,
-                HeaderValue::from_static("application/json"),
-            );
-            resp
+            answer.status(d.reason.http_status());
+            denial_headers(d, |name, value| {
+                answer.header(name, value.as_bytes());
+            });
+            answer.body(d.json_body().as_bytes());
         }
     }
+}
+
+/// The headers of a denial on every HTTP listener, besides its status and JSON body.
+fn denial_headers(d: &Denial, mut f: impl FnMut(&'static str, &str)) {
+    if let Some(challenge) = d.www_authenticate() {
+        f("www-authenticate", &challenge);
+    }
+    if d.reason.http_status() == 503 {
+        f("retry-after", "5");
+    }
+    f("cache-control", "no-store");
+    f("content-type", "application/json");
+}
+
+/// A denial as the proxy sends it: the same status, headers and body as `authz_http`.
+pub fn denial_response(d: &Denial) -> HttpResponse {
+    let status = StatusCode::from_u16(d.reason.http_status()).unwrap_or(StatusCode::UNAUTHORIZED);
+    let mut resp = HttpResponse::build(status);
+    denial_headers(d, |name, value| {
+        resp.insert_header((name, value));
+    });
+    resp.body(d.json_body())
 }

@@ -1,7 +1,7 @@
 //! The listeners. Each one only translates between its protocol and
 //! [`crate::authz::Authorizer::check`]; none makes a decision of its own.
 //!
-//! - `authz_http` (actix): Envoy HTTP ext_authz and forward-auth, every method and path;
+//! - `authz_http` (`h1` on actix-server): Envoy HTTP ext_authz and forward-auth, every method and path;
 //! - `authz_grpc` (tonic): `envoy.service.auth.v3.Authorization/Check`;
 //! - `proxy` (actix): the reverse proxy to `upstream.url`, every method and path;
 //! - `admin` (actix): `/metrics`, `/healthz`, `/readyz`, `/keys`, `POST /refresh`.
@@ -19,6 +19,7 @@
 pub mod admin;
 pub mod authz_grpc;
 pub mod authz_http;
+pub mod h1;
 pub mod proxy;
 pub mod turn;
 

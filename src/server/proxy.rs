@@ -110,7 +110,7 @@ pub async fn handle(
     let verdict = proxy.authz.check(Listener::Proxy, &view).await;
     let allowed = match &verdict.decision {
         Decision::Allow(a) => a,
-        Decision::Deny(_) => return HttpResponse::from(authz_http::respond(verdict.decision)),
+        Decision::Deny(d) => return authz_http::denial_response(d),
     };
     let policy = proxy.authz.policy();
     let token_headers: Vec<&str> = if policy.config.forward.strip_authorization {
