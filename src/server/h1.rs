@@ -30,7 +30,7 @@ use std::pin::pin;
 use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use tokio::io::AsyncWriteExt as _;
+use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
 /// Largest request head (request line and headers), actix-http's fixed limit.
@@ -112,7 +112,7 @@ enum Parsed {
 enum Event {
     Stop,
     Timeout,
-    Readable(std::io::Result<()>),
+    Read(std::io::Result<usize>),
 }
 
 /// How the request's body is framed.
@@ -196,29 +196,26 @@ pub async fn serve<H: Handler>(
         }
         scanned = conn.buf.len();
         let idle = conn.buf.is_empty() && conn.skip == 0;
+        if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 2 {
+            conn.buf.reserve(READ_CHUNK);
+        }
+        // `read_buf`, not `readable` + `try_read`: tokio takes a short read as proof that
+        // the socket is drained and waits for the next event, where `try_read` would
+        // need a second `recv` answering `EAGAIN` after every request.
         let event = tokio::select! {
             biased;
             () = &mut stop, if idle && !stopping => Event::Stop,
             () = &mut timer => Event::Timeout,
-            ready = conn.io.readable() => Event::Readable(ready),
+            read = conn.io.read_buf(&mut conn.buf) => Event::Read(read),
         };
         match event {
             Event::Stop => return Ok(()),
             Event::Timeout if idle || conn.skip > 0 => return Ok(()),
             Event::Timeout => return conn.refuse(408).await,
-            Event::Readable(ready) => {
-                ready?;
-                if conn.buf.capacity() - conn.buf.len() < READ_CHUNK / 2 {
-                    conn.buf.reserve(READ_CHUNK);
-                }
-                match conn.io.try_read_buf(&mut conn.buf) {
-                    // The client is done sending: everything complete was answered.
-                    Ok(0) => return Ok(()),
-                    Ok(_) => {}
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
-            }
+            // The client is done sending: everything complete was answered.
+            Event::Read(Ok(0)) => return Ok(()),
+            Event::Read(Ok(_)) => {}
+            Event::Read(Err(e)) => return Err(e),
         }
     }
 }
