@@ -26,7 +26,7 @@
 
 use std::future::Future;
 use std::io::{ErrorKind, Write as _};
-use std::pin::pin;
+use std::pin::{Pin, pin};
 use std::task::{Context, Waker};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -165,12 +165,7 @@ pub async fn serve<H: Handler>(
         // at once).
         let parse = !conn.buf.is_empty() && (scanned == 0 || head_ends(&conn.buf, scanned));
         if conn.skip == 0 && parse {
-            if !stopping {
-                // A shutdown that began during the last check: this answer is the last.
-                let mut cx = Context::from_waker(Waker::noop());
-                stopping = stop.as_mut().poll(&mut cx).is_ready();
-            }
-            match conn.next(stopping).await? {
+            match conn.next(stop.as_mut(), &mut stopping).await? {
                 Parsed::Answered { len, body, close } => {
                     if close {
                         return conn.close().await;
@@ -223,8 +218,13 @@ pub async fn serve<H: Handler>(
 // === impl Conn ===
 
 impl<H: Handler> Conn<'_, H> {
-    /// Parses the buffer; answers a complete request (closing after it when `stopping`).
-    async fn next(&mut self, stopping: bool) -> std::io::Result<Parsed> {
+    /// Parses the buffer; answers a complete request. An answer given once `stop` has
+    /// resolved (`stopping`) is the connection's last.
+    async fn next<S: Future<Output = ()>>(
+        &mut self,
+        stop: Pin<&mut S>,
+        stopping: &mut bool,
+    ) -> std::io::Result<Parsed> {
         let mut lines = [httparse::EMPTY_HEADER; MAX_HEADERS];
         let mut req = httparse::Request::new(&mut lines);
         let len = match req.parse(&self.buf) {
@@ -243,14 +243,6 @@ impl<H: Handler> Conn<'_, H> {
         let Some(framing) = framing(version, req.headers) else {
             return Ok(Parsed::Refuse(400));
         };
-        let keep_alive = framing.keep_alive && !stopping;
-        let (body, close) = match framing.body {
-            Body::Length(0) => (0, !keep_alive),
-            Body::Length(n) if n <= MAX_SKIPPED_BODY && !framing.expects_continue => {
-                (n, !keep_alive)
-            }
-            Body::Length(_) | Body::Unknown => (0, true),
-        };
         let head = Head {
             method,
             target,
@@ -258,6 +250,20 @@ impl<H: Handler> Conn<'_, H> {
         };
         self.answer.clear();
         self.handler.answer(&head, &mut self.answer).await;
+        if !*stopping {
+            // A shutdown that began during the check: this answer is the last.
+            *stopping = stop
+                .poll(&mut Context::from_waker(Waker::noop()))
+                .is_ready();
+        }
+        let keep_alive = framing.keep_alive && !*stopping;
+        let (body, close) = match framing.body {
+            Body::Length(0) => (0, !keep_alive),
+            Body::Length(n) if n <= MAX_SKIPPED_BODY && !framing.expects_continue => {
+                (n, !keep_alive)
+            }
+            Body::Length(_) | Body::Unknown => (0, true),
+        };
         let head_only = method == "HEAD";
         self.answer.encode(&mut self.out, close, head_only);
         self.write_out().await?;
@@ -514,11 +520,14 @@ mod tests {
     use super::*;
 
     /// Answers 200 with `method target` as the body, and an `x-seen` header echoing
-    /// `x-in` when it is sent.
+    /// `x-in` when it is sent; `/slow` after 300 ms.
     struct Echo;
 
     impl Handler for Echo {
         async fn answer<'a>(&'a self, head: &'a Head<'a>, answer: &'a mut Answer) {
+            if head.target == "/slow" {
+                tokio::time::sleep(Duration::from_millis(300)).await;
+            }
             answer.status(200);
             if let Some(h) = head.headers.iter().find(|h| h.name == "x-in") {
                 answer.header("x-seen", h.value);
@@ -750,6 +759,20 @@ mod tests {
             "closed after {:?}",
             t.elapsed()
         );
+    }
+
+    #[test]
+    fn a_check_in_flight_at_shutdown_gets_its_answer_then_the_connection_closes() {
+        let (addr, stop) = server();
+        let mut s = connect(addr);
+        s.write_all(b"GET /slow HTTP/1.1\r\n\r\n")
+            .unwrap_or_else(|e| panic!("{e}"));
+        std::thread::sleep(Duration::from_millis(100));
+        let _ = stop.send(true);
+        let all = read_to_close(&mut s);
+        assert_eq!(statuses(&all), ["200"], "{all}");
+        assert!(all.contains("connection: close\r\n"), "{all}");
+        assert!(all.ends_with("GET /slow"), "{all}");
     }
 
     #[test]
