@@ -55,7 +55,7 @@ pub const GRPC_KEEPALIVE: (std::time::Duration, std::time::Duration) = (
     std::time::Duration::from_secs(10),
 );
 
-/// actix headers (actix-web's are actix-http's) as [`Headers`].
+/// actix-web headers as [`Headers`].
 #[derive(Debug)]
 pub struct ActixHeaders<'a>(pub &'a HeaderMap);
 

@@ -87,9 +87,9 @@ impl Wake for Turn {
 }
 
 /// Resolves at the end of the turn it was first polled in. Unlike awaiting `yield_now`
-/// itself, it does not resolve when its task is polled again before then: actix's
-/// dispatcher re-polls its service future within one poll of the connection, which would
-/// end `yield_now` at once.
+/// itself, it does not resolve when its task is polled again before then (a connection
+/// task may be woken early, by one of its timers for instance), which would end
+/// `yield_now` at once.
 #[derive(Debug)]
 struct EndOfTurn {
     turn: Arc<Turn>,

@@ -14,7 +14,10 @@ use bitflags::bitflags;
 use bytes::{Buf, BytesMut};
 use futures_core::ready;
 use pin_project_lite::pin_project;
-use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::{
+    io::{AsyncRead, AsyncWrite},
+    time::sleep_until,
+};
 use tokio_util::codec::{Decoder as _, Encoder as _};
 use tracing::{error, trace};
 
@@ -389,7 +392,7 @@ where
 
         if let Some(deadline) = this.config.client_disconnect_deadline() {
             this.shutdown_timer
-                .set_and_init(cx, deadline.into(), line!());
+                .set_and_init(cx, sleep_until(deadline.into()), line!());
             true
         } else {
             false
@@ -1083,7 +1086,7 @@ where
                 if let Some(deadline) = this.config.client_disconnect_deadline() {
                     // start shutdown timeout if enabled
                     this.shutdown_timer
-                        .set_and_init(cx, deadline.into(), line!());
+                        .set_and_init(cx, sleep_until(deadline.into()), line!());
                 } else {
                     // no shutdown timeout, drop socket
                     this.flags.insert(Flags::WRITE_DISCONNECT);
@@ -1332,11 +1335,11 @@ where
                         // client trickling it byte by byte gets 408 and is disconnected
                         // (KEEP_ALIVE stays set while the head is incomplete, so arm the
                         // timer once, on its first bytes)
-                        if matches!(inner.head_timer, TimerState::Inactive { .. }) {
+                        if matches!(inner.head_timer, TimerState::Inactive) {
                             if let Some(deadline) = inner.config.client_request_deadline() {
                                 inner.head_timer.set_and_init(
                                     cx,
-                                    deadline.into(),
+                                    sleep_until(deadline.into()),
                                     line!(),
                                 );
                             }
@@ -1349,7 +1352,7 @@ where
                         if let Some(deadline) = inner.config.client_request_deadline() {
                             inner.as_mut().project().head_timer.set_and_init(
                                 cx,
-                                deadline.into(),
+                                sleep_until(deadline.into()),
                                 line!(),
                             );
                         }
@@ -1380,7 +1383,7 @@ where
                                     if let Some(timer) = inner.config.keep_alive_deadline() {
                                         inner.as_mut().project().ka_timer.set_and_init(
                                             cx,
-                                            timer.into(),
+                                            sleep_until(timer.into()),
                                             line!(),
                                         );
                                     }

@@ -1,47 +1,40 @@
 use std::{fmt, future::Future, pin::Pin, task::Context};
 
-use tokio::time::{sleep_until, Instant, Sleep};
+use tokio::time::{Instant, Sleep};
 use tracing::trace;
 
 #[derive(Debug)]
 pub(super) enum TimerState {
     Disabled,
-    /// Not armed. Keeps the last timer's allocation, re-armed by the next `set` (a kept
-    /// timer may still wake the task once at its old deadline: a spurious poll).
-    Inactive { spare: Option<Pin<Box<Sleep>>> },
+    Inactive,
     Active { timer: Pin<Box<Sleep>> },
 }
 
 impl TimerState {
     pub(super) fn new(enabled: bool) -> Self {
         if enabled {
-            Self::Inactive { spare: None }
+            Self::Inactive
         } else {
             Self::Disabled
         }
     }
 
     pub(super) fn is_enabled(&self) -> bool {
-        matches!(self, Self::Active { .. } | Self::Inactive { .. })
+        matches!(self, Self::Active { .. } | Self::Inactive)
     }
 
-    pub(super) fn set(&mut self, deadline: Instant, line: u32) {
+    pub(super) fn set(&mut self, timer: Sleep, line: u32) {
         if matches!(self, Self::Disabled) {
             trace!("setting disabled timer from line {}", line);
         }
 
-        let timer = match std::mem::replace(self, Self::Disabled) {
-            Self::Active { mut timer } | Self::Inactive { spare: Some(mut timer) } => {
-                timer.as_mut().reset(deadline);
-                timer
-            }
-            Self::Disabled | Self::Inactive { spare: None } => Box::pin(sleep_until(deadline)),
+        *self = Self::Active {
+            timer: Box::pin(timer),
         };
-        *self = Self::Active { timer };
     }
 
-    pub(super) fn set_and_init(&mut self, cx: &mut Context<'_>, deadline: Instant, line: u32) {
-        self.set(deadline, line);
+    pub(super) fn set_and_init(&mut self, cx: &mut Context<'_>, timer: Sleep, line: u32) {
+        self.set(timer, line);
         self.init(cx);
     }
 
@@ -50,15 +43,11 @@ impl TimerState {
             trace!("trying to clear a disabled timer from line {}", line);
         }
 
-        if matches!(self, Self::Inactive { .. }) {
+        if matches!(self, Self::Inactive) {
             trace!("trying to clear an inactive timer from line {}", line);
         }
 
-        *self = match std::mem::replace(self, Self::Disabled) {
-            Self::Active { timer } => Self::Inactive { spare: Some(timer) },
-            other @ Self::Inactive { .. } => other,
-            Self::Disabled => Self::Inactive { spare: None },
-        };
+        *self = Self::Inactive;
     }
 
     pub(super) fn init(&mut self, cx: &mut Context<'_>) {
@@ -72,7 +61,7 @@ impl fmt::Display for TimerState {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             TimerState::Disabled => f.write_str("timer is disabled"),
-            TimerState::Inactive { .. } => f.write_str("timer is inactive"),
+            TimerState::Inactive => f.write_str("timer is inactive"),
             TimerState::Active { timer } => {
                 let deadline = timer.deadline();
                 let now = Instant::now();
