@@ -10,8 +10,9 @@ upstream nginx) to CLIENT_CORE (`taskset -c 0`). Each measured run starts its se
 afresh, checks one valid and one invalid request, runs wrk once, reads the servers'
 VmRSS, then stops them. The half-saturation runs use bench/loadgen instead of wrk (open
 loop, Poisson arrivals, latency from each request's scheduled send time; it busy-polls
-the client core). Rounds alternate through the whole matrix (A B C ... A B C ...),
-and medians over rounds are reported. For every run the CPU used on each core by
+the client core). Rounds go through the whole matrix (A B C ... A B C ...), the two
+sides of each ratio back to back and in alternating order (A B in odd rounds, B A in
+even ones; see `schedule`), and medians over rounds are reported. For every run the CPU used on each core by
 processes that are not the benchmark's ("foreign" CPU: other work on this shared
 machine) and the load average before and after are recorded; a run with too much
 foreign CPU is repeated after waiting for the machine to calm down.
@@ -674,6 +675,24 @@ def is_half(r):
     return r.get("target_rps") is not None or r.get("delay_ms", 0) > 0
 
 
+def schedule(configs, rnd, quick):
+    """The (configuration, scenario) runs of round `rnd`, in order. The two sides of
+    every ratio in RATIOS run back to back, in alternating order (A B in odd rounds,
+    B A in even ones): the host's speed drifts by up to a quarter within minutes (see
+    BENCHMARKS.md, "Noise"), and a ratio of two runs minutes apart measured that drift
+    as much as the servers. Everything else follows in CONFIGS order."""
+    wanted = [(c, s) for c in configs for s in CONFIGS[c][2]
+              if not (quick and s not in QUICK_SCENARIOS)]
+    order, seen = [], set()
+    for _, num, den, _ in RATIOS:
+        pair = [side for side in (num, den) if side in wanted and side not in seen]
+        if rnd % 2 == 0:
+            pair.reverse()
+        order += pair
+        seen.update(pair)
+    return order + [run for run in wanted if run not in seen]
+
+
 def half_saturation(bench, quiet, summary, rounds, duration, pairs):
     """p99 at half the saturated rate: bench/loadgen sends open-loop Poisson arrivals at
     half the median saturated rate over CONNS connections, each latency counted from the
@@ -986,14 +1005,11 @@ def main():
         configs = [c for c in CONFIGS if not args.only or re.search(args.only, c)]
         runs = []
         for rnd in range(1, rounds + 1):
-            for config in configs:
-                for scenario in CONFIGS[config][2]:
-                    if args.quick and scenario not in QUICK_SCENARIOS:
-                        continue
-                    log(f"round {rnd}/{rounds}: {config} / {scenario} (load {loadavg()[0]:.2f})")
-                    for t in run_with_retries(bench, quiet, config, scenario, duration):
-                        t["round"] = rnd
-                        runs.append(t)
+            for config, scenario in schedule(configs, rnd, args.quick):
+                log(f"round {rnd}/{rounds}: {config} / {scenario} (load {loadavg()[0]:.2f})")
+                for t in run_with_retries(bench, quiet, config, scenario, duration):
+                    t["round"] = rnd
+                    runs.append(t)
         summary = summarize(runs)
         pairs = [p for p in (QUICK_HALF if args.quick else HALF) if p[0] in configs]
         runs += half_saturation(bench, quiet, summary, rounds, duration, pairs)
