@@ -4,9 +4,11 @@
 # tokengate or of a do-nothing service (examples/allow_all), all under the same wrk load;
 # p99 at half of saturation under bench/loadgen's open-loop (Poisson) load instead.
 #
-#   bench/run.sh             the full matrix: 2 alternating rounds of 10 s runs, p99 at
-#                            half of saturation, RSS with 100,000 tokens cached,
-#                            time-to-ready (about 20-30 minutes)
+#   bench/run.sh             the full matrix: 2 rounds of 10 s runs (each ratio's two
+#                            sides back to back, in alternating order), p99 at half of
+#                            saturation, RSS with 100,000 tokens cached, time-to-ready
+#                            (about 15 minutes on a quiet machine, more while it waits
+#                            for quiet)
 #   bench/run.sh --quick     a smoke test: one round of 3 s runs, fewer scenarios
 #   bench/run.sh --profile   perf record -g of tokengate authz_http under load
 #   extra arguments go to bench/driver.py (--rounds N, --duration S, --only REGEX)
