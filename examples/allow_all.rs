@@ -151,8 +151,6 @@ impl Handler for AllowAll {
     }
 }
 
-// === impl AllowAll ===
-
 #[tonic::async_trait]
 impl Authorization for AllowAll {
     async fn check(&self, _: Request<CheckRequest>) -> Result<Response<CheckResponse>, Status> {

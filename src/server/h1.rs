@@ -33,6 +33,8 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use tokio::io::{AsyncReadExt as _, AsyncWriteExt as _};
 use tokio::net::TcpStream;
 
+use crate::token::extract::is_tchar;
+
 /// Largest request head (request line and headers), actix-http's fixed limit.
 pub const MAX_HEAD_BYTES: usize = 128 * 1024;
 /// Most header lines in a request head, actix-http's fixed limit.
@@ -273,24 +275,25 @@ impl<H: Handler> Conn<'_, H> {
     /// Writes the encoded answer; a client that does not read it within
     /// [`Limits::request_timeout`] is given up on.
     async fn write_out(&self) -> std::io::Result<()> {
+        // Writes what the socket takes now; `bytes` keeps the rest.
+        let write_some = |bytes: &mut &[u8]| match self.io.try_write(bytes) {
+            Ok(n) => {
+                *bytes = &bytes[n..];
+                Ok(())
+            }
+            Err(e) if e.kind() == ErrorKind::WouldBlock => Ok(()),
+            Err(e) => Err(e),
+        };
         let mut bytes = &self.out[..];
         // Nearly always the whole answer goes at once, with no timer.
-        match self.io.try_write(bytes) {
-            Ok(n) => bytes = &bytes[n..],
-            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-            Err(e) => return Err(e),
-        }
+        write_some(&mut bytes)?;
         if bytes.is_empty() {
             return Ok(());
         }
         let rest = async {
             while !bytes.is_empty() {
                 self.io.writable().await?;
-                match self.io.try_write(bytes) {
-                    Ok(n) => bytes = &bytes[n..],
-                    Err(e) if e.kind() == ErrorKind::WouldBlock => {}
-                    Err(e) => return Err(e),
-                }
+                write_some(&mut bytes)?;
             }
             Ok(())
         };
@@ -343,7 +346,7 @@ impl Answer {
     /// character (a CR or LF would split the answer), is not added: returns false.
     pub fn header(&mut self, name: &str, value: &[u8]) -> bool {
         if name.is_empty()
-            || !name.bytes().all(is_token_byte)
+            || !name.bytes().all(is_tchar)
             || !value
                 .iter()
                 .all(|&b| b == b'\t' || (b >= 0x20 && b != 0x7f))
@@ -468,11 +471,6 @@ fn head_ends(buf: &[u8], from: usize) -> bool {
         .windows(2)
         .enumerate()
         .any(|(i, w)| w == b"\n\n" || (w == b"\n\r" && buf.get(start + i + 2) == Some(&b'\n')))
-}
-
-/// Whether `b` may appear in a header name (RFC 9110 `tchar`).
-fn is_token_byte(b: u8) -> bool {
-    b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
 /// The reason phrase of `status` (empty for an unregistered code).

@@ -125,8 +125,9 @@ fn strip_prefix<'v>(value: &'v [u8], prefix: &[u8]) -> Credential<'v> {
     }
 }
 
-/// RFC 9110 §5.6.2 `tchar`: the characters of a token such as a scheme name.
-fn is_tchar(b: u8) -> bool {
+/// RFC 9110 §5.6.2 `tchar`: the characters of a token such as a scheme name or a header
+/// name.
+pub(crate) fn is_tchar(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b)
 }
 
