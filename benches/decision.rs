@@ -156,7 +156,7 @@ impl Request {
     fn view(&self) -> RequestView<'_, [(String, String)]> {
         RequestView {
             method: "GET",
-            path: "/orders",
+            target: "/orders",
             headers: self.0.as_slice(),
         }
     }

@@ -8,10 +8,9 @@
 //! Envoy + ext_authz → `allow_all` costs the hop alone; the same Envoy → tokengate costs
 //! the hop plus tokengate's decision, so their ratio is what tokengate adds. To keep
 //! that ratio about the decision and not about the framework, this service is served
-//! the way tokengate serves its listeners (`src/server/authz_http.rs`, `mod.rs`): the
-//! same `h1` connection on actix-server with one worker per CPU the process may run on,
-//! on a multi-thread tokio runtime that also runs tonic, with the same connection limits,
-//! timeouts and HTTP/2 settings.
+//! the way tokengate serves its listeners (`src/server/mod.rs`): the same hyper HTTP/1.1
+//! connections through `server::serve_http1`, on a multi-thread tokio runtime that also
+//! runs tonic, with the same connection limits, timeouts and HTTP/2 settings.
 //!
 //! With `ALLOW_ALL_SHAPED=1` in its environment, its answers carry what tokengate's carry
 //! for the benchmark's tokens (the two forward headers; over gRPC also a 7-claim
@@ -25,15 +24,16 @@
 use std::net::SocketAddr;
 use std::process::ExitCode;
 
-use std::sync::Arc;
+use std::convert::Infallible;
 
 use envoy_types::ext_authz::v3::pb::{
     Authorization, AuthorizationServer, CheckRequest, CheckResponse, HttpResponse as CheckHttp,
     OkHttpResponse,
 };
 use envoy_types::pb::google::rpc;
+use http_body_util::Full;
+use hyper::body::Bytes;
 use tokengate::server;
-use tokengate::server::h1::{Answer, Handler, Head};
 use tonic::{Request, Response, Status};
 
 /// Default HTTP address.
@@ -99,13 +99,21 @@ async fn serve(
 ) -> Result<(), String> {
     let mut tasks = Vec::new();
     if let Some(addr) = http {
-        let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-        // tokengate's authz_http listener, limits included (src/server/authz_http.rs).
-        let (_, server) = server::authz_http::serve(Arc::new(AllowAll { shaped }), addr, workers)
+        // tokengate's HTTP/1.1 listener, limits included (src/server/mod.rs).
+        let listener = server::tcp_listener(addr)
             .map_err(|e| format!("http: cannot listen on {addr}: {e}"))?;
         eprintln!("allow_all: http on {addr}");
+        // Never stopped: the process runs until killed.
+        let (_keep, stop) = tokio::sync::watch::channel(false);
         tasks.push(tokio::spawn(async move {
-            server.await.map_err(|e| format!("http: {e}"))
+            let make = move |_| {
+                hyper::service::service_fn(move |_req| async move {
+                    Ok::<_, Infallible>(AllowAll { shaped }.answer())
+                })
+            };
+            server::serve_http1("allow_all", listener, make, stop).await;
+            drop(_keep);
+            Ok(())
         }));
     }
     if let Some(addr) = grpc {
@@ -139,15 +147,23 @@ async fn serve(
 
 // === impl AllowAll ===
 
-/// The HTTP handler for every method and path.
-impl Handler for AllowAll {
-    async fn answer<'a>(&'a self, _: &'a Head<'a>, answer: &'a mut Answer) {
-        answer.status(200);
+impl AllowAll {
+    /// The HTTP answer for every method and path.
+    fn answer(self) -> hyper::Response<Full<Bytes>> {
+        let mut resp = hyper::Response::new(Full::new(Bytes::new()));
         if self.shaped {
             // What tokengate's authz_http answers for the benchmark's tokens.
-            answer.header("x-auth-subject", b"user-00000042");
-            answer.header("x-auth-scopes", b"read write");
+            let h = resp.headers_mut();
+            h.insert(
+                "x-auth-subject",
+                http::HeaderValue::from_static("user-00000042"),
+            );
+            h.insert(
+                "x-auth-scopes",
+                http::HeaderValue::from_static("read write"),
+            );
         }
+        resp
     }
 }
 

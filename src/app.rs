@@ -150,7 +150,8 @@ impl App {
                 drop(app);
                 tokio::time::sleep(interval).await;
                 let Some(app) = weak.upgrade() else { return };
-                app.rescan();
+                // File reads and PKCS#12 decryption block: not on an async worker.
+                let _ = tokio::task::spawn_blocking(move || app.rescan()).await;
             }
         });
     }

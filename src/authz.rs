@@ -12,7 +12,7 @@ use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use serde_json::Value;
 
-use crate::cache::{Entry, TokenCache};
+use crate::cache::TokenCache;
 use crate::claims::{self, Principal};
 use crate::clock::Clock;
 use crate::config::Config;
@@ -20,21 +20,12 @@ use crate::decision::{AllowReason, Allowed, Claims, Decision, Denial, DenyReason
 use crate::issuer::{Issuer, Issuers};
 use crate::keys::{Key, MatchKind};
 use crate::metrics::{DecisionHandles, Listener, Metrics};
-use crate::routes::{Route, Routes, normalize_path};
+use crate::request;
+pub use crate::request::RequestView;
+use crate::routes::{Route, Routes};
 use crate::token::extract::{Headers, extract};
 use crate::token::jws::{self, ClaimSet, ClaimValue};
 use crate::verify::{self, VerifiedToken};
-
-/// What a listener knows about the request being checked.
-#[derive(Debug)]
-pub struct RequestView<'a, H: ?Sized> {
-    /// The method of the request being authorized.
-    pub method: &'a str,
-    /// Its path (query string allowed; it is dropped for matching).
-    pub path: &'a str,
-    /// Its headers.
-    pub headers: &'a H,
-}
 
 /// A decision and what it rests on.
 #[derive(Debug, Clone)]
@@ -51,9 +42,6 @@ pub struct Verdict {
     pub cached: bool,
     /// First 8 hex digits of the token's SHA-256.
     pub fingerprint: Option<Fingerprint>,
-    /// The verified-token cache entry an allow rests on (when the token was hashed),
-    /// where a listener may keep its encoding of the answer for the next request.
-    pub entry: Option<Arc<Entry>>,
 }
 
 /// Everything a decision depends on that a config reload replaces at once.
@@ -79,14 +67,10 @@ pub struct Authorizer {
     metrics: Arc<Metrics>,
 }
 
-/// What a token is judged for: the policy, the route, whether the listener reads the
-/// claims of an allow, and whether it sends a cache entry's encoded answer
-/// ([`Entry::grpc_allow`]) instead of reading the allow's content.
+/// What a token is judged for: the policy and the route.
 struct Ask<'a> {
     policy: &'a Policy,
     route: Option<&'a Route>,
-    wants_claims: bool,
-    sends_encoded: bool,
 }
 
 struct Judged {
@@ -95,7 +79,6 @@ struct Judged {
     key: Option<Arc<Key>>,
     matched: Option<MatchKind>,
     cached: bool,
-    entry: Option<Arc<Entry>>,
 }
 
 // === impl Policy ===
@@ -255,55 +238,32 @@ impl Authorizer {
         let started = Instant::now();
         let policy = self.policy.load_full();
         let now = self.clock.now();
-        let path = normalize_path(req.path);
-        let route = path
-            .as_deref()
-            .and_then(|p| policy.routes.pick(req.method, p));
+        let judged_request =
+            request::judge(&policy.config, &policy.headers_to_remove, listener, req);
 
         let mut fingerprint = None;
-        let judged = match extract(&policy.config.token, req.headers) {
-            // A path the upstream may resolve to another route than tokengate would.
-            _ if path.is_none() => Judged::deny(DenyReason::InvalidRequest.into(), None),
-            Err(reason) => Judged::deny(reason.into(), None),
-            Ok(None) => match route {
-                Some(r) if r.config.allow_anonymous => Judged {
-                    decision: Decision::Allow(Allowed {
-                        reason: AllowReason::Anonymous,
-                        forward_headers: Vec::new(),
-                        headers_to_remove: policy.headers_to_remove.clone(),
-                        claims: None,
-                    }),
-                    issuer: None,
-                    key: None,
-                    matched: None,
-                    cached: false,
-                    entry: None,
-                },
-                _ => Judged::deny(DenyReason::MissingToken.into(), None),
-            },
-            Ok(Some(token)) => {
-                // The token's hash keys the cache and identifies the token in logs; with
-                // neither in use, skip it.
-                let hash = (policy.cache.enabled() || tracing::enabled!(tracing::Level::DEBUG))
-                    .then(|| {
-                        let d = digest::digest(&digest::SHA256, token.as_bytes());
-                        let mut hash = [0u8; 32];
-                        hash.copy_from_slice(d.as_ref());
-                        hash
-                    });
-                fingerprint = hash.as_ref().map(Fingerprint::of);
-                // Only the gRPC listener (dynamic metadata) and the CLI (printing) read
-                // the claims of an allow; the HTTP listeners forward headers.
-                let wants_claims = matches!(listener, Listener::AuthzGrpc | Listener::Cli);
-                let ask = Ask {
-                    policy: &policy,
-                    route,
-                    wants_claims,
-                    sends_encoded: listener == Listener::AuthzGrpc,
-                };
-                self.judge_token(&ask, token, hash, now).await
+        let mut judged = match &judged_request {
+            // A request that cannot be read one way only is not judged.
+            Err(_) => Judged::deny(DenyReason::InvalidRequest.into(), None),
+            Ok(r) => {
+                let route = policy
+                    .routes
+                    .pick(r.method, &r.path, policy.config.path_case);
+                self.judge_request(&policy, route, req.headers, now, &mut fingerprint)
+                    .await
             }
         };
+        // Spoofed spellings of forward headers go the way of the forward headers.
+        if let (Decision::Allow(a), Ok(r)) = (&mut judged.decision, &judged_request)
+            && !r.spoofed.is_empty()
+        {
+            a.headers_to_remove = a
+                .headers_to_remove
+                .iter()
+                .cloned()
+                .chain(r.spoofed.iter().cloned())
+                .collect();
+        }
 
         let listener_slot = listener as usize;
         let issuer_slot = judged.issuer.map_or(0, |i| i + 1);
@@ -339,7 +299,49 @@ impl Authorizer {
             matched: judged.matched,
             cached: judged.cached,
             fingerprint,
-            entry: judged.entry,
+        }
+    }
+
+    /// Judges the credentials of a request that reads one way only.
+    async fn judge_request<H: Headers + ?Sized + Sync>(
+        &self,
+        policy: &Policy,
+        route: Option<&Route>,
+        headers: &H,
+        now: i64,
+        fingerprint: &mut Option<Fingerprint>,
+    ) -> Judged {
+        match extract(&policy.config.token, headers) {
+            Err(reason) => Judged::deny(reason.into(), None),
+            Ok(None) => match route {
+                Some(r) if r.config.allow_anonymous => Judged {
+                    decision: Decision::Allow(Allowed {
+                        reason: AllowReason::Anonymous,
+                        forward_headers: Vec::new(),
+                        headers_to_remove: policy.headers_to_remove.clone(),
+                        claims: None,
+                    }),
+                    issuer: None,
+                    key: None,
+                    matched: None,
+                    cached: false,
+                },
+                _ => Judged::deny(DenyReason::MissingToken.into(), None),
+            },
+            Ok(Some(token)) => {
+                // The token's hash keys the cache and identifies the token in logs; with
+                // neither in use, skip it.
+                let hash = (policy.cache.enabled() || tracing::enabled!(tracing::Level::DEBUG))
+                    .then(|| {
+                        let d = digest::digest(&digest::SHA256, token.as_bytes());
+                        let mut hash = [0u8; 32];
+                        hash.copy_from_slice(d.as_ref());
+                        hash
+                    });
+                *fingerprint = hash.as_ref().map(Fingerprint::of);
+                let ask = Ask { policy, route };
+                self.judge_token(&ask, token, hash, now).await
+            }
         }
     }
 
@@ -360,7 +362,9 @@ impl Authorizer {
                 .key
                 .stats
                 .record_use(entry.principal.matched, now);
-            return Judged::allow_or_scope(ask, &entry, payload_segment(token), true);
+            let mut judged = Judged::allow_or_scope(ask, &entry.principal, payload_segment(token));
+            judged.cached = true;
+            return judged;
         }
         let jws = match jws::parse(token, policy.issuers.algorithms()) {
             Ok(j) => j,
@@ -392,13 +396,10 @@ impl Authorizer {
         let payload_b64 = jws.payload_b64;
         match hash {
             Some(hash) => {
-                let entry =
-                    policy
-                        .cache
-                        .insert_sized(hash, generation, principal, now, payload_b64.len());
-                Judged::allow_or_scope(ask, &entry, payload_b64, false)
+                let entry = policy.cache.insert(hash, generation, principal, now);
+                Judged::allow_or_scope(ask, &entry.principal, payload_b64)
             }
-            None => Judged::allow_or_scope_of(ask, &principal, payload_b64, true),
+            None => Judged::allow_or_scope(ask, &principal, payload_b64),
         }
     }
 
@@ -457,24 +458,11 @@ impl Judged {
             key: None,
             matched: None,
             cached: false,
-            entry: None,
         }
     }
 
-    /// The allow (or the scope denial) of a cached or just-cached verification.
-    fn allow_or_scope(ask: &Ask<'_>, entry: &Arc<Entry>, payload_b64: &str, cached: bool) -> Self {
-        // The listener will send the entry's encoded answer: the allow needs no content.
-        let content = !(ask.sends_encoded && entry.grpc_allow.get().is_some());
-        let mut judged = Self::allow_or_scope_of(ask, &entry.principal, payload_b64, content);
-        judged.cached = cached;
-        if judged.decision.is_allowed() {
-            judged.entry = Some(entry.clone());
-        }
-        judged
-    }
-
-    /// With `content` false, an allow carries neither forward headers nor claims.
-    fn allow_or_scope_of(ask: &Ask<'_>, p: &Principal, payload_b64: &str, content: bool) -> Self {
+    /// The allow (or the scope denial) of a verified principal.
+    fn allow_or_scope(ask: &Ask<'_>, p: &Principal, payload_b64: &str) -> Self {
         let (policy, route) = (ask.policy, ask.route);
         let scoped = match route {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
@@ -483,13 +471,9 @@ impl Judged {
         let decision = match scoped {
             Ok(()) => Decision::Allow(Allowed {
                 reason: AllowReason::Ok,
-                forward_headers: if content {
-                    policy.forward_headers(p, payload_b64)
-                } else {
-                    Vec::new()
-                },
+                forward_headers: policy.forward_headers(p, payload_b64),
                 headers_to_remove: policy.headers_to_remove.clone(),
-                claims: (content && ask.wants_claims).then(|| Claims::new(payload_b64)),
+                claims: Some(Claims::new(payload_b64)),
             }),
             Err(denial) => Decision::Deny(denial),
         };
@@ -499,7 +483,6 @@ impl Judged {
             key: Some(p.key.clone()),
             matched: Some(p.matched),
             cached: false,
-            entry: None,
         }
     }
 }

@@ -33,7 +33,7 @@
 //! allocation per entry). The rest is the entries themselves.
 
 use std::num::NonZeroUsize;
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock, PoisonError};
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hashbrown::HashTable;
@@ -62,10 +62,6 @@ pub struct Entry {
     pub principal: Principal,
     /// Unix seconds from which it is no longer used: `min(exp, inserted + max_ttl)`.
     deadline: i64,
-    /// The allow answer as the gRPC listener encodes it (a `CheckResponse`), made by the
-    /// first gRPC check that finds this entry allowed; later checks of the same token
-    /// send these bytes as they are. Empty for tokens only seen over HTTP.
-    pub grpc_allow: OnceLock<Box<[u8]>>,
 }
 
 /// The cache (or nothing, when turned off).
@@ -186,27 +182,12 @@ impl TokenCache {
         principal: Principal,
         now: i64,
     ) -> Arc<Entry> {
-        self.insert_sized(hash, generation, principal, now, 0)
-    }
-
-    /// [`TokenCache::insert`], weighing the entry `attached` bytes more: what a listener
-    /// may attach to it later ([`Entry::grpc_allow`], which carries the token's claims,
-    /// so the caller passes the payload's size).
-    pub fn insert_sized(
-        &self,
-        hash: [u8; 32],
-        generation: u64,
-        principal: Principal,
-        now: i64,
-        attached: usize,
-    ) -> Arc<Entry> {
         let until = now.saturating_add(self.max_ttl_secs);
         let deadline = principal.exp.map_or(until, |exp| exp.min(until));
         let entry = Arc::new(Entry {
             generation,
             principal,
             deadline,
-            grpc_allow: OnceLock::new(),
         });
         if now < deadline
             && let Some(shard) = self.shard(&hash)
@@ -214,7 +195,7 @@ impl TokenCache {
             let slot = Slot {
                 key: hash,
                 entry: entry.clone(),
-                weight: entry.weight(attached),
+                weight: entry.weight(),
                 referenced: false,
             };
             let evicted = lock(shard).insert(slot, now);
@@ -359,10 +340,9 @@ impl Shard {
 
 impl Entry {
     /// Units of [`ENTRY_WEIGHT_UNIT`] this entry counts for (at least one): its own size
-    /// plus the strings it owns (the key is shared with the ring and not counted) plus
-    /// `attached` bytes it may carry later.
-    fn weight(&self, attached: usize) -> u32 {
-        let owned = self.principal.heap_size().saturating_add(attached);
+    /// plus the strings it owns (the key is shared with the ring and not counted).
+    fn weight(&self) -> u32 {
+        let owned = self.principal.heap_size();
         let bytes = std::mem::size_of::<Self>() + 32 + owned;
         u32::try_from(bytes.div_ceil(ENTRY_WEIGHT_UNIT).max(1)).unwrap_or(u32::MAX)
     }

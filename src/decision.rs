@@ -308,6 +308,22 @@ impl Denial {
         Some(value)
     }
 
+    /// Every header of this denial's answer besides its status, on every listener (HTTP
+    /// answers, the proxy's, gRPC's `DeniedHttpResponse`): the challenge, `retry-after`
+    /// on 503, `cache-control: no-store` and the JSON body's content type.
+    pub fn headers(&self) -> Vec<(&'static str, String)> {
+        let mut out = Vec::with_capacity(4);
+        if let Some(challenge) = self.www_authenticate() {
+            out.push(("www-authenticate", challenge));
+        }
+        if self.reason.http_status() == 503 {
+            out.push(("retry-after", "5".to_string()));
+        }
+        out.push(("cache-control", "no-store".to_string()));
+        out.push(("content-type", "application/json".to_string()));
+        out
+    }
+
     /// The short JSON body listeners send with a denial.
     pub fn json_body(&self) -> String {
         serde_json::json!({

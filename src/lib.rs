@@ -27,7 +27,7 @@
 //!
 //! Modules: [`config`] (the JSON file, typed), [`token`] (extraction, compact JWS),
 //! [`issuer`], [`keys`] (key rings and every key source), [`verify`], [`claims`],
-//! [`routes`], [`cache`], [`decision`] (the one mapping to HTTP, RFC 6750 and gRPC),
+//! [`request`] (the judged request, one reading for every listener), [`routes`], [`cache`], [`decision`] (the one mapping to HTTP, RFC 6750 and gRPC),
 //! [`authz`] (the decision path), [`metrics`], [`clock`], [`app`] (wiring), [`server`]
 //! (one module per listener) and [`cmd`] (one module per subcommand).
 
@@ -46,6 +46,7 @@ pub mod decision;
 pub mod issuer;
 pub mod keys;
 pub mod metrics;
+pub mod request;
 pub mod routes;
 pub mod server;
 pub mod token;

@@ -82,7 +82,7 @@ fn run_cases(cfg: Config, cases: Vec<Case>) {
         for c in cases {
             let view = RequestView {
                 method: c.method,
-                path: c.path,
+                target: c.path,
                 headers: c.headers.as_slice(),
             };
             let v = app.authorizer().check(Listener::Cli, &view).await;

@@ -46,7 +46,7 @@ use crate::support::{
 mod fuzz_checks;
 
 /// `server::CLIENT_REQUEST_TIMEOUT`: the time a client has to send a request head.
-const HEAD_TIMEOUT: Duration = tokengate::server::CLIENT_REQUEST_TIMEOUT;
+const HEAD_TIMEOUT: Duration = tokengate::server::HEADER_READ_TIMEOUT;
 
 // === the attack corpus ===
 

@@ -160,7 +160,7 @@ pub fn authorized(data: &[u8]) -> bool {
     let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
     let view = RequestView {
         method: "POST",
-        path: "/w/orders",
+        target: "/w/orders",
         headers: headers.as_slice(),
     };
     let verdict = rt.block_on(app.authorizer().check(Listener::Cli, &view));

@@ -7,7 +7,6 @@ use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
 
-use actix_web::{App as ActixApp, HttpResponse, HttpServer, web};
 use aws_lc_rs::rand::SystemRandom;
 use aws_lc_rs::signature::{ECDSA_P256_SHA256_FIXED_SIGNING, EcdsaKeyPair, KeyPair};
 use base64::Engine as _;
@@ -57,30 +56,27 @@ async fn run_inner(
     }]})
     .to_string();
 
-    // The demo's own "authorization server": a JWKS on an ephemeral loopback port.
-    let body = web::Data::new(jwks);
-    let jwks_server = HttpServer::new(move || {
-        ActixApp::new().app_data(body.clone()).route(
-            "/demo/jwks.json",
-            web::get().to(|b: web::Data<String>| async move {
-                HttpResponse::Ok()
-                    .content_type("application/json")
-                    .body(b.get_ref().clone())
-            }),
-        )
-    })
-    .workers(1)
-    .disable_signals()
-    .bind(("127.0.0.1", 0))
-    .map_err(|e| format!("cannot start the demo JWKS server: {e}"))?;
-    let jwks_addr = jwks_server
-        .addrs()
-        .first()
-        .copied()
-        .ok_or("the demo JWKS server has no address")?;
-    let jwks_running = jwks_server.run();
-    let jwks_handle = jwks_running.handle();
-    tokio::spawn(jwks_running);
+    // The demo's own "authorization server": a JWKS on an ephemeral loopback port,
+    // served like every other listener.
+    let jwks_listener = crate::server::tcp_listener(SocketAddr::from(([127, 0, 0, 1], 0)))
+        .map_err(|e| format!("cannot start the demo JWKS server: {e}"))?;
+    let jwks_addr = jwks_listener
+        .local_addr()
+        .map_err(|e| format!("cannot start the demo JWKS server: {e}"))?;
+    let router = axum::Router::new().route(
+        "/demo/jwks.json",
+        axum::routing::get(move || {
+            let jwks = jwks.clone();
+            async move { ([(http::header::CONTENT_TYPE, "application/json")], jwks) }
+        }),
+    );
+    let (jwks_stop, stopped) = tokio::sync::watch::channel(false);
+    let jwks_task = tokio::spawn(crate::server::serve_http1(
+        "demo_jwks",
+        jwks_listener,
+        move |_| hyper_util::service::TowerToHyperService::new(router.clone()),
+        stopped,
+    ));
 
     let issuer = format!("http://{jwks_addr}/demo");
     let config_text = json!({
@@ -145,7 +141,8 @@ async fn run_inner(
 
     wait_for_signals(&app).await;
     listeners.stop().await;
-    jwks_handle.stop(true).await;
+    let _ = jwks_stop.send(true);
+    let _ = jwks_task.await;
     drop(Arc::clone(&app));
     Ok(())
 }

@@ -42,8 +42,7 @@ pub fn start(config: Config, env: EnvLookup) -> Result<(Arc<App>, server::Listen
         env,
     );
     app.start_background();
-    let workers = std::thread::available_parallelism().map_or(1, |n| n.get());
-    let listeners = server::start(&app, workers)?;
+    let listeners = server::start(&app)?;
     Ok((app, listeners))
 }
 

@@ -56,7 +56,7 @@ pub async fn run(args: Args, env: EnvLookup) -> Exit {
     let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
     let view = RequestView {
         method: &args.method,
-        path: &args.path,
+        target: &args.path,
         headers: headers.as_slice(),
     };
     let verdict = app.authorizer().check(Listener::Cli, &view).await;

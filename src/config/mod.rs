@@ -91,6 +91,33 @@ pub struct Config {
     pub fallback_max_keys: usize,
     /// How often files (keys, revocations, this config) are rescanned.
     pub scan_interval: Duration,
+    /// Whether route prefixes match the path's case (SPEC §4a `path_case`).
+    pub path_case: PathCase,
+    /// Which override headers `authz_http` takes the checked method and URI from.
+    pub forward_auth: ForwardAuth,
+}
+
+/// How route prefixes compare with the judged path.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum PathCase {
+    /// Byte for byte (the default).
+    #[default]
+    Sensitive,
+    /// ASCII case-insensitively, for apps that route that way.
+    Insensitive,
+}
+
+/// The family of forward-auth override headers `authz_http` reads (SPEC §4a). Each
+/// family's two headers must then appear exactly once; the other family is never read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum ForwardAuth {
+    /// None: the check request's own method and path (Envoy HTTP ext_authz).
+    #[default]
+    None,
+    /// nginx `auth_request`: `X-Original-Method`, `X-Original-URI`.
+    Nginx,
+    /// Traefik ForwardAuth: `X-Forwarded-Method`, `X-Forwarded-Uri`.
+    Traefik,
 }
 
 /// Listener addresses; `None` means off.
@@ -580,6 +607,27 @@ impl Config {
         if scan_interval < Duration::from_millis(100) {
             return Err(cx.err("reload.scan_interval", "must be at least 100ms"));
         }
+        let path_case = match raw.path_case.as_deref() {
+            None | Some("sensitive") => PathCase::Sensitive,
+            Some("insensitive") => PathCase::Insensitive,
+            Some(other) => {
+                return Err(cx.err(
+                    "path_case",
+                    format!("{other:?} is not one of \"sensitive\", \"insensitive\""),
+                ));
+            }
+        };
+        let forward_auth = match raw.forward_auth.headers.as_deref() {
+            None | Some("none") => ForwardAuth::None,
+            Some("nginx") => ForwardAuth::Nginx,
+            Some("traefik") => ForwardAuth::Traefik,
+            Some(other) => {
+                return Err(cx.err(
+                    "forward_auth.headers",
+                    format!("{other:?} is not one of \"none\", \"nginx\", \"traefik\""),
+                ));
+            }
+        };
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -594,6 +642,8 @@ impl Config {
             revoked,
             fallback_max_keys,
             scan_interval,
+            path_case,
+            forward_auth,
         })
     }
 }

@@ -30,6 +30,10 @@ pub struct RawConfig {
     pub fallback: RawFallback,
     #[serde(default)]
     pub reload: RawReload,
+    #[serde(default)]
+    pub path_case: Option<String>,
+    #[serde(default)]
+    pub forward_auth: RawForwardAuth,
 }
 
 /// A listener address: absent (default), `null` (off) or an address.
@@ -177,6 +181,12 @@ pub struct RawRevoked {
 #[serde(deny_unknown_fields)]
 pub struct RawFallback {
     pub max_keys: Option<usize>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawForwardAuth {
+    pub headers: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -10,32 +10,40 @@
 
 use std::sync::Arc;
 
-use actix_web::{HttpResponse, web};
+use axum::Router;
+use axum::body::Body;
+use axum::extract::State;
+use axum::routing::{get, post};
+use http::{HeaderValue, StatusCode, header};
 use serde_json::json;
 
 use crate::app::App;
 use crate::keys::inventory;
 
-/// Registers the admin routes.
-pub fn routes(cfg: &mut web::ServiceConfig) {
-    cfg.route("/metrics", web::get().to(metrics))
-        .route("/healthz", web::get().to(healthz))
-        .route("/readyz", web::get().to(readyz))
-        .route("/keys", web::get().to(keys))
-        .route("/refresh", web::post().to(refresh));
+/// The admin routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/metrics", get(metrics))
+        .route("/healthz", get(healthz))
+        .route("/readyz", get(readyz))
+        .route("/keys", get(keys))
+        .route("/refresh", post(refresh))
+        .with_state(app)
 }
 
-async fn metrics(app: web::Data<Arc<App>>) -> HttpResponse {
-    HttpResponse::Ok()
-        .content_type("text/plain; version=0.0.4; charset=utf-8")
-        .body(app.render_metrics())
+async fn metrics(State(app): State<Arc<App>>) -> http::Response<Body> {
+    respond(
+        StatusCode::OK,
+        "text/plain; version=0.0.4; charset=utf-8",
+        app.render_metrics(),
+    )
 }
 
-async fn healthz() -> HttpResponse {
-    HttpResponse::Ok().content_type("text/plain").body("ok\n")
+async fn healthz() -> http::Response<Body> {
+    respond(StatusCode::OK, "text/plain", "ok\n".to_string())
 }
 
-async fn readyz(app: web::Data<Arc<App>>) -> HttpResponse {
+async fn readyz(State(app): State<Arc<App>>) -> http::Response<Body> {
     let issuers = app.readiness();
     let ready = issuers.iter().all(|(_, ok)| *ok);
     let body = json!({
@@ -45,18 +53,34 @@ async fn readyz(app: web::Data<Arc<App>>) -> HttpResponse {
             .map(|(name, ok)| json!({"issuer": name, "keys_loaded": ok}))
             .collect::<Vec<_>>(),
     });
-    if ready {
-        HttpResponse::Ok().json(body)
+    let status = if ready {
+        StatusCode::OK
     } else {
-        HttpResponse::ServiceUnavailable().json(body)
-    }
+        StatusCode::SERVICE_UNAVAILABLE
+    };
+    respond(status, "application/json", body.to_string())
 }
 
-async fn keys(app: web::Data<Arc<App>>) -> HttpResponse {
-    HttpResponse::Ok().json(inventory::to_json(&app.inventory()))
+async fn keys(State(app): State<Arc<App>>) -> http::Response<Body> {
+    let body = inventory::to_json(&app.inventory());
+    respond(StatusCode::OK, "application/json", body.to_string())
 }
 
-async fn refresh(app: web::Data<Arc<App>>) -> HttpResponse {
-    app.refresh();
-    HttpResponse::Accepted().json(json!({"refresh": "started"}))
+async fn refresh(State(app): State<Arc<App>>) -> http::Response<Body> {
+    // File reads, PKCS#12 decryption and config rebuilds block: keep them off the
+    // async workers.
+    let _ = tokio::task::spawn_blocking(move || app.refresh()).await;
+    respond(
+        StatusCode::ACCEPTED,
+        "application/json",
+        json!({"refresh": "started"}).to_string(),
+    )
+}
+
+fn respond(status: StatusCode, content_type: &'static str, body: String) -> http::Response<Body> {
+    let mut resp = http::Response::new(Body::from(body));
+    *resp.status_mut() = status;
+    resp.headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
 }

@@ -29,7 +29,6 @@ use envoy_types::ext_authz::v3::pb::{
 use envoy_types::pb::google::protobuf::{ListValue, NullValue, Struct, Value, value::Kind};
 use envoy_types::pb::google::rpc;
 use prost::Message as _;
-use prost::bytes::BufMut as _;
 use serde_json::Value as Json;
 use tonic::codec::{Codec, DecodeBuf, Decoder, EncodeBuf, Encoder};
 use tonic::codegen::{BoxFuture, Service, StdError, http};
@@ -109,23 +108,13 @@ pub struct HeaderMapInput {
     pub headers: Vec<HeaderValue>,
 }
 
-/// A `Check` answer: a message to encode, or the bytes of an allow encoded for the same
-/// cached token before.
-#[derive(Debug)]
-pub enum Answer {
-    /// Encode this.
-    Message(Box<CheckResponse>),
-    /// Send the entry's [`crate::cache::Entry::grpc_allow`] as it is.
-    Encoded(Arc<crate::cache::Entry>),
-}
-
 /// tonic's service wrapper: routes `Check` through [`CheckCodec`].
 #[derive(Debug, Clone)]
 pub struct AuthorizationServer {
     service: AuthzService,
 }
 
-/// Decodes [`CheckInput`], encodes [`Answer`].
+/// Decodes [`CheckInput`], encodes a `CheckResponse`.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct CheckCodec;
 
@@ -160,7 +149,7 @@ impl AuthzService {
     }
 
     /// Decides one check.
-    pub async fn check(&self, check: CheckInput) -> Answer {
+    pub async fn check(&self, check: CheckInput) -> CheckResponse {
         let http = check
             .attributes
             .as_ref()
@@ -176,27 +165,17 @@ impl AuthzService {
                 .map_or(&[][..], |m| &m.headers[..]),
         };
         let method = http.map_or("", |h| h.method.as_str());
-        let path = match http.map(|h| h.path.as_str()) {
+        let target = match http.map(|h| h.path.as_str()) {
             Some(p) if !p.is_empty() => p,
             _ => "/",
         };
         let view = RequestView {
             method,
-            path,
+            target,
             headers: &headers,
         };
         let verdict = self.authz.check(Listener::AuthzGrpc, &view).await;
-        match (&verdict.decision, verdict.entry) {
-            // An allow from the cache: the same token gets the same answer while its entry
-            // lives (a new policy starts a new cache), so encode it once.
-            (Decision::Allow(a), Some(entry)) => {
-                entry
-                    .grpc_allow
-                    .get_or_init(|| allow(a).encode_to_vec().into_boxed_slice());
-                Answer::Encoded(entry)
-            }
-            (decision, _) => Answer::Message(Box::new(respond(decision))),
-        }
+        respond(&verdict.decision)
     }
 }
 
@@ -235,8 +214,8 @@ where
 }
 
 impl UnaryService<CheckInput> for AuthzService {
-    type Response = Answer;
-    type Future = BoxFuture<Response<Answer>, Status>;
+    type Response = CheckResponse;
+    type Future = BoxFuture<Response<CheckResponse>, Status>;
 
     fn call(&mut self, request: Request<CheckInput>) -> Self::Future {
         let service = self.clone();
@@ -247,7 +226,7 @@ impl UnaryService<CheckInput> for AuthzService {
 // === impl CheckCodec ===
 
 impl Codec for CheckCodec {
-    type Encode = Answer;
+    type Encode = CheckResponse;
     type Decode = CheckInput;
     type Encoder = AnswerEncoder;
     type Decoder = InputDecoder;
@@ -262,19 +241,12 @@ impl Codec for CheckCodec {
 }
 
 impl Encoder for AnswerEncoder {
-    type Item = Answer;
+    type Item = CheckResponse;
     type Error = Status;
 
-    fn encode(&mut self, item: Answer, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
-        match item {
-            Answer::Message(m) => m
-                .encode(dst)
-                .map_err(|e| Status::internal(format!("encoding the answer: {e}"))),
-            Answer::Encoded(entry) => {
-                dst.put_slice(entry.grpc_allow.get().map_or(&[][..], |b| &b[..]));
-                Ok(())
-            }
-        }
+    fn encode(&mut self, item: CheckResponse, dst: &mut EncodeBuf<'_>) -> Result<(), Status> {
+        item.encode(dst)
+            .map_err(|e| Status::internal(format!("encoding the answer: {e}")))
     }
 }
 
@@ -305,6 +277,15 @@ impl Headers for CheckHeaders<'_> {
                     &h.raw_value
                 });
             }
+        }
+    }
+
+    fn names(&self, f: &mut dyn FnMut(&str)) {
+        for n in self.merged.keys() {
+            f(n);
+        }
+        for h in self.raw {
+            f(&h.key);
         }
     }
 }
@@ -354,15 +335,11 @@ fn allow(a: &Allowed) -> CheckResponse {
 
 fn deny(d: &Denial) -> CheckResponse {
     let status = d.reason.http_status();
-    let mut headers = Vec::with_capacity(4);
-    if let Some(challenge) = d.www_authenticate() {
-        headers.push(overwrite("www-authenticate", &challenge));
-    }
-    if status == 503 {
-        headers.push(overwrite("retry-after", "5"));
-    }
-    headers.push(overwrite("cache-control", "no-store"));
-    headers.push(overwrite("content-type", "application/json"));
+    let headers = d
+        .headers()
+        .iter()
+        .map(|(name, value)| overwrite(name, value))
+        .collect();
     CheckResponse {
         status: Some(rpc::Status {
             code: d.reason.grpc_code() as i32,
@@ -449,15 +426,8 @@ mod tests {
         }
     }
 
-    fn encoded(answer: &Answer) -> Vec<u8> {
-        match answer {
-            Answer::Message(m) => m.encode_to_vec(),
-            Answer::Encoded(e) => e.grpc_allow.get().map(|b| b.to_vec()).unwrap_or_default(),
-        }
-    }
-
     #[tokio::test]
-    async fn a_cached_allow_is_sent_as_encoded_the_first_time() {
+    async fn a_check_is_judged_on_the_attributes_and_encoded_here() {
         let fixtures = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures");
         let tokens: serde_json::Value = std::fs::read_to_string(fixtures.join("tokens.json"))
             .ok()
@@ -488,40 +458,22 @@ mod tests {
         let good = token("GOOD_RS256");
         let first = service.check(input(&good, "/orders")).await;
         let second = service.check(input(&good, "/orders")).await;
-        let Answer::Encoded(entry) = &second else {
-            panic!("a cached allow is sent pre-encoded: {second:?}");
-        };
-        assert!(matches!(first, Answer::Encoded(_)));
-        // The bytes are the allow that `respond` builds, claims metadata included.
-        let decoded =
-            CheckResponse::decode(&encoded(&second)[..]).unwrap_or_else(|e| panic!("{e}"));
-        let verdict = app
-            .authorizer()
-            .check(
-                Listener::Cli,
-                &RequestView {
-                    method: "GET",
-                    path: "/orders",
-                    headers: &[("authorization".to_string(), format!("Bearer {good}"))][..],
-                },
-            )
-            .await;
-        assert_eq!(decoded, respond(&verdict.decision));
+        // The cached second answer is the same allow, claims metadata included.
+        assert_eq!(first, second);
+        assert_eq!(second.status.as_ref().map(|s| s.code), Some(0));
         assert!(
-            decoded
+            second
                 .dynamic_metadata
                 .is_some_and(|m| m.fields.contains_key("sub"))
         );
-        assert!(entry.grpc_allow.get().is_some());
-        // The same cached token on a route it lacks the scope for is denied, not replayed.
+        // The same cached token on a route it lacks the scope for is denied.
         let denied = service.check(input(&good, "/admin/x")).await;
-        let Answer::Message(m) = &denied else {
-            panic!("a scope denial is never the cached allow: {denied:?}");
-        };
-        assert_eq!(m.status.as_ref().map(|s| s.code), Some(7));
-        // Denials are never cached answers.
+        assert_eq!(denied.status.as_ref().map(|s| s.code), Some(7));
+        // A path that would resolve elsewhere is refused (Envoy normalises first).
+        let unresolved = service.check(input(&good, "/public/../admin")).await;
+        assert_eq!(unresolved.status.as_ref().map(|s| s.code), Some(3));
         let expired = service.check(input(&token("EXPIRED"), "/orders")).await;
-        assert!(matches!(expired, Answer::Message(_)));
+        assert_eq!(expired.status.as_ref().map(|s| s.code), Some(16));
     }
 
     #[test]

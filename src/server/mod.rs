@@ -1,42 +1,59 @@
 //! The listeners. Each one only translates between its protocol and
-//! [`crate::authz::Authorizer::check`]; none makes a decision of its own.
+//! [`crate::authz::Authorizer::check`]; none makes a decision of its own. One HTTP
+//! stack on one multi-thread tokio runtime (the process's):
 //!
-//! - `authz_http` (`h1` on actix-server): Envoy HTTP ext_authz and forward-auth, every method and path;
-//! - `authz_grpc` (tonic): `envoy.service.auth.v3.Authorization/Check`;
-//! - `proxy` (actix): the reverse proxy to `upstream.url`, every method and path;
-//! - `admin` (actix): `/metrics`, `/healthz`, `/readyz`, `/keys`, `POST /refresh`.
+//! - `authz_http` (hyper): Envoy HTTP ext_authz and forward-auth, every method and path;
+//! - `authz_grpc` (tonic, on hyper): `envoy.service.auth.v3.Authorization/Check`;
+//! - `proxy` (hyper, with reqwest as the client): the reverse proxy to `upstream.url`;
+//! - `admin` (axum on hyper): `/metrics`, `/healthz`, `/readyz`, `/keys`, `POST /refresh`.
 //!
-//! Limits. HTTP/1.1 listeners: a request head larger than actix's fixed 128 KiB (or
-//! with more than 96 headers) gets `431`; the head must arrive within
-//! [`CLIENT_REQUEST_TIMEOUT`]; at most [`MAX_CONNECTIONS_PER_WORKER`] connections per
-//! worker; bodies are streamed, never buffered whole. gRPC: messages up to
+//! Limits. HTTP/1.1 listeners ([`serve_http1`]): a request head over
+//! [`MAX_HEAD_BYTES`] or [`MAX_HEADERS`] fields gets `431`; a head not complete within
+//! [`HEADER_READ_TIMEOUT`] of the connection's start or of the last answer (hyper's
+//! `header_read_timeout`, re-armed for every head) gets `408` and the connection
+//! closes; at most [`MAX_CONNECTIONS`] connections per listener; bodies are streamed,
+//! never buffered whole. hyper refuses malformed framing (`Transfer-Encoding` whose last
+//! coding is not `chunked`, conflicting `Content-Length`) with `400`; the listeners add
+//! the `Host` rule ([`crate::request::check_host`]). gRPC: messages up to
 //! [`authz_grpc::MAX_MESSAGE_BYTES`], header lists up to [`GRPC_MAX_HEADER_LIST_BYTES`],
 //! [`GRPC_MAX_CONNECTIONS`] connections, [`GRPC_MAX_STREAMS_PER_CONNECTION`] concurrent
 //! calls per connection, each bounded by [`GRPC_REQUEST_TIMEOUT`], dead peers found by
-//! HTTP/2 keepalive pings. On stop, every listener stops accepting at once and gets
-//! [`SHUTDOWN_GRACE`] to finish what is in flight.
+//! HTTP/2 keepalive pings. On stop, every listener stops accepting at once, and what is
+//! in flight gets one [`SHUTDOWN_GRACE`] in total to finish.
 
 pub mod admin;
 pub mod authz_grpc;
 pub mod authz_http;
-pub mod h1;
 pub mod proxy;
-pub mod turn;
 
-use actix_web::http::header::HeaderMap;
+use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
 
-use crate::token::extract::Headers;
+use http_body_util::Full;
+use hyper::body::{Bytes, Incoming};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use tokio::io::AsyncWriteExt as _;
+use tokio::sync::{Semaphore, watch};
 
-/// Time a client has to send a complete request head.
-pub const CLIENT_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
-/// Time a client has to close its side after the last answer (actix-web's default).
-pub const CLIENT_DISCONNECT_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(1);
-/// Length of a listener's accept queue (actix-web's default).
+use crate::app::App;
+use crate::decision::Denial;
+
+/// Time a client has to send a complete request head, on a new connection or after
+/// the last answer on a kept-alive one.
+pub const HEADER_READ_TIMEOUT: Duration = Duration::from_secs(5);
+/// Largest request head (request line and header fields), in bytes.
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// Most header fields in one request head.
+pub const MAX_HEADERS: usize = 100;
+/// Length of a listener's accept queue.
 pub const BACKLOG: u32 = 1024;
-/// Most concurrent connections per worker.
-pub const MAX_CONNECTIONS_PER_WORKER: usize = 10_000;
-/// Time in-flight requests get to finish on SIGTERM.
-pub const SHUTDOWN_GRACE: std::time::Duration = std::time::Duration::from_secs(15);
+/// Most concurrent connections per HTTP/1.1 listener; further clients wait in the
+/// kernel's accept queue.
+pub const MAX_CONNECTIONS: usize = 10_000;
+/// Time in-flight requests get to finish on SIGTERM, for all listeners together.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(15);
 /// Most concurrent gRPC connections; further clients wait in the kernel's accept queue
 /// (Envoy multiplexes its checks over a few connections).
 pub const GRPC_MAX_CONNECTIONS: usize = 1024;
@@ -45,89 +62,68 @@ pub const GRPC_MAX_CONNECTIONS: usize = 1024;
 pub const GRPC_MAX_STREAMS_PER_CONNECTION: u32 = 256;
 /// Longest time one `Check` may take: enough for an unknown-kid JWKS refetch at its
 /// default 5 s timeout; Envoy's own ext_authz timeout is normally much shorter.
-pub const GRPC_REQUEST_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+pub const GRPC_REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 /// Largest HTTP/2 header list of a gRPC call (the checked request's headers travel in
 /// the message, not here).
 pub const GRPC_MAX_HEADER_LIST_BYTES: u32 = 64 * 1024;
 /// Interval of HTTP/2 keepalive pings on gRPC connections, and how long an answer may take.
-pub const GRPC_KEEPALIVE: (std::time::Duration, std::time::Duration) = (
-    std::time::Duration::from_secs(30),
-    std::time::Duration::from_secs(10),
-);
+pub const GRPC_KEEPALIVE: (Duration, Duration) = (Duration::from_secs(30), Duration::from_secs(10));
 
-/// actix-web headers as [`Headers`].
-#[derive(Debug)]
-pub struct ActixHeaders<'a>(pub &'a HeaderMap);
+/// The answer to a head that did not arrive in time (hyper closes the connection
+/// without one).
+const REQUEST_TIMEOUT_ANSWER: &[u8] =
+    b"HTTP/1.1 408 Request Timeout\r\nconnection: close\r\ncontent-length: 0\r\n\r\n";
 
-impl Headers for ActixHeaders<'_> {
-    fn for_each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
-        for v in self.0.get_all(name) {
-            f(v.as_bytes());
-        }
-    }
-}
-
-/// Binds a listener, naming it in the error.
-pub fn bind_error(listener: &str, addr: std::net::SocketAddr, e: &std::io::Error) -> String {
+/// The error of a listener's bind, naming it.
+pub fn bind_error(listener: &str, addr: SocketAddr, e: &std::io::Error) -> String {
     format!("listeners.{listener}: cannot listen on {addr}: {e}")
 }
 
-use std::sync::Arc;
-
-use actix_web::{App as ActixApp, HttpServer, web};
-
-use crate::app::App;
-
 /// Running listeners; stop them with [`Listeners::stop`].
 pub struct Listeners {
-    handles: Vec<(String, actix_web::dev::ServerHandle)>,
-    tasks: Vec<tokio::task::JoinHandle<std::io::Result<()>>>,
+    tasks: Vec<tokio::task::JoinHandle<()>>,
+    /// Tells every listener to stop accepting and to close its connections gracefully.
+    stop: watch::Sender<bool>,
     /// Graceful-shutdown triggers of the tonic servers.
     shutdowns: Vec<tokio::sync::oneshot::Sender<()>>,
     /// The bound addresses, by listener name (port 0 in the config is resolved here).
-    pub addrs: Vec<(String, std::net::SocketAddr)>,
+    pub addrs: Vec<(String, SocketAddr)>,
 }
 
-/// A listening socket on `addr`, as actix-web binds one (`SO_REUSEADDR`, [`BACKLOG`]).
-fn tcp_listener(addr: std::net::SocketAddr) -> std::io::Result<std::net::TcpListener> {
-    use socket2::{Domain, Protocol, Socket, Type};
-    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_reuse_address(true)?;
-    socket.bind(&addr.into())?;
-    socket.listen(i32::try_from(BACKLOG).unwrap_or(i32::MAX))?;
-    Ok(socket.into())
-}
-
-/// Applies the listener limits, binds and runs an actix `HttpServer`.
-macro_rules! bind {
-    ($server:expr, $name:expr, $addr:expr, $workers:expr) => {
-        $server
-            .workers(usize::max($workers, 1))
-            .max_connections(MAX_CONNECTIONS_PER_WORKER)
-            .client_request_timeout(CLIENT_REQUEST_TIMEOUT)
-            .shutdown_timeout(SHUTDOWN_GRACE.as_secs())
-            .disable_signals()
-            .bind($addr)
-            .map_err(|e| bind_error($name, $addr, &e))
-            .map(|s| (s.addrs(), s.run()))
+/// A listening socket on `addr` (`SO_REUSEADDR`, [`BACKLOG`]).
+pub fn tcp_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket = if addr.is_ipv4() {
+        tokio::net::TcpSocket::new_v4()?
+    } else {
+        tokio::net::TcpSocket::new_v6()?
     };
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(BACKLOG)
 }
 
-/// Binds and starts every configured listener this build serves. A port in use is an
-/// error naming the listener.
-pub fn start(app: &Arc<App>, workers: usize) -> Result<Listeners, String> {
+/// Binds and starts every configured listener. A port in use is an error naming the
+/// listener.
+pub fn start(app: &Arc<App>) -> Result<Listeners, String> {
     let config = app.config();
     let l = &config.listeners;
+    let (stop, _) = watch::channel(false);
     let mut out = Listeners {
-        handles: Vec::new(),
         tasks: Vec::new(),
+        stop,
         shutdowns: Vec::new(),
         addrs: Vec::new(),
     };
     if let Some(addr) = l.authz_http {
-        let bound = authz_http::bind(app.authorizer().clone(), addr, workers)
-            .map_err(|e| bind_error("authz_http", addr, &e));
-        out.add("authz_http", bound)?;
+        let listener = tcp_listener(addr).map_err(|e| bind_error("authz_http", addr, &e))?;
+        let authz = app.authorizer().clone();
+        out.add_http1("authz_http", listener, move |_peer| {
+            let authz = authz.clone();
+            hyper::service::service_fn(move |req| {
+                let authz = authz.clone();
+                async move { Ok::<_, Infallible>(authz_http::answer(&authz, req).await) }
+            })
+        })?;
     }
     if let Some(addr) = l.authz_grpc {
         out.add_grpc(app.authorizer().clone(), addr)?;
@@ -138,25 +134,128 @@ pub fn start(app: &Arc<App>, workers: usize) -> Result<Listeners, String> {
         let Some(upstream) = &config.upstream else {
             return Err("listeners.proxy: the proxy listener needs `upstream`".to_string());
         };
-        let state = web::Data::new(proxy::Proxy::new(app.authorizer().clone(), upstream)?);
-        let server = HttpServer::new(move || {
-            ActixApp::new()
-                .app_data(state.clone())
-                .default_service(web::to(proxy::handle))
-        });
-        out.add("proxy", bind!(server, "proxy", addr, workers))?;
+        let proxy = Arc::new(proxy::Proxy::new(app.authorizer().clone(), upstream)?);
+        let listener = tcp_listener(addr).map_err(|e| bind_error("proxy", addr, &e))?;
+        out.add_http1("proxy", listener, move |peer| {
+            let proxy = proxy.clone();
+            hyper::service::service_fn(move |req| {
+                let proxy = proxy.clone();
+                async move { Ok::<_, Infallible>(proxy.handle(req, peer).await) }
+            })
+        })?;
     }
     // Admin last: once /healthz answers, every other listener is bound.
     if let Some(addr) = l.admin {
-        let data = web::Data::new(app.clone());
-        let server = HttpServer::new(move || {
-            ActixApp::new()
-                .app_data(data.clone())
-                .configure(admin::routes)
-        });
-        out.add("admin", bind!(server, "admin", addr, 1))?;
+        let listener = tcp_listener(addr).map_err(|e| bind_error("admin", addr, &e))?;
+        let router = admin::router(app.clone());
+        out.add_http1("admin", listener, move |_peer| {
+            hyper_util::service::TowerToHyperService::new(router.clone())
+        })?;
     }
     Ok(out)
+}
+
+/// Serves HTTP/1.1 connections accepted on `listener` with the services `make` builds
+/// (one per connection, given the peer's address), under the listener limits, until
+/// `stop` turns true; then closes idle connections at once and lets each request in
+/// flight finish. Returns when every connection has ended.
+pub async fn serve_http1<F, S, B>(
+    name: &'static str,
+    listener: tokio::net::TcpListener,
+    make: F,
+    mut stop: watch::Receiver<bool>,
+) where
+    F: Fn(SocketAddr) -> S + Send + 'static,
+    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+        + Send
+        + 'static,
+    S::Future: Send + 'static,
+    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    B: hyper::body::Body + Send + 'static,
+    B::Data: Send,
+    B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+{
+    let permits = Arc::new(Semaphore::new(MAX_CONNECTIONS));
+    let mut builder = hyper::server::conn::http1::Builder::new();
+    builder
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_READ_TIMEOUT)
+        .max_headers(MAX_HEADERS)
+        .max_buf_size(MAX_HEAD_BYTES)
+        .keep_alive(true);
+    let builder = Arc::new(builder);
+    loop {
+        let permit = tokio::select! {
+            p = permits.clone().acquire_owned() => match p {
+                Ok(p) => p,
+                Err(_) => break,
+            },
+            () = stopped(&mut stop) => break,
+        };
+        let (mut stream, peer) = tokio::select! {
+            r = listener.accept() => match r {
+                Ok(accepted) => accepted,
+                Err(e) => {
+                    // Typically out of file descriptors: wait rather than spin.
+                    tracing::warn!(listener = name, error = %e, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stopped(&mut stop) => break,
+        };
+        // Answers are small and whole: send them at once.
+        let _ = stream.set_nodelay(true);
+        let service = make(peer);
+        let builder = builder.clone();
+        let mut stop = stop.clone();
+        tokio::spawn(async move {
+            let _permit = permit;
+            let conn = builder.serve_connection(TokioIo::new(&mut stream), service);
+            tokio::pin!(conn);
+            let result = tokio::select! {
+                r = conn.as_mut() => r,
+                () = stopped(&mut stop) => {
+                    conn.as_mut().graceful_shutdown();
+                    conn.as_mut().await
+                }
+            };
+            match result {
+                Err(e) if e.is_timeout() => {
+                    // Best effort: the client may be gone already.
+                    let _ = tokio::time::timeout(HEADER_READ_TIMEOUT, async {
+                        let _ = stream.write_all(REQUEST_TIMEOUT_ANSWER).await;
+                        let _ = stream.shutdown().await;
+                    })
+                    .await;
+                }
+                Err(e) => tracing::debug!(listener = name, error = %e, "connection ended"),
+                Ok(()) => {}
+            }
+        });
+    }
+    // Stopped: no new connections; wait for every open one to end.
+    drop(listener);
+    let _ = permits.acquire_many(MAX_CONNECTIONS as u32).await;
+}
+
+/// Resolves once `stop` turns true (or its sender is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    let _ = stop.wait_for(|s| *s).await;
+}
+
+/// A denial as an HTTP answer: the decision's status, headers and JSON body.
+pub fn denial_response(d: &Denial) -> hyper::Response<Full<Bytes>> {
+    let mut resp = hyper::Response::new(Full::new(Bytes::from(d.json_body())));
+    *resp.status_mut() = http::StatusCode::from_u16(d.reason.http_status())
+        .unwrap_or(http::StatusCode::UNAUTHORIZED);
+    let headers = resp.headers_mut();
+    for (name, value) in d.headers() {
+        if let Ok(v) = http::HeaderValue::from_str(&value) {
+            headers.insert(name, v);
+        }
+    }
+    resp
 }
 
 /// A gRPC connection that holds one of the [`GRPC_MAX_CONNECTIONS`] permits while open.
@@ -211,18 +310,32 @@ fn grpc_incoming(
 // === impl Listeners ===
 
 impl Listeners {
-    fn add(
+    /// Serves `listener` on its own task until [`Listeners::stop`].
+    fn add_http1<F, S, B>(
         &mut self,
-        name: &str,
-        bound: Result<(Vec<std::net::SocketAddr>, actix_web::dev::Server), String>,
-    ) -> Result<(), String> {
-        let (addrs, running) = bound?;
-        for a in addrs {
-            self.addrs.push((name.to_string(), a));
-        }
-        self.handles.push((name.to_string(), running.handle()));
-        self.tasks.push(tokio::spawn(running));
-        tracing::info!(listener = name, addr = ?self.addr(name), "listening");
+        name: &'static str,
+        listener: tokio::net::TcpListener,
+        make: F,
+    ) -> Result<(), String>
+    where
+        F: Fn(SocketAddr) -> S + Send + 'static,
+        S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
+            + Send
+            + 'static,
+        S::Future: Send + 'static,
+        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        B: hyper::body::Body + Send + 'static,
+        B::Data: Send,
+        B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    {
+        let local = listener
+            .local_addr()
+            .map_err(|e| format!("listeners.{name}: {e}"))?;
+        let stop = self.stop.subscribe();
+        self.tasks
+            .push(tokio::spawn(serve_http1(name, listener, make, stop)));
+        self.addrs.push((name.to_string(), local));
+        tracing::info!(listener = name, addr = %local, "listening");
         Ok(())
     }
 
@@ -230,13 +343,11 @@ impl Listeners {
     fn add_grpc(
         &mut self,
         authz: Arc<crate::authz::Authorizer>,
-        addr: std::net::SocketAddr,
+        addr: SocketAddr,
     ) -> Result<(), String> {
         let err = |e: std::io::Error| bind_error("authz_grpc", addr, &e);
         // Bound here, synchronously, so that a port in use fails startup like the others.
-        let std_listener = std::net::TcpListener::bind(addr).map_err(err)?;
-        std_listener.set_nonblocking(true).map_err(err)?;
-        let listener = tokio::net::TcpListener::from_std(std_listener).map_err(err)?;
+        let listener = tcp_listener(addr).map_err(err)?;
         let local = listener.local_addr().map_err(err)?;
         let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
         let router = tonic::transport::Server::builder()
@@ -249,13 +360,15 @@ impl Listeners {
             .add_service(authz_grpc::AuthzService::new(authz).into_server());
         let incoming = grpc_incoming(listener);
         self.tasks.push(tokio::spawn(async move {
-            router
+            let served = router
                 .serve_with_incoming_shutdown(incoming, async {
                     // A dropped sender (Listeners dropped) also stops the server.
                     let _ = stopped.await;
                 })
-                .await
-                .map_err(std::io::Error::other)
+                .await;
+            if let Err(e) = served {
+                tracing::error!(listener = "authz_grpc", error = %e, "server failed");
+            }
         }));
         self.shutdowns.push(stop);
         self.addrs.push(("authz_grpc".to_string(), local));
@@ -264,27 +377,19 @@ impl Listeners {
     }
 
     /// The bound address of listener `name`.
-    pub fn addr(&self, name: &str) -> Option<std::net::SocketAddr> {
+    pub fn addr(&self, name: &str) -> Option<SocketAddr> {
         self.addrs.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
     }
 
-    /// Stops accepting on every listener at once, lets in-flight requests finish (up to
-    /// [`SHUTDOWN_GRACE`]).
+    /// Stops accepting on every listener at once and lets in-flight requests finish,
+    /// within one [`SHUTDOWN_GRACE`] for all listeners together.
     pub async fn stop(self) {
+        let _ = self.stop.send(true);
         for stop in self.shutdowns {
             let _ = stop.send(());
         }
-        // All actix servers drain together, so the grace period is not spent per listener.
-        let stopping: Vec<_> = self
-            .handles
-            .into_iter()
-            .map(|(_, h)| tokio::spawn(async move { h.stop(true).await }))
-            .collect();
-        for s in stopping {
-            let _ = s.await;
-        }
-        // tonic waits for its clients to close after GOAWAY; a client that never does
-        // must not hold the process past the grace period.
+        // tonic waits for its clients to close after GOAWAY, and an HTTP client may hold
+        // a request open: neither may hold the process past the grace period.
         let _ = tokio::time::timeout(SHUTDOWN_GRACE, async {
             for t in self.tasks {
                 let _ = t.await;

@@ -2,8 +2,15 @@
 //! word of a prefix (`Bearer`) matches case-insensitively (RFC 9110 §11.1), followed by
 //! one or more spaces; the token itself is one word of visible ASCII. A value that names
 //! the scheme but breaks that syntax (`Bearer\t…`, `Bearer:…`) is `malformed`, never "no
-//! token". Two copies of a token header are an `invalid_request` (RFC 6750 §2: one
-//! method, once).
+//! token".
+//!
+//! One credential, once (RFC 6750 §2, SPEC §4a), else `invalid_request`: more than one
+//! `Authorization` field (or field of a configured token header) whatever the schemes,
+//! a value that carries a second token scheme after a comma (two fields merged, as
+//! Envoy's gRPC attributes merge them), a token in a header and in a cookie at once, a
+//! configured cookie named twice, or a `Cookie` header that a lenient parser could read
+//! as naming a configured cookie (a `,`-separated pair). Cookies are parsed per RFC 6265
+//! §5.2: pairs split at `;`, names and values trimmed.
 
 use crate::config::TokenConfig;
 use crate::decision::DenyReason;
@@ -12,15 +19,38 @@ use crate::decision::DenyReason;
 pub trait Headers {
     /// Calls `f` with every value of header `name` (lower case), in order.
     fn for_each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8]));
+    /// Calls `f` with the name of every header field, in order (repeated names repeat).
+    fn names(&self, f: &mut dyn FnMut(&str));
 }
 
-/// Headers as a plain list of (lower-case name, value) pairs.
+/// Headers as a plain list of (name, value) pairs.
 impl Headers for [(String, String)] {
     fn for_each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
         for (n, v) in self {
             if n.eq_ignore_ascii_case(name) {
                 f(v.as_bytes());
             }
+        }
+    }
+
+    fn names(&self, f: &mut dyn FnMut(&str)) {
+        for (n, _) in self {
+            f(n);
+        }
+    }
+}
+
+/// Headers of the `http` crate (hyper's): names already lower case.
+impl Headers for http::HeaderMap {
+    fn for_each<'s>(&'s self, name: &str, f: &mut dyn FnMut(&'s [u8])) {
+        for v in self.get_all(name) {
+            f(v.as_bytes());
+        }
+    }
+
+    fn names(&self, f: &mut dyn FnMut(&str)) {
+        for n in self.keys() {
+            f(n.as_str());
         }
     }
 }
@@ -30,64 +60,110 @@ pub fn extract<'s, H: Headers + ?Sized>(
     cfg: &TokenConfig,
     headers: &'s H,
 ) -> Result<Option<&'s str>, DenyReason> {
-    for source in &cfg.from_headers {
-        let mut found: Option<Credential<'s>> = None;
-        let mut duplicate = false;
-        headers.for_each(&source.name, &mut |value| {
-            let credential = strip_prefix(value, source.prefix.as_bytes());
-            if matches!(credential, Credential::Other) {
-                return;
-            }
-            if found.is_some() {
-                duplicate = true;
-            } else {
-                found = Some(credential);
-            }
-        });
-        if duplicate {
-            return Err(DenyReason::InvalidRequest);
-        }
-        match found {
-            Some(Credential::Token(rest)) => return token_word(rest, cfg.max_bytes).map(Some),
-            Some(Credential::Malformed) => return Err(DenyReason::Malformed),
-            Some(Credential::Other) | None => {}
-        }
+    let mut fields = 0;
+    headers.for_each("authorization", &mut |_| fields += 1);
+    if fields > 1 {
+        return Err(DenyReason::InvalidRequest);
     }
-    if !cfg.from_cookies.is_empty() {
-        for name in &cfg.from_cookies {
-            let mut found: Option<&'s [u8]> = None;
-            let mut duplicate = false;
-            headers.for_each("cookie", &mut |value| {
-                for pair in value.split(|b| *b == b';') {
-                    let pair = trim(pair);
-                    let Some(eq) = pair.iter().position(|b| *b == b'=') else {
-                        continue;
-                    };
-                    if &pair[..eq] == name.as_bytes() {
-                        let mut v = &pair[eq + 1..];
-                        if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
-                            v = &v[1..v.len() - 1];
-                        }
-                        if found.is_some() {
-                            duplicate = true;
-                        } else {
-                            found = Some(v);
-                        }
-                    }
-                }
-            });
-            if duplicate {
+    let mut from_header: Option<&'s str> = None;
+    for source in &cfg.from_headers {
+        let mut values: [Option<&'s [u8]>; 2] = [None; 2];
+        let mut count = 0;
+        headers.for_each(&source.name, &mut |value| {
+            if count < 2 {
+                values[count] = Some(value);
+            }
+            count += 1;
+        });
+        let [Some(value), None] = values else {
+            if count > 1 {
                 return Err(DenyReason::InvalidRequest);
             }
-            if let Some(v) = found {
-                if v.is_empty() {
-                    continue;
+            continue;
+        };
+        if carries_second_credential(value, cfg) {
+            return Err(DenyReason::InvalidRequest);
+        }
+        match strip_prefix(value, source.prefix.as_bytes()) {
+            Credential::Other => {}
+            Credential::Malformed => return Err(DenyReason::Malformed),
+            Credential::Token(rest) => {
+                if from_header.is_none() {
+                    from_header = Some(token_word(rest, cfg.max_bytes)?);
                 }
-                return token_word(v, cfg.max_bytes).map(Some);
             }
         }
     }
-    Ok(None)
+    let from_cookie = cookie_token(cfg, headers)?;
+    match (from_header, from_cookie) {
+        (Some(_), Some(_)) => Err(DenyReason::InvalidRequest),
+        (Some(t), None) => Ok(Some(t)),
+        (None, Some(v)) => token_word(v, cfg.max_bytes).map(Some),
+        (None, None) => Ok(None),
+    }
+}
+
+/// A value holding, after a comma, another value of a configured token scheme: two
+/// fields merged into one (`Basic x, Bearer y`).
+fn carries_second_credential(value: &[u8], cfg: &TokenConfig) -> bool {
+    value.split(|b| *b == b',').skip(1).any(|part| {
+        let part = trim(part);
+        cfg.from_headers.iter().any(|s| {
+            let scheme = trim_end(s.prefix.as_bytes());
+            !scheme.is_empty()
+                && part.len() > scheme.len()
+                && part[..scheme.len()].eq_ignore_ascii_case(scheme)
+                && !is_tchar(part[scheme.len()])
+        })
+    })
+}
+
+/// The value of the first configured cookie present (RFC 6265 §5.2), `None` when none
+/// is (an empty value counts as absent).
+fn cookie_token<'s, H: Headers + ?Sized>(
+    cfg: &TokenConfig,
+    headers: &'s H,
+) -> Result<Option<&'s [u8]>, DenyReason> {
+    if cfg.from_cookies.is_empty() {
+        return Ok(None);
+    }
+    let mut found: Vec<Option<&'s [u8]>> = vec![None; cfg.from_cookies.len()];
+    let mut refused = false;
+    headers.for_each("cookie", &mut |value| {
+        for pair in value.split(|b| *b == b';') {
+            // A lenient (RFC 2109) reader also splits at `,`: a configured name there
+            // would be read by the app and not by us.
+            if pair.split(|b| *b == b',').skip(1).any(|p| {
+                let p = trim(p);
+                let name = p
+                    .iter()
+                    .position(|b| *b == b'=')
+                    .map_or(p, |e| trim(&p[..e]));
+                cfg.from_cookies.iter().any(|c| c.as_bytes() == name)
+            }) {
+                refused = true;
+            }
+            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+                continue;
+            };
+            let name = trim(&pair[..eq]);
+            let Some(i) = cfg.from_cookies.iter().position(|c| c.as_bytes() == name) else {
+                continue;
+            };
+            let mut v = trim(&pair[eq + 1..]);
+            if v.len() >= 2 && v[0] == b'"' && v[v.len() - 1] == b'"' {
+                v = &v[1..v.len() - 1];
+            }
+            if found[i].is_some() {
+                refused = true;
+            }
+            found[i] = Some(v);
+        }
+    });
+    if refused {
+        return Err(DenyReason::InvalidRequest);
+    }
+    Ok(found.into_iter().flatten().find(|v| !v.is_empty()))
 }
 
 /// What a header value is, for a token prefix.
@@ -275,5 +351,33 @@ mod tests {
         );
         let headers = h(&[("cookie", "other=1")]);
         assert_eq!(extract(&cfg(), headers.as_slice()), Ok(None));
+    }
+
+    #[test]
+    fn trims_cookie_names_and_values_as_rfc_6265_says() {
+        let headers = h(&[("cookie", "a=1;session =tok.en.x ; b=2")]);
+        assert_eq!(extract(&cfg(), headers.as_slice()), Ok(Some("tok.en.x")));
+    }
+
+    #[test]
+    fn refuses_two_credentials_whatever_their_form() {
+        for pairs in [
+            vec![
+                ("authorization", "Basic dXNlcjpwYXNz"),
+                ("authorization", "Bearer a"),
+            ],
+            vec![("authorization", "Basic dXNlcjpwYXNz, Bearer a")],
+            vec![("authorization", "Bearer a"), ("cookie", "session=b")],
+            vec![("cookie", "session=a; session=b")],
+            vec![("cookie", "x=1, session=b")],
+            vec![("cookie", "x=1,session =b")],
+        ] {
+            let headers = h(&pairs);
+            assert_eq!(
+                extract(&cfg(), headers.as_slice()),
+                Err(DenyReason::InvalidRequest),
+                "{pairs:?}"
+            );
+        }
     }
 }
