@@ -1,5 +1,10 @@
 //! Deployment recipes under `deploy/` are valid and agree with each other and with
-//! tokengate: every YAML file parses; every Kubernetes object passes the 1.29 and 1.31
+//! tokengate: every YAML (every document) and JSON file parses as shipped; the Envoy
+//! bootstraps pass `envoy --mode validate` as shipped and make paths canonical and refuse
+//! header names with `_` before the check (SPEC §4a); the nginx config hands tokengate
+//! the original method and URI, and the nginx and Traefik examples name the
+//! `forward_auth` family their tokengate config sets, which `check-config` accepts;
+//! every Kubernetes object passes the 1.29 and 1.31
 //! schemas (kubernetes-validate, strict); `kustomize build` of the base, both overlays
 //! (sidecar, ext-authz) and the monitoring objects works; the built manifests match the
 //! config inside their ConfigMap (listener ports, probes, mounts, the keystore Secret);
@@ -21,7 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use tokengate::config::{DEFAULT_ADMIN, DEFAULT_AUTHZ_GRPC, DEFAULT_AUTHZ_HTTP, DEFAULT_PROXY};
 
-use crate::support::{TempDir, bin};
+use crate::support::{TempDir, bin, envoy, fixtures};
 
 /// The keystore password the test gives the configs (through `password_env`, base64).
 const STORE_PASSWORD: &str = "deploy-test+store/pass";
@@ -128,9 +133,94 @@ fn make_keystore(dir: &Path, path: &Path, aliases: &BTreeSet<String>, password: 
     }
 }
 
+/// Every `.yaml`/`.yml` file under `deploy/` (all its documents) and every `.json` file
+/// parses as shipped, with no `${NAME}` placeholder outside comments; a failure names the
+/// file.
 #[test]
-fn every_yaml_file_under_deploy_parses() {
+fn every_yaml_and_json_file_under_deploy_parses_as_shipped() {
     deploy_check("parse");
+}
+
+/// Every HTTP connection manager of `deploy/envoy/*.yaml` sets `normalize_path`,
+/// `merge_slashes`, `path_with_escaped_slashes_action: REJECT_REQUEST` and
+/// `headers_with_underscores_action: REJECT_REQUEST`; the HTTP ext_authz filter passes
+/// `x-tokengate-shadow-deny` upstream; the files have the shape and default ports that
+/// `support::envoy::point` changes.
+#[test]
+fn envoy_configs_normalise_paths_and_refuse_underscore_headers() {
+    deploy_check("envoy");
+}
+
+/// `envoy --mode validate` accepts every `deploy/envoy/*.yaml` as shipped, before any
+/// test changes an address.
+#[test]
+fn envoy_configs_validate_as_shipped() {
+    let dir = root().join("deploy/envoy");
+    let mut files: Vec<PathBuf> = std::fs::read_dir(&dir)
+        .unwrap_or_else(|e| panic!("{}: {e}", dir.display()))
+        .filter_map(Result::ok)
+        .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|x| x == "yaml"))
+        .collect();
+    files.sort();
+    assert!(files.len() >= 2, "deploy/envoy: {files:?}");
+    for file in files {
+        let (ok, out) = envoy::validate(&file);
+        assert!(
+            ok,
+            "{}: envoy --mode validate failed:\n{out}",
+            file.display()
+        );
+    }
+}
+
+/// `deploy/nginx/auth-request.conf` passes `nginx -t` once substituted, sets
+/// `X-Original-Method $request_method` and `X-Original-URI $request_uri` once each on the
+/// auth subrequest, says `"forward_auth": {"headers": "nginx"}` (as its example config
+/// does), replaces every forward header from tokengate's answer, keeps `_` header names
+/// dropped and refuses `//`.
+#[test]
+fn nginx_config_hands_tokengate_the_original_method_and_uri() {
+    deploy_check("nginx");
+}
+
+/// `deploy/traefik/dynamic.yaml` against `deploy/traefik/tokengate.json`: ForwardAuth at
+/// the config's `authz_http`, `trustForwardHeader: false`, `authResponseHeaders` the
+/// config's forward headers and `x-tokengate-shadow-deny`, their `_` spellings deleted
+/// before the check, `forward_auth.headers: "traefik"`.
+#[test]
+fn traefik_forward_auth_matches_its_tokengate_config() {
+    deploy_check("traefik");
+}
+
+/// The example tokengate configs next to the nginx and Traefik recipes pass
+/// `check-config` (so `forward_auth` and every other field is one tokengate knows), with
+/// their key sources swapped for the fixture JWKS file (the examples name an identity
+/// provider this test cannot reach).
+#[test]
+fn front_proxy_example_configs_pass_check_config() {
+    let dir = TempDir::new("deploy-front-configs");
+    for (family, file) in [
+        ("nginx", "deploy/nginx/tokengate.json"),
+        ("traefik", "deploy/traefik/tokengate.json"),
+    ] {
+        let mut config: Value =
+            serde_json::from_str(&read(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
+        assert_eq!(config["forward_auth"]["headers"], family, "{file}");
+        let issuers = config["issuers"]
+            .as_array_mut()
+            .unwrap_or_else(|| panic!("{file}: no issuers"));
+        for issuer in issuers {
+            issuer["key_sources"] =
+                serde_json::json!([{ "jwks_file": fixtures().join("jwks.json") }]);
+        }
+        let path = dir.write(&format!("{family}.json"), config.to_string());
+        let (code, out) = check_config(&path, &[]);
+        assert_eq!(
+            code, 0,
+            "{file}: check-config failed:\n{out}\nconfig:\n{config}"
+        );
+    }
 }
 
 #[test]

@@ -2,14 +2,23 @@
 """Checks of the deployment recipes under deploy/, run by tests/deploy.rs (one subcommand
 per Rust test); each prints what it checked and exits 1 with every problem it found.
 
-    python3 tests/deploy_check.py parse       every YAML (and JSON) file under deploy/ parses
+    python3 tests/deploy_check.py parse       every YAML (all documents) and JSON file under deploy/
+                                              parses as shipped, with no `${NAME}` placeholder
     python3 tests/deploy_check.py schemas     every Kubernetes object passes the 1.29 and 1.31
                                               schemas (kubernetes-validate, strict); the CRD
                                               kinds listed in CRD_CHECKS get hand-written checks
     python3 tests/deploy_check.py build       `kustomize build` of base, overlays, monitoring
     python3 tests/deploy_check.py sidecar     the sidecar overlay is consistent with its config
     python3 tests/deploy_check.py ext-authz   the ext-authz overlay is consistent with its config
-    python3 tests/deploy_check.py istio       deploy/istio agrees with the ext-authz overlay
+    python3 tests/deploy_check.py istio       deploy/istio agrees with the ext-authz overlay and
+                                              normalises paths
+    python3 tests/deploy_check.py envoy       deploy/envoy: the path and header normalisation of
+                                              SPEC §4a, the shadow header, the shape
+                                              tests/support/envoy.rs points at test addresses
+    python3 tests/deploy_check.py nginx       deploy/nginx: the X-Original-* headers, the
+                                              forward_auth family, the forward headers replaced
+    python3 tests/deploy_check.py traefik     deploy/traefik: ForwardAuth against its tokengate
+                                              config (address, headers, forward_auth family)
     python3 tests/deploy_check.py monitoring  PodMonitor and PrometheusRule (vs the rules file)
     python3 tests/deploy_check.py configs     prints {overlay: config.json} of the built ConfigMaps
     python3 tests/deploy_check.py sync-rules  rewrites the PrometheusRule from
@@ -39,6 +48,15 @@ BUILDS = {"base": KUBE / "base", **OVERLAYS, "monitoring": KUBE / "monitoring"}
 RULES_FILE = DEPLOY / "prometheus" / "tokengate-rules.yaml"
 PROMETHEUS_RULE = KUBE / "monitoring" / "prometheusrule.yaml"
 MESH_CONFIG = DEPLOY / "istio" / "mesh-config.yaml"
+ENVOY_DIR = DEPLOY / "envoy"
+NGINX_CONF = DEPLOY / "nginx" / "auth-request.conf"
+NGINX_CONFIG = DEPLOY / "nginx" / "tokengate.json"
+TRAEFIK_DYNAMIC = DEPLOY / "traefik" / "dynamic.yaml"
+TRAEFIK_CONFIG = DEPLOY / "traefik" / "tokengate.json"
+HCM_TYPE = "type.googleapis.com/envoy.extensions.filters.network.http_connection_manager.v3.HttpConnectionManager"
+EXT_AUTHZ_TYPE = "type.googleapis.com/envoy.extensions.filters.http.ext_authz.v3.ExtAuthz"
+SHADOW_HEADER = "x-tokengate-shadow-deny"
+PLACEHOLDER = re.compile(r"\$\{[A-Za-z_][A-Za-z0-9_]*\}")
 AUTHZ_POLICY = DEPLOY / "istio" / "authorization-policy.yaml"
 # Kubernetes >= 1.29 (native sidecars); validated against the oldest and newest schemas.
 KUBE_VERSIONS = ["1.29.0", "1.31.0"]
@@ -81,18 +99,26 @@ def yaml_files():
     return sorted(p for p in DEPLOY.rglob("*") if p.suffix in (".yaml", ".yml") and p.is_file())
 
 
+def json_files():
+    return sorted(p for p in DEPLOY.rglob("*.json") if p.is_file())
+
+
 def load_yaml_docs(path):
-    """All non-empty documents of a YAML file. Files that are envsubst templates (the Envoy
-    examples: `${NAME}` placeholders, documented in their header) are parsed with every
-    placeholder substituted, as their users run them."""
-    text = path.read_text()
-    if re.search(r"\$\{[A-Z_][A-Z0-9_]*\}", text):
-        text = re.sub(
-            r"\$\{([A-Z_][A-Z0-9_]*)\}",
-            lambda m: "127.0.0.1" if "ADDRESS" in m.group(1) else "10000",
-            text,
-        )
-    return [d for d in yaml.safe_load_all(text) if d is not None]
+    """All non-empty documents of a YAML file, as shipped."""
+    return [d for d in yaml.safe_load_all(path.read_text()) if d is not None]
+
+
+def load_json(path):
+    return json.loads(path.read_text())
+
+
+def forward_headers(config):
+    """The forward header names of a tokengate config (lower case), SPEC §3 defaults."""
+    forward = config.get("forward") or {}
+    names = {h.lower() for h in forward.get("claim_headers", {"x-auth-subject": "sub", "x-auth-scopes": "scope"})}
+    if forward.get("claims_header"):
+        names.add(forward["claims_header"].lower())
+    return names
 
 
 def kind_of_document(path, doc):
@@ -107,6 +133,8 @@ def kind_of_document(path, doc):
         return "envoy-bootstrap"
     if set(doc) == {"groups"}:
         return "prometheus-rules"
+    if isinstance(doc.get("http"), dict) and set(doc) <= {"http", "tcp", "udp", "tls"}:
+        return "traefik-dynamic"
     return None
 
 
@@ -399,26 +427,33 @@ def check_namespaces(p, where, objects):
 # --- subcommands -----------------------------------------------------------------------
 
 def cmd_parse():
+    """Every .yaml/.yml (all its documents) and .json file under deploy/ parses as shipped;
+    each problem names its file."""
     p = Problems()
     counts = {}
     for path in yaml_files():
         try:
             docs = load_yaml_docs(path)
         except yaml.YAMLError as e:
-            p.check(False, f"{rel(path)}: {e}")
+            p.check(False, f"{rel(path)}: not YAML: {e}")
             continue
         p.check(docs, f"{rel(path)}: no document")
         for i, doc in enumerate(docs):
             kind = kind_of_document(path, doc)
-            p.check(kind is not None, f"{rel(path)} document {i}: neither a Kubernetes object, a kustomization, an Envoy bootstrap nor a Prometheus rules file")
+            p.check(kind is not None, f"{rel(path)} document {i}: neither a Kubernetes object, a kustomization, an Envoy bootstrap, a Prometheus rules file nor a Traefik dynamic configuration")
             counts[kind] = counts.get(kind, 0) + 1
-    for path in sorted(DEPLOY.rglob("*.json")):
+    for path in json_files():
         try:
-            json.loads(path.read_text())
+            load_json(path)
             counts["json"] = counts.get("json", 0) + 1
         except ValueError as e:
-            p.check(False, f"{rel(path)}: {e}")
-    print(f"parsed {len(yaml_files())} YAML files: {counts}")
+            p.check(False, f"{rel(path)}: not JSON: {e}")
+    # Valid as shipped: no `${NAME}` left for an envsubst run (comments may name one).
+    for path in yaml_files() + json_files():
+        for n, line in enumerate(path.read_text().splitlines(), 1):
+            code = line.split("#", 1)[0] if path.suffix != ".json" else line
+            p.check(not PLACEHOLDER.search(code), f"{rel(path)}:{n}: a placeholder in a shipped file: {line.strip()}")
+    print(f"parsed {len(yaml_files())} YAML and {len(json_files())} JSON files: {counts}")
     p.finish("parse")
 
 
@@ -701,11 +736,14 @@ def cmd_istio():
     sent = {h.lower() for h in http.get("includeRequestHeadersInCheck") or []}
     p.check(token_headers <= sent, f"includeRequestHeadersInCheck {sorted(sent)} misses token headers {sorted(token_headers - sent)}")
     p.check(sent == {"authorization", "cookie"}, f"includeRequestHeadersInCheck {sorted(sent)}, want authorization and cookie")
-    forward = config.get("forward") or {}
-    claim_headers = forward.get("claim_headers", {"x-auth-subject": "sub", "x-auth-scopes": "scope"})
-    forwarded = {h.lower() for h in claim_headers} | ({forward["claims_header"].lower()} if forward.get("claims_header") else set())
+    forwarded = forward_headers(config)
     upstream = {h.lower() for h in http.get("headersToUpstreamOnAllow") or []}
-    p.check(upstream == forwarded, f"headersToUpstreamOnAllow {sorted(upstream)} != the config's forward headers {sorted(forwarded)}")
+    want_upstream = forwarded | {SHADOW_HEADER}
+    p.check(upstream == want_upstream, f"headersToUpstreamOnAllow {sorted(upstream)} != the config's forward headers and {SHADOW_HEADER} {sorted(want_upstream)}")
+    normalization = ((mesh["spec"]["meshConfig"].get("pathNormalization") or {}).get("normalization"))
+    p.check(normalization in ("MERGE_SLASHES", "DECODE_AND_MERGE_SLASHES"), f"meshConfig.pathNormalization.normalization is {normalization!r}, want MERGE_SLASHES or DECODE_AND_MERGE_SLASHES (SPEC §4a)")
+    text = MESH_CONFIG.read_text()
+    p.check("headers_with_underscores_action: REJECT_REQUEST" in text, f"{rel(MESH_CONFIG)} does not tell how to refuse header names with `_` (headers_with_underscores_action: REJECT_REQUEST)")
     down = {h.lower() for h in http.get("headersToDownstreamOnDeny") or []}
     p.check({"www-authenticate", "content-type"} <= down, f"headersToDownstreamOnDeny {sorted(down)} lacks www-authenticate or content-type")
 
@@ -797,6 +835,219 @@ def cmd_sync_rules():
     print(f"rewrote {rel(PROMETHEUS_RULE)} from {rel(RULES_FILE)}")
 
 
+def walk(node):
+    """Every mapping inside a parsed document, depth first."""
+    if isinstance(node, dict):
+        yield node
+        for v in node.values():
+            yield from walk(v)
+    elif isinstance(node, list):
+        for v in node:
+            yield from walk(v)
+
+
+def socket_port(p, where, node, *keys):
+    """The port_value of the socket_address at `keys` inside `node`, or None (a problem)."""
+    for k in keys:
+        node = node.get(k) if isinstance(node, dict) else None
+    sa = node if isinstance(node, dict) else {}
+    if p.check("address" in sa and isinstance(sa.get("port_value"), int), f"{where}: no socket_address (address, port_value) at {'.'.join(keys)}"):
+        return sa["port_value"]
+    return None
+
+
+# SPEC §3's tokengate ports, and the ports the bootstraps' headers name.
+ENVOY_PORTS = {"listener": 10000, "admin": 9901, "app": 3000, "http_service": 8181, "grpc_service": 9191}
+
+
+def cmd_envoy():
+    """The shipped bootstraps close their side of SPEC §4a (normalize_path, merge_slashes,
+    escaped slashes and header names with `_` refused), pass x-tokengate-shadow-deny
+    upstream where a list restricts what goes upstream, refuse when tokengate fails, and
+    have the shape tests/support/envoy.rs changes (admin, one listener, clusters `app` and
+    `tokengate_*`), with the documented default ports."""
+    p = Problems()
+    files = sorted(ENVOY_DIR.glob("*.yaml"))
+    p.check(files, f"no Envoy bootstrap in {rel(ENVOY_DIR)}")
+    for path in files:
+        where = rel(path)
+        try:
+            docs = load_yaml_docs(path)
+        except yaml.YAMLError as e:
+            p.check(False, f"{where}: not YAML: {e}")
+            continue
+        if not p.check(len(docs) == 1, f"{where}: {len(docs)} documents, want one bootstrap"):
+            continue
+        doc = docs[0]
+        hcms = [m["typed_config"] for m in walk(doc) if isinstance(m.get("typed_config"), dict) and m["typed_config"].get("@type") == HCM_TYPE]
+        p.check(hcms, f"{where}: no HTTP connection manager")
+        authz_clusters = {}
+        for hcm in hcms:
+            at = f"{where}: connection manager {hcm.get('stat_prefix')!r}"
+            p.check(hcm.get("normalize_path") is True, f"{at}: normalize_path is not true")
+            p.check(hcm.get("merge_slashes") is True, f"{at}: merge_slashes is not true")
+            p.check(hcm.get("path_with_escaped_slashes_action") == "REJECT_REQUEST", f"{at}: path_with_escaped_slashes_action is {hcm.get('path_with_escaped_slashes_action')!r}, want REJECT_REQUEST")
+            action = (hcm.get("common_http_protocol_options") or {}).get("headers_with_underscores_action")
+            p.check(action == "REJECT_REQUEST", f"{at}: common_http_protocol_options.headers_with_underscores_action is {action!r}, want REJECT_REQUEST")
+            filters = [f.get("typed_config") or {} for f in hcm.get("http_filters") or []]
+            authz = [f for f in filters if f.get("@type") == EXT_AUTHZ_TYPE]
+            p.check(len(authz) == 1, f"{at}: {len(authz)} ext_authz filters, want one")
+            for f in authz:
+                p.check(f.get("failure_mode_allow") is False, f"{at}: ext_authz failure_mode_allow is not false")
+                http = f.get("http_service")
+                grpc = f.get("grpc_service")
+                if http:
+                    authz_clusters[(http.get("server_uri") or {}).get("cluster")] = "http_service"
+                    uri = (http.get("server_uri") or {}).get("uri", "")
+                    p.check(uri.endswith(f":{ENVOY_PORTS['http_service']}"), f"{at}: server_uri {uri!r} is not tokengate's authz_http port {ENVOY_PORTS['http_service']}")
+                    patterns = ((http.get("authorization_response") or {}).get("allowed_upstream_headers") or {}).get("patterns")
+                    if patterns is not None:
+                        names = {pt.get("exact", "").lower() for pt in patterns}
+                        p.check(SHADOW_HEADER in names, f"{at}: allowed_upstream_headers lacks {SHADOW_HEADER} (SPEC §9): {sorted(names)}")
+                if grpc:
+                    authz_clusters[(grpc.get("envoy_grpc") or {}).get("cluster_name")] = "grpc_service"
+                p.check(bool(http) != bool(grpc), f"{at}: ext_authz needs exactly one of http_service, grpc_service")
+
+        # The shape tests/support/envoy.rs points at test addresses, with the default ports.
+        p.check(socket_port(p, where, doc, "admin", "address", "socket_address") == ENVOY_PORTS["admin"], f"{where}: admin is not on port {ENVOY_PORTS['admin']}")
+        resources = doc.get("static_resources") or {}
+        listeners = resources.get("listeners") or []
+        if p.check(len(listeners) == 1, f"{where}: {len(listeners)} listeners, want one (the clients')"):
+            port = socket_port(p, where, listeners[0], "address", "socket_address")
+            p.check(port == ENVOY_PORTS["listener"], f"{where}: the listener is on port {port}, want {ENVOY_PORTS['listener']}")
+        names = []
+        for c in resources.get("clusters") or []:
+            name = c.get("name", "")
+            names.append(name)
+            if name == "app":
+                want = ENVOY_PORTS["app"]
+            elif name.startswith("tokengate_"):
+                p.check(name in authz_clusters, f"{where}: cluster {name} is not the ext_authz filter's")
+                want = ENVOY_PORTS.get(authz_clusters.get(name))
+            else:
+                p.check(False, f"{where}: cluster {name!r} is neither `app` nor a `tokengate_*` one (tests/support/envoy.rs points only those)")
+                continue
+            groups = ((c.get("load_assignment") or {}).get("endpoints")) or []
+            lbs = [lb for g in groups for lb in g.get("lb_endpoints") or []]
+            p.check(lbs, f"{where}: cluster {name} has no endpoint")
+            for lb in lbs:
+                port = socket_port(p, where, lb, "endpoint", "address", "socket_address")
+                p.check(port == want, f"{where}: cluster {name} endpoint on port {port}, want {want}")
+        p.check("app" in names and any(n.startswith("tokengate_") for n in names), f"{where}: clusters {names}, want `app` and a `tokengate_*` one")
+        print(f"{where}: connection managers {len(hcms)}, clusters {names}")
+    p.finish("envoy")
+
+
+def nginx_binary():
+    for c in ("nginx", "/usr/sbin/nginx"):
+        path = shutil.which(c)
+        if path:
+            return path
+    sys.exit("nginx is missing: run scripts/install-test-deps.sh")
+
+
+def cmd_nginx():
+    """auth-request.conf: `nginx -t` accepts it once its placeholders are substituted; the
+    auth subrequest sets X-Original-Method and X-Original-URI from the original request
+    exactly once each; its comments and the example config say forward_auth.headers
+    "nginx"; every forward header of the example config (and x-tokengate-shadow-deny) is
+    set on the proxied request from tokengate's answer, which replaces a client's copy;
+    header names with `_` stay dropped and a path with `//` is refused."""
+    p = Problems()
+    text = NGINX_CONF.read_text()
+    code = "\n".join(line.split("#", 1)[0] for line in text.splitlines())
+    config = load_json(NGINX_CONFIG)
+    p.check((config.get("forward_auth") or {}).get("headers") == "nginx", f"{rel(NGINX_CONFIG)}: forward_auth.headers is not \"nginx\"")
+    p.check('"forward_auth": {"headers": "nginx"}' in text, f"{rel(NGINX_CONF)}: its comments do not tell to set \"forward_auth\": {{\"headers\": \"nginx\"}}")
+
+    auth = re.search(r"location\s*=\s*/_tokengate\s*\{([^}]*)\}", code)
+    if p.check(auth, f"{rel(NGINX_CONF)}: no `location = /_tokengate` block"):
+        block = auth.group(1)
+        p.check(re.search(r"^\s*internal\s*;", block, re.M), f"{rel(NGINX_CONF)}: /_tokengate is not internal")
+        for header, var in (("X-Original-Method", "$request_method"), ("X-Original-URI", "$request_uri")):
+            sets = re.findall(rf"proxy_set_header\s+{re.escape(header)}\s+(\S+)\s*;", block, re.I)
+            p.check(sets == [var], f"{rel(NGINX_CONF)}: /_tokengate sets {header} to {sets}, want exactly [{var}]")
+    main = re.search(r"location\s+/\s*\{([^}]*)\}", code)
+    if p.check(main, f"{rel(NGINX_CONF)}: no `location /` block"):
+        block = main.group(1)
+        from_tokengate = dict(re.findall(r"auth_request_set\s+(\$\w+)\s+\$upstream_http_(\w+)\s*;", block))
+        for name in sorted(forward_headers(config) | {SHADOW_HEADER}):
+            sets = re.findall(rf"proxy_set_header\s+{re.escape(name)}\s+(\$\w+)\s*;", block, re.I)
+            ok = len(sets) == 1 and from_tokengate.get(sets[0]) == name.replace("-", "_")
+            p.check(ok, f"{rel(NGINX_CONF)}: `location /` does not set {name} from tokengate's answer (auth_request_set $v $upstream_http_{name.replace('-', '_')}; proxy_set_header {name} $v;)")
+    p.check(not re.search(r"underscores_in_headers\s+on", code), f"{rel(NGINX_CONF)}: underscores_in_headers on lets `x_auth_subject` through")
+    p.check(not re.search(r"ignore_invalid_headers\s+off", code), f"{rel(NGINX_CONF)}: ignore_invalid_headers off lets `x_auth_subject` through")
+    p.check(re.search(r'if\s*\(\$request_uri\s*~\s*"[^"]*//"\)\s*\{\s*return\s+400\s*;', code), f"{rel(NGINX_CONF)}: a path with `//` is not refused")
+
+    # nginx -t on the template with its placeholders substituted, as its header says.
+    import tempfile
+    with tempfile.TemporaryDirectory() as tmp:
+        conf = Path(tmp) / "nginx.conf"
+        conf.write_text(text.replace("${LISTEN}", "127.0.0.1:18080").replace("${UPSTREAM_PORT}", "3000").replace("${TOKENGATE_AUTHZ_HTTP_PORT}", "8181"))
+        (Path(tmp) / "logs").mkdir()
+        out = subprocess.run([nginx_binary(), "-t", "-p", tmp, "-c", str(conf), "-e", f"{tmp}/logs/error.log", "-g", f"pid {tmp}/nginx.pid;"], capture_output=True, text=True)
+        p.check(out.returncode == 0, f"{rel(NGINX_CONF)}: nginx -t failed:\n{out.stderr}")
+    print(f"{rel(NGINX_CONF)}: X-Original-Method/-URI set once; forward headers {sorted(forward_headers(config))} replaced")
+    p.finish("nginx")
+
+
+def underscore_spellings(name):
+    """`name` with at least one of its `-` written `_`."""
+    parts = name.split("-")
+    out = set()
+    for mask in range(1, 2 ** (len(parts) - 1)):
+        s = parts[0]
+        for i, part in enumerate(parts[1:]):
+            s += ("_" if mask >> i & 1 else "-") + part
+        out.add(s)
+    return out
+
+
+def cmd_traefik():
+    """dynamic.yaml against tokengate.json next to it: one ForwardAuth middleware at the
+    config's authz_http, trustForwardHeader false, authResponseHeaders = the config's
+    forward headers and x-tokengate-shadow-deny; every router through it deletes the `_`
+    spellings of those names first; the config says forward_auth.headers "traefik"."""
+    p = Problems()
+    dynamic = load_yaml_docs(TRAEFIK_DYNAMIC)[0]
+    config = load_json(TRAEFIK_CONFIG)
+    where = rel(TRAEFIK_DYNAMIC)
+    p.check((config.get("forward_auth") or {}).get("headers") == "traefik", f"{rel(TRAEFIK_CONFIG)}: forward_auth.headers is not \"traefik\"")
+    http = dynamic.get("http") or {}
+    middlewares = http.get("middlewares") or {}
+    auth = {n: m["forwardAuth"] for n, m in middlewares.items() if isinstance(m, dict) and "forwardAuth" in m}
+    if not p.check(len(auth) == 1, f"{where}: {len(auth)} forwardAuth middlewares, want one"):
+        p.finish("traefik")
+    (auth_name, fa), = auth.items()
+    address = urlsplit(fa.get("address", ""))
+    listen = (config.get("listeners") or {}).get("authz_http", "0.0.0.0:8181")
+    host, port = listen.rsplit(":", 1)
+    p.check(address.scheme == "http" and address.port == int(port), f"{where}: forwardAuth address {fa.get('address')!r} is not tokengate's authz_http {listen}")
+    p.check(host in ("0.0.0.0", "[::]") or address.hostname == host, f"{where}: forwardAuth address host {address.hostname} is not {host}")
+    p.check(fa.get("trustForwardHeader") is False, f"{where}: forwardAuth trustForwardHeader is not false")
+    response = {h.lower() for h in fa.get("authResponseHeaders") or []}
+    want = forward_headers(config) | {SHADOW_HEADER}
+    p.check(response == want, f"{where}: authResponseHeaders {sorted(response)}, want the config's forward headers and {SHADOW_HEADER}: {sorted(want)}")
+    deleted = {}
+    for n, m in middlewares.items():
+        custom = ((m or {}).get("headers") or {}).get("customRequestHeaders") or {}
+        deleted[n] = {k.lower() for k, v in custom.items() if v == ""}
+    spoofed = set().union(*(underscore_spellings(h) for h in want))
+    routers = http.get("routers") or {}
+    through = {n: r for n, r in routers.items() if auth_name in (r.get("middlewares") or [])}
+    p.check(through, f"{where}: no router uses the {auth_name} middleware")
+    for n, r in through.items():
+        chain = r.get("middlewares") or []
+        before = set().union(set(), *(deleted.get(m, set()) for m in chain[: chain.index(auth_name)]))
+        missing = sorted(spoofed - before)
+        p.check(not missing, f"{where}: router {n} lets these spellings through to the app: {missing}")
+    services = http.get("services") or {}
+    for n, r in routers.items():
+        p.check(r.get("service") in services, f"{where}: router {n} names service {r.get('service')!r}, not one of {sorted(services)}")
+    print(f"{where}: {auth_name} -> {fa.get('address')}, authResponseHeaders {sorted(response)}")
+    p.finish("traefik")
+
+
 COMMANDS = {
     "parse": cmd_parse,
     "schemas": cmd_schemas,
@@ -804,6 +1055,9 @@ COMMANDS = {
     "sidecar": cmd_sidecar,
     "ext-authz": cmd_ext_authz,
     "istio": cmd_istio,
+    "envoy": cmd_envoy,
+    "nginx": cmd_nginx,
+    "traefik": cmd_traefik,
     "monitoring": cmd_monitoring,
     "configs": cmd_configs,
     "sync-rules": cmd_sync_rules,

@@ -111,12 +111,14 @@ fn allows_with_forward_headers_and_headers_to_remove() {
 }
 
 #[test]
-fn forward_auth_headers_override_method_and_path() {
-    let dir = TempDir::new("http-forward-auth");
-    let tg = Tokengate::start(&dir, config());
-    tg.wait_ready();
+fn forward_auth_headers_override_method_and_path_of_the_configured_family_only() {
     let auth = format!("Bearer {}", token("SCOPE_READ_ONLY"));
     // Traefik ForwardAuth: the check request is GET /, the original was POST /orders.
+    let dir = TempDir::new("http-forward-auth-traefik");
+    let mut cfg = config();
+    cfg["forward_auth"] = serde_json::json!({"headers": "traefik"});
+    let tg = Tokengate::start(&dir, cfg);
+    tg.wait_ready();
     let r = tg.check(
         "GET",
         "/",
@@ -127,12 +129,54 @@ fn forward_auth_headers_override_method_and_path() {
         ],
     );
     assert_eq!(r.status, 403);
-    // nginx auth_request: X-Original-URI on an anonymous path.
-    let r = tg.check("GET", "/auth", &[("x-original-uri", "/public/page")]);
-    assert_eq!(r.status, 200);
-    // Dot segments do not escape into an anonymous prefix.
-    let r = tg.check("GET", "/public/../orders", &[]);
+    // nginx's family is never read under traefik's.
+    let r = tg.check(
+        "GET",
+        "/auth",
+        &[
+            ("x-forwarded-method", "GET"),
+            ("x-forwarded-uri", "/orders"),
+            ("x-original-uri", "/public/page"),
+        ],
+    );
     assert_eq!(r.status, 401);
+    drop(tg);
+
+    // nginx auth_request: X-Original-URI on an anonymous path.
+    let dir = TempDir::new("http-forward-auth-nginx");
+    let mut cfg = config();
+    cfg["forward_auth"] = serde_json::json!({"headers": "nginx"});
+    let tg = Tokengate::start(&dir, cfg);
+    tg.wait_ready();
+    let nginx = |uri: &str| {
+        tg.check(
+            "GET",
+            "/auth",
+            &[("x-original-method", "GET"), ("x-original-uri", uri)],
+        )
+        .status
+    };
+    assert_eq!(nginx("/public/page"), 200);
+    assert_eq!(nginx("/orders"), 401);
+    // Dot segments do not escape into an anonymous prefix: refused, as nginx serves
+    // whatever it makes of them.
+    assert_eq!(nginx("/public/../orders"), 400);
+    // Without its method header the override is incomplete: refused, never the
+    // check request's own method and path.
+    let r = tg.check("GET", "/public/x", &[("x-original-uri", "/public/page")]);
+    assert_eq!(r.status, 400);
+    drop(tg);
+
+    // Without a family (Envoy), override headers are never read.
+    let dir = TempDir::new("http-forward-auth-none");
+    let tg = Tokengate::start(&dir, config());
+    tg.wait_ready();
+    let r = tg.check("GET", "/orders", &[("x-original-uri", "/public/page")]);
+    assert_eq!(r.status, 401);
+    let r = tg.check("GET", "/public/x", &[("x-forwarded-method", "POST")]);
+    assert_eq!(r.status, 200);
+    let r = tg.check("GET", "/public/../orders", &[]);
+    assert_eq!(r.status, 400);
 }
 
 #[test]

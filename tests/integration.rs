@@ -41,3 +41,11 @@ mod deploy;
 
 /// Hostile input: the attack corpus, floods, slow clients, secrets never logged.
 mod hardening;
+
+/// The request the app gets is the request tokengate judged (SPEC §4a): every bypass
+/// class of the edge issue against the real binary's `proxy` and `authz_http`.
+mod bypass;
+
+/// The same classes end to end through the shipped nginx and Envoy configs, with an
+/// echo app behind them.
+mod bypass_e2e;

@@ -305,7 +305,9 @@ fn envoy_grpc_ext_authz_end_to_end() {
 fn nginx_auth_request_end_to_end() {
     let dir = TempDir::new("serving-nginx");
     let upstream = Upstream::start(Mode::Echo);
-    let gate = start(&dir, None, false, |_| {});
+    let gate = start(&dir, None, false, |c| {
+        c["forward_auth"] = json!({"headers": "nginx"});
+    });
     let nginx = Nginx::start(&dir, upstream.addr, gate.tg.authz);
     matrix("nginx", &upstream, Denials::NoBody, &|m, p, h| {
         nginx.request(m, p, h)
@@ -757,18 +759,15 @@ fn deploy_envoy_configs_validate() {
         "{files:?}"
     );
     for name in files {
-        let text = envoy::render(
-            &format!("envoy/{name}"),
-            &[
-                ("LISTEN_ADDRESS", "127.0.0.1".into()),
-                ("LISTEN_PORT", "10000".into()),
-                ("ADMIN_PORT", "10001".into()),
-                ("UPSTREAM_PORT", "10002".into()),
-                ("TOKENGATE_AUTHZ_HTTP_PORT", "10003".into()),
-                ("TOKENGATE_AUTHZ_GRPC_PORT", "10004".into()),
-            ],
-        );
-        let path = dir.write(&name, text);
+        let at = |port: u16| SocketAddr::from(([127, 0, 0, 1], port));
+        let to = envoy::Addresses {
+            listen: at(10000),
+            admin: at(10001),
+            upstream: at(10002),
+            authz: at(10003),
+        };
+        let doc = envoy::render_envoy(&format!("envoy/{name}"), |doc| envoy::point(doc, &to));
+        let path = dir.write(&format!("{name}.json"), doc.to_string());
         let (ok, out) = envoy::validate(&path);
         assert!(ok, "{name}: envoy --mode validate failed:\n{out}");
     }

