@@ -357,22 +357,35 @@ impl Authorizer {
         if let Some(hash) = &hash
             && let Some(entry) = policy.cache.get(hash, generation_of, now)
         {
-            entry
-                .principal
-                .key
-                .stats
-                .record_use(entry.principal.matched, now);
-            let mut judged = Judged::allow_or_scope(ask, &entry.principal, payload_segment(token));
+            let mut judged = match &entry.outcome {
+                Ok(principal) => {
+                    principal.key.stats.record_use(principal.matched, now);
+                    Judged::allow_or_scope(ask, principal, payload_segment(token))
+                }
+                Err(reason) => Judged::deny((*reason).into(), entry.issuer),
+            };
             judged.cached = true;
             return judged;
         }
+        // A denial that rests on the token's bytes (and the issuer's ring at a
+        // generation) is remembered, so that a replay costs one hash.
+        let remember = |issuer: Option<(usize, u64)>, reason: DenyReason| {
+            if let Some(hash) = hash {
+                policy.cache.insert_denial(hash, issuer, reason, now);
+            }
+            Judged::deny(reason.into(), issuer.map(|(i, _)| i))
+        };
+        let refuse = |reason: DenyReason| match reason {
+            DenyReason::Malformed => remember(None, reason),
+            _ => Judged::deny(reason.into(), None),
+        };
         let jws = match jws::parse(token, policy.issuers.algorithms()) {
             Ok(j) => j,
-            Err(reason) => return Judged::deny(reason.into(), None),
+            Err(reason) => return refuse(reason),
         };
         let claims = match jws.claims() {
             Ok(c) => c,
-            Err(reason) => return Judged::deny(reason.into(), None),
+            Err(reason) => return refuse(reason),
         };
         let issuer = match policy.issuers.pick(&claims) {
             Ok(i) => i,
@@ -384,7 +397,13 @@ impl Authorizer {
         }
         let (verified, generation) = match self.verify(policy, issuer, &jws).await {
             Ok(v) => v,
-            Err(reason) => return deny(reason),
+            Err(Unverified {
+                reason,
+                generation: Some(g),
+            }) if matches!(reason, DenyReason::BadSignature | DenyReason::UnknownKey) => {
+                return remember(Some((issuer.index, g)), reason);
+            }
+            Err(u) => return deny(u.reason),
         };
         let mut principal =
             match claims::check(verified, &claims, issuer.index, &issuer.config, now) {
@@ -397,7 +416,10 @@ impl Authorizer {
         match hash {
             Some(hash) => {
                 let entry = policy.cache.insert(hash, generation, principal, now);
-                Judged::allow_or_scope(ask, &entry.principal, payload_b64)
+                match &entry.outcome {
+                    Ok(p) => Judged::allow_or_scope(ask, p, payload_b64),
+                    Err(reason) => Judged::deny((*reason).into(), entry.issuer),
+                }
             }
             None => Judged::allow_or_scope(ask, &principal, payload_b64),
         }
@@ -405,23 +427,35 @@ impl Authorizer {
 
     /// Picks the key and verifies (SPEC §4 step 3): a known kid → that key only; an
     /// unknown kid → one refetch, then the fallback; no kid → the fallback. Returns the
-    /// verified token and the ring generation it was verified under.
+    /// verified token and the ring generation it was verified under; a denial carries
+    /// that generation only when no refetch took part (its judgement then rests on the
+    /// token and that ring alone).
     async fn verify<'j, 't>(
         &self,
         policy: &Policy,
         issuer: &Issuer,
         jws: &'j jws::Jws<'t>,
-    ) -> Result<(VerifiedToken<'j, 't>, u64), DenyReason> {
+    ) -> Result<(VerifiedToken<'j, 't>, u64), Unverified> {
         let max = policy.config.fallback_max_keys;
         let mut ring = issuer.keys.ring();
         if !ring.loaded {
-            return Err(DenyReason::KeysUnavailable);
+            return Err(DenyReason::KeysUnavailable.into());
         }
+        let at = |generation: u64| {
+            move |reason| Unverified {
+                reason,
+                generation: Some(generation),
+            }
+        };
         let Some(kid) = jws.kid.clone() else {
-            return verify::with_fallback(jws, &ring, max).map(|v| (v, ring.generation));
+            return verify::with_fallback(jws, &ring, max)
+                .map(|v| (v, ring.generation))
+                .map_err(at(ring.generation));
         };
         if let Some(indices) = ring.by_kid(&kid) {
-            return verify::with_kid(jws, &ring, indices).map(|v| (v, ring.generation));
+            return verify::with_kid(jws, &ring, indices)
+                .map(|v| (v, ring.generation))
+                .map_err(at(ring.generation));
         }
         let misses = &issuer.metrics.misses;
         // Whether or not this request's refetch ran (rate limit, another fetch in flight),
@@ -433,12 +467,29 @@ impl Authorizer {
             if let Some(indices) = ring.by_kid(&kid) {
                 let r = verify::with_kid(jws, &ring, indices).map(|v| (v, ring.generation));
                 misses[if r.is_ok() { 0 } else { 2 }].inc();
-                return r;
+                return r.map_err(Unverified::from);
             }
         }
         let r = verify::with_fallback(jws, &ring, max).map(|v| (v, ring.generation));
         misses[if r.is_ok() { 1 } else { 2 }].inc();
-        r
+        r.map_err(Unverified::from)
+    }
+}
+
+/// A token the key step refused, and the ring generation the refusal rests on (`None`
+/// when an unknown-kid refetch took part: another moment could have found the key).
+#[derive(Debug)]
+struct Unverified {
+    reason: DenyReason,
+    generation: Option<u64>,
+}
+
+impl From<DenyReason> for Unverified {
+    fn from(reason: DenyReason) -> Self {
+        Self {
+            reason,
+            generation: None,
+        }
     }
 }
 

@@ -39,6 +39,7 @@ use std::time::Duration;
 use hashbrown::HashTable;
 
 use crate::claims::Principal;
+use crate::decision::DenyReason;
 use crate::metrics::CacheMetrics;
 
 /// Bytes one unit of `cache.max_entries` stands for. Typical entries (a subject, a few
@@ -58,8 +59,11 @@ const MIN_SHARD_UNITS: u64 = 64;
 pub struct Entry {
     /// The issuer's ring generation it was verified under.
     pub generation: u64,
+    /// The issuer whose ring `generation` counts (`None`: a denial of the token's bytes,
+    /// whatever the keys).
+    pub issuer: Option<usize>,
     /// The result.
-    pub principal: Principal,
+    pub outcome: Result<Principal, DenyReason>,
     /// Unix seconds from which it is no longer used: `min(exp, inserted + max_ttl)`.
     deadline: i64,
 }
@@ -148,7 +152,10 @@ impl TokenCache {
                 Some(i) => match shard.slots.get_mut(i) {
                     Some(slot)
                         if now < slot.entry.deadline
-                            && slot.entry.generation == generation(slot.entry.principal.issuer) =>
+                            && slot
+                                .entry
+                                .issuer
+                                .is_none_or(|i| slot.entry.generation == generation(i)) =>
                     {
                         slot.referenced = true;
                         Some(slot.entry.clone())
@@ -183,10 +190,38 @@ impl TokenCache {
         now: i64,
     ) -> Arc<Entry> {
         let until = now.saturating_add(self.max_ttl_secs);
-        let deadline = principal.exp.map_or(until, |exp| exp.min(until));
+        let deadline = principal.valid_until.map_or(until, |end| end.min(until));
+        let issuer = Some(principal.issuer);
+        self.store(hash, generation, issuer, Ok(principal), deadline, now)
+    }
+
+    /// Stores the denial of a token whose judgement rests on its bytes and on `issuer`'s
+    /// ring at that generation (or on its bytes alone), for `max_ttl`.
+    pub fn insert_denial(
+        &self,
+        hash: [u8; 32],
+        issuer: Option<(usize, u64)>,
+        reason: DenyReason,
+        now: i64,
+    ) {
+        let deadline = now.saturating_add(self.max_ttl_secs);
+        let (issuer, generation) = issuer.map_or((None, 0), |(i, g)| (Some(i), g));
+        drop(self.store(hash, generation, issuer, Err(reason), deadline, now));
+    }
+
+    fn store(
+        &self,
+        hash: [u8; 32],
+        generation: u64,
+        issuer: Option<usize>,
+        outcome: Result<Principal, DenyReason>,
+        deadline: i64,
+        now: i64,
+    ) -> Arc<Entry> {
         let entry = Arc::new(Entry {
             generation,
-            principal,
+            issuer,
+            outcome,
             deadline,
         });
         if now < deadline
@@ -339,10 +374,15 @@ impl Shard {
 // === impl Entry ===
 
 impl Entry {
+    /// The verified principal, when the entry is not a denial.
+    pub fn principal(&self) -> Option<&Principal> {
+        self.outcome.as_ref().ok()
+    }
+
     /// Units of [`ENTRY_WEIGHT_UNIT`] this entry counts for (at least one): its own size
     /// plus the strings it owns (the key is shared with the ring and not counted).
     fn weight(&self) -> u32 {
-        let owned = self.principal.heap_size();
+        let owned = self.principal().map_or(0, Principal::heap_size);
         let bytes = std::mem::size_of::<Self>() + 32 + owned;
         u32::try_from(bytes.div_ceil(ENTRY_WEIGHT_UNIT).max(1)).unwrap_or(u32::MAX)
     }
@@ -398,6 +438,24 @@ mod tests {
 
     fn small(exp: Option<i64>) -> Principal {
         principal(0, exp, "read write", &["alice@example.com", "tenant-42"])
+    }
+
+    #[test]
+    fn a_denial_of_the_key_set_is_forgotten_when_the_ring_moves() {
+        let c = cache(100, Duration::from_secs(300));
+        c.insert_denial(hash(1), Some((0, GEN)), DenyReason::BadSignature, NOW);
+        c.insert_denial(hash(2), None, DenyReason::Malformed, NOW);
+        let at = |g: u64| move |_: usize| g;
+        let hit = c.get(&hash(1), at(GEN), NOW);
+        assert_eq!(
+            hit.map(|e| e.outcome.as_ref().err().copied()),
+            Some(Some(DenyReason::BadSignature))
+        );
+        assert!(c.get(&hash(1), at(GEN + 1), NOW).is_none());
+        // A denial of the bytes alone holds whatever the keys.
+        assert!(c.get(&hash(2), at(GEN + 7), NOW).is_some());
+        // Both end with max_ttl.
+        assert!(c.get(&hash(2), at(GEN), NOW + 300).is_none());
     }
 
     fn metrics() -> CacheMetrics {
@@ -464,7 +522,7 @@ mod tests {
         };
         assert!(Arc::ptr_eq(&got, &inserted));
         assert_eq!(got.generation, GEN);
-        assert_eq!(got.principal.scopes(), "read write");
+        assert_eq!(got.principal().map_or("", |p| p.scopes()), "read write");
         assert!(c.get(&hash(2), gen_is(GEN), NOW).is_none());
         assert!(c.get(&hash(1), gen_is(GEN), NOW + 1).is_some());
         assert_eq!(c.metrics.hit.get(), 2);
@@ -578,7 +636,7 @@ mod tests {
             principal(0, None, &"s".repeat(10_000), &[]),
             NOW,
         );
-        assert_eq!(e.principal.scopes().len(), 10_000);
+        assert_eq!(e.principal().map_or(0, |p| p.scopes().len()), 10_000);
         assert_eq!(c.entry_count(), 0);
         assert!(c.get(&hash(1), gen_is(GEN), NOW).is_none());
     }
@@ -656,7 +714,7 @@ mod tests {
             assert!(!c.enabled());
             let e = c.insert(hash(1), GEN, small(None), NOW);
             assert_eq!(e.generation, GEN);
-            assert_eq!(e.principal.scopes(), "read write");
+            assert_eq!(e.principal().map_or("", |p| p.scopes()), "read write");
             assert!(c.get(&hash(1), gen_is(GEN), NOW).is_none());
             assert_eq!(c.entry_count(), 0);
             assert_eq!((c.metrics.hit.get(), c.metrics.miss.get()), (0, 0));

@@ -27,8 +27,9 @@ pub struct Principal {
     pub key: Arc<Key>,
     /// How the key was found.
     pub matched: MatchKind,
-    /// `exp`, if present.
-    pub exp: Option<i64>,
+    /// Unix seconds from which this verification no longer holds: `exp`, or with
+    /// `certificate_validity: "now"` the end of the verifying certificate when earlier.
+    pub valid_until: Option<i64>,
     /// The forward-header values, each led by [`SOME`] or [`NONE`] (values never contain
     /// control characters), then the scopes from `scopes_at` on.
     text: Box<str>,
@@ -94,7 +95,7 @@ impl Principal {
             issuer,
             key,
             matched: MatchKind::Kid,
-            exp,
+            valid_until: exp,
             text: scopes.into(),
             scopes_at: 0,
         };
@@ -203,7 +204,12 @@ pub fn check(
             return Err(DenyReason::BadType);
         }
     }
+    let mut valid_until = exp;
     if let Some(v) = key.validity {
+        if issuer.certificate_validity == CertificateValidity::Now {
+            let cert_end = v.not_after.saturating_add(1);
+            valid_until = Some(valid_until.map_or(cert_end, |e| e.min(cert_end)));
+        }
         let at = match issuer.certificate_validity {
             CertificateValidity::Off => None,
             CertificateValidity::Now => Some(now),
@@ -220,7 +226,7 @@ pub fn check(
         issuer: issuer_index,
         key,
         matched,
-        exp,
+        valid_until,
         text: scopes.into_boxed_str(),
         scopes_at: 0,
     })

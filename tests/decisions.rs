@@ -387,3 +387,122 @@ fn every_deny_reason_is_covered_above() {
         );
     }
 }
+
+/// The cache remembers denials that rest on the token's bytes and the key set
+/// (`malformed`, `bad_signature` of a known or absent kid), so that a replay costs one
+/// hash; never one an unknown-kid refetch took part in (another moment could find the
+/// key). That a change of the keys forgets them is `cache.rs`'s
+/// `a_denial_of_the_key_set_is_forgotten_when_the_ring_moves`.
+#[test]
+fn caches_denials_of_the_token_and_key_set_only() {
+    let mut issuer = fixture_issuer();
+    issuer["certificate_validity"] = json!("off");
+    let cfg = config(json!([issuer]), json!({"cache": {"max_entries": 1000}}));
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(async {
+        let app = App::new(
+            cfg,
+            tokio::runtime::Handle::current(),
+            Arc::new(FixedClock::new(NOW)),
+            Arc::new(Metrics::new()),
+            Arc::new(|_: &str| None),
+        );
+        let judge = |t: String| {
+            let app = app.clone();
+            async move {
+                let headers = bearer(&t);
+                let view = RequestView {
+                    method: "GET",
+                    target: "/x",
+                    headers: headers.as_slice(),
+                };
+                let v = app.authorizer().check(Listener::Cli, &view).await;
+                let reason = match &v.decision {
+                    Decision::Deny(d) => Some(d.reason),
+                    Decision::Allow(_) => None,
+                };
+                (reason, v.cached)
+            }
+        };
+        for (name, t, reason, replay_cached) in [
+            (
+                "known kid, bad signature",
+                token("FOREIGN_KNOWN_KID"),
+                DenyReason::BadSignature,
+                true,
+            ),
+            (
+                "no kid, no key verifies",
+                token("FOREIGN_NO_KID"),
+                DenyReason::BadSignature,
+                true,
+            ),
+            (
+                "not a JWS",
+                "e30.e30.c2ln".to_string(),
+                DenyReason::Malformed,
+                true,
+            ),
+            (
+                "unknown kid (a refetch took part)",
+                token("FOREIGN_UNKNOWN_KID"),
+                DenyReason::BadSignature,
+                false,
+            ),
+        ] {
+            assert_eq!(judge(t.clone()).await, (Some(reason), false), "{name}");
+            assert_eq!(
+                judge(t).await,
+                (Some(reason), replay_cached),
+                "{name}: replayed"
+            );
+        }
+    });
+}
+
+/// With `certificate_validity: "now"`, a cached allow ends with the certificate that
+/// verified it, however much longer the token and `cache.max_ttl` would keep it.
+#[test]
+fn a_cached_allow_ends_with_its_certificate_when_validity_is_checked_now() {
+    // pem-1's certificate ends 2099-12-31T23:59:59Z.
+    let not_after: i64 = 4_102_444_799;
+    let mut issuer = fixture_issuer();
+    issuer["certificate_validity"] = json!("now");
+    let cfg = config(
+        json!([issuer]),
+        json!({"cache": {"max_entries": 1000, "max_ttl": "1h"}}),
+    );
+    let mut claims = mint::claims();
+    claims["iat"] = json!(not_after - 600);
+    claims["exp"] = json!(not_after + 86_400);
+    let t = mint::sign(Algorithm::RS256, "pem-rsa", Some("pem-1"), &claims);
+    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    rt.block_on(async {
+        let clock = Arc::new(FixedClock::new(not_after - 60));
+        let app = App::new(
+            cfg,
+            tokio::runtime::Handle::current(),
+            clock.clone(),
+            Arc::new(Metrics::new()),
+            Arc::new(|_: &str| None),
+        );
+        let headers = bearer(&t);
+        let view = RequestView {
+            method: "GET",
+            target: "/x",
+            headers: headers.as_slice(),
+        };
+        let first = app.authorizer().check(Listener::Cli, &view).await;
+        assert!(first.decision.is_allowed(), "{:?}", first.decision);
+        let again = app.authorizer().check(Listener::Cli, &view).await;
+        assert!(again.decision.is_allowed() && again.cached);
+        clock.set(not_after + 5);
+        let after = app.authorizer().check(Listener::Cli, &view).await;
+        assert!(!after.cached, "the cached allow outlived its certificate");
+        let reason = match &after.decision {
+            Decision::Deny(d) => Some(d.reason),
+            Decision::Allow(_) => None,
+        };
+        assert_eq!(reason, Some(DenyReason::KeyOutOfValidity));
+    });
+}

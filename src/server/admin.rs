@@ -20,7 +20,7 @@ use serde_json::json;
 use crate::app::App;
 use crate::keys::inventory;
 
-/// The admin routes.
+/// The admin routes, behind the HTTP/1.1 `Host` rule of every listener.
 pub fn router(app: Arc<App>) -> Router {
     Router::new()
         .route("/metrics", get(metrics))
@@ -29,6 +29,17 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/keys", get(keys))
         .route("/refresh", post(refresh))
         .with_state(app)
+        .layer(axum::middleware::from_fn(host_rule))
+}
+
+/// Refuses a request without exactly one `Host` (a framing error, as on the other
+/// listeners).
+async fn host_rule(req: http::Request<Body>, next: axum::middleware::Next) -> http::Response<Body> {
+    if crate::request::check_host(req.headers()).is_err() {
+        return super::denial_response(&crate::decision::DenyReason::InvalidRequest.into())
+            .map(Body::new);
+    }
+    next.run(req).await
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> http::Response<Body> {
