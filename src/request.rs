@@ -14,6 +14,9 @@
 //!   merged before `..` is resolved). The proxy forwards the resolved path; the
 //!   ext_authz listeners cannot change what the app gets, so a path whose resolution
 //!   differs from itself is refused there.
+//! - **Method overrides.** A request carrying `X-HTTP-Method-Override`, `X-HTTP-Method`
+//!   or `X-Method-Override` is refused: frameworks that honour them act on another
+//!   method than the one judged.
 //! - **Spoofed identity headers.** A client header whose name is a forward header's
 //!   with `_` for `-` (CGI-style apps read both as the same variable) is named so the
 //!   listener removes it.
@@ -66,6 +69,13 @@ pub struct Target<'a> {
     pub unchanged: bool,
 }
 
+/// Headers by which some frameworks replace the request's method.
+const METHOD_OVERRIDES: [&str; 3] = [
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
+
 /// Why a request cannot be judged. Every refusal is `400 invalid_request`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
 pub enum Refusal {
@@ -79,6 +89,9 @@ pub enum Refusal {
     /// An absolute-form target that does not parse, or a target of neither form.
     #[error("the request target does not parse")]
     Unparsable,
+    /// A method-override header: the app may act on another method.
+    #[error("the request carries a method-override header")]
+    MethodOverride,
     /// On an ext_authz listener: the path would resolve to another path.
     #[error("the path is not in its resolved form")]
     Unresolved,
@@ -111,6 +124,13 @@ pub fn judge<'a, H: Headers + ?Sized>(
     };
     if method.is_empty() || !method.bytes().all(crate::token::extract::is_tchar) {
         return Err(Refusal::Override);
+    }
+    for name in METHOD_OVERRIDES {
+        let mut present = false;
+        req.headers.for_each(name, &mut |_| present = true);
+        if present {
+            return Err(Refusal::MethodOverride);
+        }
     }
     let resolved = resolve(target)?;
     let strict = matches!(listener, Listener::AuthzHttp | Listener::AuthzGrpc);
@@ -477,6 +497,30 @@ mod tests {
             found.iter().map(|s| &**s).collect::<Vec<_>>(),
             vec!["x_auth_subject", "X_Auth_Subject"]
         );
+    }
+
+    #[test]
+    fn refuses_method_override_headers() {
+        let config = minimal_config();
+        for name in [
+            "X-HTTP-Method-Override",
+            "x-http-method",
+            "X-Method-Override",
+        ] {
+            let headers: Vec<(String, String)> = vec![(name.into(), "DELETE".into())];
+            let view = RequestView {
+                method: "POST",
+                target: "/orders",
+                headers: &headers[..],
+            };
+            for listener in [Listener::Proxy, Listener::AuthzHttp, Listener::AuthzGrpc] {
+                assert_eq!(
+                    judge(&config, &[], listener, &view).map(|j| j.path),
+                    Err(Refusal::MethodOverride),
+                    "{name}"
+                );
+            }
+        }
     }
 
     #[test]

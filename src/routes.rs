@@ -3,8 +3,10 @@
 //! request's resolved path ([`crate::request`]) by segments: a prefix matches the path
 //! when its non-empty segments begin the path's non-empty segments, so `/public`
 //! matches `/public` and `/public/x` but never `/publicity`, and `//admin` is under
-//! `/admin` (as every app that merges slashes reads it). With `path_case:
-//! "insensitive"` segments compare without regard to ASCII case.
+//! `/admin` (as every app that merges slashes reads it). A segment's `;` parameters are
+//! not part of its name here (`/admin;jsessionid=1/x` is under `/admin`, as servlet
+//! containers read it). With `path_case: "insensitive"` segments compare without regard
+//! to ASCII case.
 
 use std::sync::Arc;
 
@@ -78,9 +80,12 @@ impl Route {
     }
 }
 
-/// True when `prefix`'s non-empty segments begin `path`'s.
+/// True when `prefix`'s non-empty segments begin `path`'s (without their `;` parameters).
 fn under_prefix(path: &str, prefix: &str, case: PathCase) -> bool {
-    let mut segments = path.split('/').filter(|s| !s.is_empty());
+    let mut segments = path
+        .split('/')
+        .map(|s| s.split_once(';').map_or(s, |(name, _)| name))
+        .filter(|s| !s.is_empty());
     prefix.split('/').filter(|s| !s.is_empty()).all(|want| {
         segments.next().is_some_and(|seg| match case {
             PathCase::Sensitive => seg == want,
@@ -107,6 +112,8 @@ mod tests {
         assert!(!under_prefix("/Public/x", "/public", s));
         assert!(under_prefix("/Public/x", "/public", PathCase::Insensitive));
         assert!(!under_prefix("/x/public", "/public", s));
+        assert!(under_prefix("/admin;jsessionid=1/x", "/admin", s));
+        assert!(under_prefix("/;x/admin", "/admin", s));
     }
 
     #[test]

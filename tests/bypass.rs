@@ -651,10 +651,10 @@ fn ambiguous_paths_are_refused_on_proxy_and_authz_http() {
             ],
         )
     };
-    let before: Vec<f64> = both.iter().map(|(l, _)| counted(*l)).collect();
+    let before: Vec<f64> = both.iter().map(|(l, _)| counted(l)).collect();
     let mut failures = gate.run(&both, &refused);
     for ((listener, _), before) in both.iter().zip(before) {
-        let n = counted(*listener) - before;
+        let n = counted(listener) - before;
         if n != refused.len() as f64 {
             failures.push(format!(
                 "{listener}: {n} invalid_request decisions counted for {} refusals",
@@ -834,6 +834,59 @@ fn empty_segments_are_ignored_for_route_matching() {
 /// `path_case: "insensitive"` matches route prefixes in any ASCII case, for apps that
 /// route that way: `/ADMIN/x` needs the `admin` scope and `/PUBLIC/x` is anonymous; the
 /// proxy forwards the path in the case it came in.
+/// A segment's `;` parameters do not hide it from the route it names: servlet
+/// containers read `/admin;jsessionid=1/x` as `/admin/x`.
+#[test]
+fn segment_parameters_do_not_hide_a_route() {
+    let gate = Gate::start("bypass-segment-params", |_| {});
+    let good = bearer(GOOD);
+    let auth = [("authorization", good.as_str())];
+    let cases = [
+        get("/admin;x/y", "/admin;x/y", &auth, Want::Forbidden),
+        get(
+            "/admin;jsessionid=1",
+            "/admin;jsessionid=1",
+            &auth,
+            Want::Forbidden,
+        ),
+        get("/;x/admin/y", "/;x/admin/y", &auth, Want::Forbidden),
+        get("/admin;x/y, no token", "/admin;x/y", &[], Want::NoToken),
+    ];
+    let failures = gate.run(&gate.both(), &cases);
+    assert_none_failed("segment parameters", &failures);
+}
+
+/// Method-override headers are refused: a framework that honours them would act on
+/// another method than the one judged (`POST /upload` passes; `DELETE` might not).
+#[test]
+fn method_override_headers_are_refused() {
+    let gate = Gate::start("bypass-method-override", |_| {});
+    let good = bearer(GOOD);
+    let mut cases = Vec::new();
+    for name in [
+        "X-HTTP-Method-Override",
+        "x-http-method",
+        "X-Method-Override",
+    ] {
+        cases.push(req(
+            name,
+            "GET",
+            "/public/x",
+            &[(name, "DELETE")],
+            Want::Refused,
+        ));
+        cases.push(req(
+            name,
+            "POST",
+            "/orders/1",
+            &[(name, "DELETE"), ("authorization", good.as_str())],
+            Want::Refused,
+        ));
+    }
+    let failures = gate.run(&gate.both(), &cases);
+    assert_none_failed("method overrides", &failures);
+}
+
 #[test]
 fn path_case_insensitive_matches_prefixes_in_any_case() {
     let gate = Gate::start("bypass-case-insensitive", |c| {
