@@ -793,6 +793,126 @@ mod tests {
         );
     }
 
+    /// quick_cache with the same entries, weights and capacity (the edge issue's cache
+    /// question), keyed like ours by bytes 8..16 of the digest.
+    fn quick(capacity: u64) -> quick_cache::sync::Cache<[u8; 32], Arc<Entry>, Weigh, KeyHash> {
+        quick_cache::sync::Cache::with(
+            capacity as usize,
+            capacity,
+            Weigh,
+            KeyHash,
+            quick_cache::sync::DefaultLifecycle::default(),
+        )
+    }
+
+    #[derive(Clone)]
+    struct Weigh;
+
+    impl quick_cache::Weighter<[u8; 32], Arc<Entry>> for Weigh {
+        fn weight(&self, _: &[u8; 32], e: &Arc<Entry>) -> u64 {
+            u64::from(e.weight())
+        }
+    }
+
+    #[derive(Clone, Default)]
+    struct KeyHash;
+
+    #[derive(Default)]
+    struct KeyHasher(u64);
+
+    impl std::hash::BuildHasher for KeyHash {
+        type Hasher = KeyHasher;
+        fn build_hasher(&self) -> KeyHasher {
+            KeyHasher(0)
+        }
+    }
+
+    impl std::hash::Hasher for KeyHasher {
+        fn finish(&self) -> u64 {
+            self.0
+        }
+        fn write(&mut self, bytes: &[u8]) {
+            // `[u8; 32]` hashes as its length then its bytes: keep bytes 8..16.
+            if let Some(b) = bytes.get(8..16) {
+                let mut w = [0u8; 8];
+                w.copy_from_slice(b);
+                self.0 = u64::from_le_bytes(w);
+            }
+        }
+    }
+
+    /// `cargo test --release --lib cache::tests::measure_rss_quick_cache -- --ignored
+    /// --nocapture --exact` (alone in its process, like the others).
+    #[test]
+    #[ignore = "measurement, run alone"]
+    fn measure_rss_quick_cache() {
+        let off = cache(0, Duration::from_secs(300));
+        let c = quick(MEASURED);
+        key();
+        let before = rss_kib();
+        for n in 0..MEASURED {
+            c.insert(sha256(n), off.insert(sha256(n), GEN, real(n), NOW));
+        }
+        report("quick_cache", before, rss_kib(), c.len() as u64);
+    }
+
+    /// Nanoseconds per hit over a full cache of 100,000 real entries, ours and
+    /// quick_cache's, alternating five rounds (A B A B) on one thread; medians printed.
+    /// `cargo test --release --lib cache::tests::measure_hit_latency -- --ignored
+    /// --nocapture --exact`
+    #[test]
+    #[ignore = "measurement, run alone"]
+    fn measure_hit_latency() {
+        let ours = cache(MEASURED, Duration::from_secs(300));
+        let theirs = quick(MEASURED);
+        let keys: Vec<[u8; 32]> = (0..MEASURED).map(sha256).collect();
+        for (n, k) in keys.iter().enumerate() {
+            let e = ours.insert(*k, GEN, real(n as u64), NOW);
+            theirs.insert(*k, e);
+        }
+        // Hit only what both still hold.
+        let held: Vec<[u8; 32]> = keys
+            .iter()
+            .filter(|k| ours.get(k, |_| GEN, NOW).is_some() && theirs.get(*k).is_some())
+            .copied()
+            .collect();
+        let lookups = 2_000_000usize;
+        let round = |f: &dyn Fn(&[u8; 32]) -> bool| {
+            let t = std::time::Instant::now();
+            let mut hits = 0usize;
+            for i in 0..lookups {
+                // A stride through the keys, so that lookups are not cache-line neighbours.
+                let k = &held[(i.wrapping_mul(7919)) % held.len()];
+                hits += usize::from(f(k));
+            }
+            assert_eq!(hits, lookups);
+            t.elapsed().as_nanos() as f64 / lookups as f64
+        };
+        let (mut a, mut b) = (Vec::new(), Vec::new());
+        for _ in 0..5 {
+            a.push(round(&|k| {
+                ours.get(k, |_| GEN, NOW)
+                    .is_some_and(|e| now_valid(&e, NOW))
+            }));
+            b.push(round(&|k| theirs.get(k).is_some_and(|e| now_valid(&e, NOW))));
+        }
+        let median = |v: &mut Vec<f64>| {
+            v.sort_by(f64::total_cmp);
+            v[v.len() / 2]
+        };
+        println!(
+            "hit latency over {} held entries: ours {:.1} ns (rounds {a:.1?}), quick_cache {:.1} ns (rounds {b:.1?})",
+            held.len(),
+            median(&mut a.clone()),
+            median(&mut b.clone()),
+        );
+    }
+
+    /// What a quick_cache-backed cache would check on every hit (ours checks it inside).
+    fn now_valid(e: &Entry, now: i64) -> bool {
+        now < e.deadline && e.issuer.is_none_or(|_| e.generation == GEN)
+    }
+
     /// `cargo test --lib cache::tests::measure -- --ignored --nocapture --test-threads 1`
     /// (each alone: run with `--exact` for one figure per process).
     #[test]
