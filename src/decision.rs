@@ -102,10 +102,10 @@ pub struct Allowed {
     /// Headers to set on the upstream request (name in lower case, value).
     pub forward_headers: Vec<(Arc<str>, String)>,
     /// Header names the client may have sent that must be removed before forwarding
-    /// (all configured forward-header names, whether or not they are set now).
+    /// (all configured forward-header names, whether or not they are set now, and the
+    /// request's spoofed spellings of them).
     pub headers_to_remove: Arc<[Arc<str>]>,
-    /// The verified claims (absent for anonymous requests, and for the HTTP listeners,
-    /// which never read them).
+    /// The verified claims (absent for anonymous requests).
     pub claims: Option<Claims>,
 }
 
@@ -271,6 +271,20 @@ impl DenyReason {
     /// The index of this reason in [`DenyReason::ALL`] (for pre-resolved handle tables).
     pub fn index(self) -> usize {
         self as usize
+    }
+}
+
+// === impl Allowed ===
+
+impl Allowed {
+    /// The names an ext_authz answer lists for removal: [`Allowed::headers_to_remove`]
+    /// less the ones this allow sets (Envoy removes after it sets, so a name set here
+    /// must not be listed; its value overwrites the client's copy anyway).
+    pub fn removals(&self) -> impl Iterator<Item = &str> {
+        self.headers_to_remove
+            .iter()
+            .filter(|name| !self.forward_headers.iter().any(|(set, _)| set == *name))
+            .map(|name| &**name)
     }
 }
 

@@ -42,6 +42,17 @@ fn config(issuers: Value, extra: Value) -> Config {
     .unwrap_or_else(|e| panic!("test config: {e}"))
 }
 
+/// The app of `cfg` on the current runtime, at `clock`'s time.
+fn app_at(cfg: Config, clock: Arc<FixedClock>) -> Arc<App> {
+    App::new(
+        cfg,
+        tokio::runtime::Handle::current(),
+        clock,
+        Arc::new(Metrics::new()),
+        Arc::new(|_: &str| None),
+    )
+}
+
 struct Case {
     name: &'static str,
     headers: Vec<(String, String)>,
@@ -71,13 +82,7 @@ fn case(
 fn run_cases(cfg: Config, cases: Vec<Case>) {
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(async {
-        let app = App::new(
-            cfg,
-            tokio::runtime::Handle::current(),
-            Arc::new(FixedClock::new(NOW)),
-            Arc::new(Metrics::new()),
-            Arc::new(|_: &str| None),
-        );
+        let app = app_at(cfg, Arc::new(FixedClock::new(NOW)));
         let mut failures = Vec::new();
         for c in cases {
             let view = RequestView {
@@ -400,13 +405,7 @@ fn caches_denials_of_the_token_and_key_set_only() {
     let cfg = config(json!([issuer]), json!({"cache": {"max_entries": 1000}}));
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(async {
-        let app = App::new(
-            cfg,
-            tokio::runtime::Handle::current(),
-            Arc::new(FixedClock::new(NOW)),
-            Arc::new(Metrics::new()),
-            Arc::new(|_: &str| None),
-        );
+        let app = app_at(cfg, Arc::new(FixedClock::new(NOW)));
         let judge = |t: String| {
             let app = app.clone();
             async move {
@@ -479,13 +478,7 @@ fn a_cached_allow_ends_with_its_certificate_when_validity_is_checked_now() {
     let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
     rt.block_on(async {
         let clock = Arc::new(FixedClock::new(not_after - 60));
-        let app = App::new(
-            cfg,
-            tokio::runtime::Handle::current(),
-            clock.clone(),
-            Arc::new(Metrics::new()),
-            Arc::new(|_: &str| None),
-        );
+        let app = app_at(cfg, clock.clone());
         let headers = bearer(&t);
         let view = RequestView {
             method: "GET",

@@ -45,7 +45,7 @@ use crate::support::{
 #[path = "../fuzz/src/lib.rs"]
 mod fuzz_checks;
 
-/// `server::CLIENT_REQUEST_TIMEOUT`: the time a client has to send a request head.
+/// `server::HEADER_READ_TIMEOUT`: the time a client has to send a request head.
 const HEAD_TIMEOUT: Duration = tokengate::server::HEADER_READ_TIMEOUT;
 
 // === the attack corpus ===
@@ -903,10 +903,9 @@ fn slow_loris_after_a_kept_alive_request_is_cut_off() {
     assert!(
         open.is_empty(),
         "a second request head sent one byte a second on a kept-alive connection is still \
-         being read after {deadline:?} on {open:?}: actix-http arms its head timeout \
-         (client_request_timeout) for the first request of a connection only, so one \
-         client can hold connections and descriptors forever (see the report / \
-         README.md (Security), \"Limits\")"
+         being read after {deadline:?} on {open:?}: the head timeout must be re-armed \
+         for every head (hyper's header_read_timeout), or one client can hold \
+         connections and descriptors forever (README.md (Security), \"Limits\")"
     );
     assert_alive(&mut tg);
 }

@@ -307,12 +307,7 @@ fn allow(a: &Allowed) -> CheckResponse {
     // Names this decision sets are overwritten above; the others must go, so that a
     // client cannot pass off, say, its own `x-auth-claims` on a request whose token
     // does not produce one (or on an anonymous request, which produces none).
-    let headers_to_remove = a
-        .headers_to_remove
-        .iter()
-        .filter(|name| !a.forward_headers.iter().any(|(set, _)| set == *name))
-        .map(|name| name.to_string())
-        .collect();
+    let headers_to_remove = a.removals().map(str::to_string).collect();
     let metadata = a
         .claims
         .as_ref()

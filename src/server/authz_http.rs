@@ -54,17 +54,12 @@ fn allow(a: &Allowed) -> hyper::Response<Full<Bytes>> {
             headers.insert(n, v);
         }
     }
-    // Envoy removes these after it has set the allowed upstream headers: a name set
-    // here must not be listed (its new value would go); Envoy overwrites the client's
-    // copy of it anyway.
     let mut remove = String::new();
-    for name in a.headers_to_remove.iter() {
-        if !a.forward_headers.iter().any(|(set, _)| set == name) {
-            if !remove.is_empty() {
-                remove.push(',');
-            }
-            remove.push_str(name);
+    for name in a.removals() {
+        if !remove.is_empty() {
+            remove.push(',');
         }
+        remove.push_str(name);
     }
     if !remove.is_empty()
         && let Ok(v) = http::HeaderValue::from_str(&remove)

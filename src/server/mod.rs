@@ -166,11 +166,7 @@ pub async fn serve_http1<F, S, B>(
     mut stop: watch::Receiver<bool>,
 ) where
     F: Fn(SocketAddr) -> S + Send + 'static,
-    S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
-        + Send
-        + 'static,
-    S::Future: Send + 'static,
-    S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    S: Http1Service<B>,
     B: hyper::body::Body + Send + 'static,
     B::Data: Send,
     B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
@@ -237,6 +233,29 @@ pub async fn serve_http1<F, S, B>(
     // Stopped: no new connections; wait for every open one to end.
     drop(listener);
     let _ = permits.acquire_many(MAX_CONNECTIONS as u32).await;
+}
+
+/// A service one HTTP/1.1 connection can run on its own task.
+pub trait Http1Service<B>:
+    hyper::service::Service<
+        hyper::Request<Incoming>,
+        Response = hyper::Response<B>,
+        Future: Send + 'static,
+        Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+    > + Send
+    + 'static
+{
+}
+
+impl<S, B> Http1Service<B> for S where
+    S: hyper::service::Service<
+            hyper::Request<Incoming>,
+            Response = hyper::Response<B>,
+            Future: Send + 'static,
+            Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        > + Send
+        + 'static
+{
 }
 
 /// Resolves once `stop` turns true (or its sender is gone).
@@ -310,7 +329,8 @@ fn grpc_incoming(
 // === impl Listeners ===
 
 impl Listeners {
-    /// Serves `listener` on its own task until [`Listeners::stop`].
+    /// Serves `listener` with the services `make` builds ([`serve_http1`]) on its own
+    /// task until [`Listeners::stop`].
     fn add_http1<F, S, B>(
         &mut self,
         name: &'static str,
@@ -319,11 +339,7 @@ impl Listeners {
     ) -> Result<(), String>
     where
         F: Fn(SocketAddr) -> S + Send + 'static,
-        S: hyper::service::Service<hyper::Request<Incoming>, Response = hyper::Response<B>>
-            + Send
-            + 'static,
-        S::Future: Send + 'static,
-        S::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
+        S: Http1Service<B>,
         B: hyper::body::Body + Send + 'static,
         B::Data: Send,
         B::Error: Into<Box<dyn std::error::Error + Send + Sync>>,
