@@ -412,17 +412,11 @@ impl Authorizer {
             };
         principal.set_forward(policy.forward_values(&claims));
         principal.key.stats.record_use(principal.matched, now);
-        let payload_b64 = jws.payload_b64;
-        match hash {
-            Some(hash) => {
-                let entry = policy.cache.insert(hash, generation, principal, now);
-                match &entry.outcome {
-                    Ok(p) => Judged::allow_or_scope(ask, p, payload_b64),
-                    Err(reason) => Judged::deny((*reason).into(), entry.issuer),
-                }
-            }
-            None => Judged::allow_or_scope(ask, &principal, payload_b64),
+        let judged = Judged::allow_or_scope(ask, &principal, jws.payload_b64);
+        if let Some(hash) = hash {
+            policy.cache.insert(hash, generation, principal, now);
         }
+        judged
     }
 
     /// Picks the key and verifies (SPEC §4 step 3): a known kid → that key only; an
