@@ -14,7 +14,14 @@
 //!   (concurrent askers wait for it, bounded by `timeout`), and at most one
 //!   unknown-kid fetch per `miss_refetch_interval`; periodic refreshes do not use it up;
 //! - symmetric (`oct`) keys in a remote set are ignored with a warning.
+//!
+//! The policy reads the network through a [`Fetcher`] and time through tokio's clock
+//! (delays, rate limit, timeout) and the issuer's [`Clock`] (`max_stale`): production
+//! uses [`HttpFetcher`] (reqwest), the tests a scripted fetcher on tokio's paused clock,
+//! so every rule above is tested exactly and without waiting.
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, Ordering};
 use std::sync::{Arc, Weak};
 use std::time::Duration;
@@ -44,13 +51,43 @@ pub enum Location {
     Discovery(String),
 }
 
+/// What the refresh policy reads of one HTTP response.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Fetched {
+    /// The status code.
+    pub status: u16,
+    /// The `ETag` header, if any.
+    pub etag: Option<String>,
+    /// The `Cache-Control` header, if any.
+    pub cache_control: Option<String>,
+    /// The body of a 2xx response (empty otherwise), at most [`MAX_BODY_BYTES`].
+    pub body: Vec<u8>,
+}
+
+/// One GET of a JWKS or discovery document: the network, as the policy sees it.
+pub trait Fetcher: Send + Sync + 'static {
+    /// Fetches `url`, sending `If-None-Match: if_none_match` when given. An error is a
+    /// failure to get any response (connection, TLS, body over [`MAX_BODY_BYTES`]).
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+        if_none_match: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Result<Fetched, SourceError>> + Send + 'a>>;
+}
+
+/// The production [`Fetcher`]: reqwest, with the source's timeout, CA bundle, at most
+/// three redirects and no proxy from the environment.
+pub struct HttpFetcher {
+    client: reqwest::Client,
+}
+
 /// One remote JWKS source of one issuer.
 pub struct JwksSource {
     issuer: Arc<IssuerKeys>,
     index: usize,
     location: Location,
     settings: RemoteSettings,
-    client: reqwest::Client,
+    fetcher: Arc<dyn Fetcher>,
     clock: Arc<dyn Clock>,
     metrics: IssuerMetrics,
     runtime: tokio::runtime::Handle,
@@ -85,7 +122,7 @@ struct Refetcher(Weak<JwksSource>);
 // === impl JwksSource ===
 
 impl JwksSource {
-    /// Builds the source and its HTTP client. Fails on a bad `ca_file`.
+    /// Builds the source with its HTTP client. Fails on a bad `ca_file`.
     pub fn new(
         issuer: Arc<IssuerKeys>,
         index: usize,
@@ -94,29 +131,29 @@ impl JwksSource {
         metrics: IssuerMetrics,
         runtime: tokio::runtime::Handle,
     ) -> Result<Arc<Self>, SourceError> {
-        let mut builder = reqwest::Client::builder()
-            .timeout(settings.timeout)
-            .connect_timeout(settings.timeout)
-            .redirect(reqwest::redirect::Policy::limited(3))
-            .user_agent(concat!("tokengate/", env!("CARGO_PKG_VERSION")))
-            .no_proxy();
-        if let Some(ca) = &settings.ca_file {
-            let pem = super::files::read_limited(ca)?;
-            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
-                SourceError::Invalid(format!("{}: not a PEM CA bundle: {e}", ca.display()))
-            })?;
-            builder = builder.tls_certs_merge(certs);
-        }
-        let client = builder
-            .build()
-            .map_err(|e| SourceError::Invalid(format!("HTTP client: {e}")))?;
+        let fetcher = Arc::new(HttpFetcher::new(&settings)?);
+        Ok(Self::with_fetcher(
+            issuer, index, location, settings, metrics, runtime, fetcher,
+        ))
+    }
+
+    /// Builds the source over any [`Fetcher`] (tests script one).
+    pub fn with_fetcher(
+        issuer: Arc<IssuerKeys>,
+        index: usize,
+        location: Location,
+        settings: RemoteSettings,
+        metrics: IssuerMetrics,
+        runtime: tokio::runtime::Handle,
+        fetcher: Arc<dyn Fetcher>,
+    ) -> Arc<Self> {
         let clock = issuer.clock().clone();
         let source = Arc::new(Self {
             issuer,
             index,
             location,
             settings,
-            client,
+            fetcher,
             clock,
             metrics,
             runtime,
@@ -127,7 +164,7 @@ impl JwksSource {
         source
             .issuer
             .add_refetcher(Arc::new(Refetcher(Arc::downgrade(&source))));
-        Ok(source)
+        source
     }
 
     /// The refresh loop; runs until the source is dropped by everyone else.
@@ -257,37 +294,27 @@ impl JwksSource {
                 u
             }
         };
-        let mut req = self.client.get(&url).header("accept", "application/json");
-        if let Some(etag) = &st.etag
-            && st.has_keys
-        {
-            req = req.header("if-none-match", etag);
-        }
-        let resp = req
-            .send()
-            .await
-            .map_err(|e| SourceError::Fetch(describe(&e)))?;
-        let status = resp.status();
-        if status == reqwest::StatusCode::NOT_MODIFIED && st.has_keys {
+        let if_none_match = st.etag.as_deref().filter(|_| st.has_keys);
+        let resp = self.get(&url, if_none_match).await?;
+        if resp.status == 304 && st.has_keys {
             // A 304 updates the stored headers (RFC 9111 §4.3.4): a Cache-Control it
             // carries replaces the stored one; without one, the stored max-age stays.
-            if resp.headers().contains_key(reqwest::header::CACHE_CONTROL) {
-                st.max_age = max_age(resp.headers());
+            if let Some(cc) = &resp.cache_control {
+                st.max_age = max_age(cc);
             }
             return Ok(Outcome::Unchanged {
                 max_age: st.max_age,
             });
         }
-        let max_age = max_age(resp.headers());
-        if !status.is_success() {
-            return Err(SourceError::Fetch(format!("HTTP {status} from {url}")));
+        if !(200..300).contains(&resp.status) {
+            return Err(SourceError::Fetch(format!(
+                "HTTP {} from {url}",
+                status_text(resp.status)
+            )));
         }
-        let etag = resp
-            .headers()
-            .get("etag")
-            .and_then(|v| v.to_str().ok())
-            .map(str::to_string);
-        let body = read_body(resp).await?;
+        let max_age = resp.cache_control.as_deref().and_then(max_age);
+        let etag = resp.etag;
+        let body = resp.body;
         let d = digest::digest(&digest::SHA256, &body);
         let mut sum = [0u8; 32];
         sum.copy_from_slice(d.as_ref());
@@ -318,6 +345,21 @@ impl JwksSource {
         Ok(Outcome::Updated { max_age })
     }
 
+    /// One GET through the fetcher, bounded by `timeout` and [`MAX_BODY_BYTES`] whatever
+    /// the fetcher does.
+    async fn get(&self, url: &str, if_none_match: Option<&str>) -> Result<Fetched, SourceError> {
+        let fetched =
+            tokio::time::timeout(self.settings.timeout, self.fetcher.get(url, if_none_match))
+                .await
+                .map_err(|_| SourceError::Fetch(format!("timeout: {url}")))??;
+        if fetched.body.len() > MAX_BODY_BYTES {
+            return Err(SourceError::Fetch(format!(
+                "body larger than {MAX_BODY_BYTES} bytes"
+            )));
+        }
+        Ok(fetched)
+    }
+
     async fn discover(&self, base: &str) -> Result<String, SourceError> {
         let url = if base.contains("/.well-known/") {
             base.to_string()
@@ -327,20 +369,14 @@ impl JwksSource {
                 base.trim_end_matches('/')
             )
         };
-        let resp = self
-            .client
-            .get(&url)
-            .header("accept", "application/json")
-            .send()
-            .await
-            .map_err(|e| SourceError::Fetch(describe(&e)))?;
-        if !resp.status().is_success() {
+        let resp = self.get(&url, None).await?;
+        if !(200..300).contains(&resp.status) {
             return Err(SourceError::Fetch(format!(
                 "HTTP {} from {url}",
-                resp.status()
+                status_text(resp.status)
             )));
         }
-        let body = read_body(resp).await?;
+        let body = resp.body;
         let doc: serde_json::Value = serde_json::from_slice(&body)
             .map_err(|_| SourceError::Invalid(format!("{url}: not a JSON discovery document")))?;
         let Some(jwks_uri) = doc.get("jwks_uri").and_then(|v| v.as_str()) else {
@@ -382,6 +418,70 @@ impl MissRefetch for Refetcher {
     }
 }
 
+// === impl HttpFetcher ===
+
+impl HttpFetcher {
+    /// The client for a source with these settings. Fails on a bad `ca_file`.
+    pub fn new(settings: &RemoteSettings) -> Result<Self, SourceError> {
+        let mut builder = reqwest::Client::builder()
+            .timeout(settings.timeout)
+            .connect_timeout(settings.timeout)
+            .redirect(reqwest::redirect::Policy::limited(3))
+            .user_agent(concat!("tokengate/", env!("CARGO_PKG_VERSION")))
+            .no_proxy();
+        if let Some(ca) = &settings.ca_file {
+            let pem = super::files::read_limited(ca)?;
+            let certs = reqwest::Certificate::from_pem_bundle(&pem).map_err(|e| {
+                SourceError::Invalid(format!("{}: not a PEM CA bundle: {e}", ca.display()))
+            })?;
+            builder = builder.tls_certs_merge(certs);
+        }
+        let client = builder
+            .build()
+            .map_err(|e| SourceError::Invalid(format!("HTTP client: {e}")))?;
+        Ok(Self { client })
+    }
+}
+
+impl Fetcher for HttpFetcher {
+    fn get<'a>(
+        &'a self,
+        url: &'a str,
+        if_none_match: Option<&'a str>,
+    ) -> Pin<Box<dyn Future<Output = Result<Fetched, SourceError>> + Send + 'a>> {
+        Box::pin(async move {
+            let mut req = self.client.get(url).header("accept", "application/json");
+            if let Some(etag) = if_none_match {
+                req = req.header("if-none-match", etag);
+            }
+            let resp = req
+                .send()
+                .await
+                .map_err(|e| SourceError::Fetch(describe(&e)))?;
+            let header = |name: reqwest::header::HeaderName| {
+                resp.headers()
+                    .get(name)
+                    .and_then(|v| v.to_str().ok())
+                    .map(str::to_string)
+            };
+            let status = resp.status().as_u16();
+            let etag = header(reqwest::header::ETAG);
+            let cache_control = header(reqwest::header::CACHE_CONTROL);
+            let body = if resp.status().is_success() {
+                read_body(resp).await?
+            } else {
+                Vec::new()
+            };
+            Ok(Fetched {
+                status,
+                etag,
+                cache_control,
+                body,
+            })
+        })
+    }
+}
+
 async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, SourceError> {
     if resp
         .content_length()
@@ -407,10 +507,19 @@ async fn read_body(mut resp: reqwest::Response) -> Result<Vec<u8>, SourceError> 
     Ok(body)
 }
 
-fn max_age(headers: &reqwest::header::HeaderMap) -> Option<Duration> {
-    let cc = headers.get("cache-control")?.to_str().ok()?;
+/// `403 Forbidden`, or the bare number for a code without a reason phrase.
+fn status_text(status: u16) -> String {
+    match reqwest::StatusCode::from_u16(status) {
+        Ok(s) => s.to_string(),
+        Err(_) => status.to_string(),
+    }
+}
+
+/// The freshness lifetime a `Cache-Control` value gives: `max-age`, or zero for
+/// `no-cache` / `no-store`.
+fn max_age(cache_control: &str) -> Option<Duration> {
     let mut max_age = None;
-    for directive in cc.split(',') {
+    for directive in cache_control.split(',') {
         let d = directive.trim().to_ascii_lowercase();
         if d == "no-cache" || d == "no-store" {
             return Some(Duration::ZERO);
@@ -441,3 +550,6 @@ fn describe(e: &reqwest::Error) -> String {
         None => kind.to_string(),
     }
 }
+
+#[cfg(test)]
+mod tests;
