@@ -1,6 +1,6 @@
 #!/usr/bin/env python3
 """The load benchmark's driver; run it through bench/run.sh, which installs and builds
-what it needs first. See BENCHMARKS.md for what it measures and why.
+what it needs first. See docs/benchmarks.md for what it measures and why.
 
     python3 bench/driver.py --tokengate BIN --allow-all BIN --envoy BIN [--loadgen BIN]
                             [--quick | --profile]
@@ -680,7 +680,7 @@ def schedule(configs, rnd, quick):
     """The (configuration, scenario) runs of round `rnd`, in order. The two sides of
     every ratio in RATIOS run back to back, in alternating order (A B in odd rounds,
     B A in even ones): the host's speed drifts by up to a quarter within minutes (see
-    BENCHMARKS.md, "Noise"), and a ratio of two runs minutes apart measured that drift
+    docs/benchmarks.md, "Noise"), and a ratio of two runs minutes apart measured that drift
     as much as the servers. Everything else follows in CONFIGS order."""
     wanted = [(c, s) for c in configs for s in CONFIGS[c][2]
               if not (quick and s not in QUICK_SCENARIOS)]

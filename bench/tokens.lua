@@ -8,7 +8,7 @@
 -- STOP_AFTER  optional: stop once this many requests have been sent (the cache-fill
 --             run); absent: run for -d.
 --
--- (Runs 1-4 of BENCHMARKS.md also paced connections with a delay() here; the
+-- (Runs 1-4 of the benchmark history, `git log -p BENCHMARKS.md`, also paced connections with a delay() here; the
 -- half-saturation runs now use bench/loadgen, an open-loop generator.)
 --
 -- Requests are formatted once, at start, so the per-request cost in wrk is a table

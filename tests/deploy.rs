@@ -707,14 +707,12 @@ fn dockerignore_keeps_what_the_build_copies_and_drops_target_and_git() {
 
 #[test]
 fn deploying_guide_names_the_files_to_apply_and_they_exist() {
-    // The README's "Deploying" section, up to the next top-level section.
-    let readme = read("README.md");
-    let start = readme
-        .find("\n## Deploying")
-        .unwrap_or_else(|| panic!("README.md has no \"## Deploying\" section"));
-    let rest = &readme[start + 1..];
-    let end = rest[3..].find("\n## ").map_or(rest.len(), |i| i + 3);
-    let guide = rest[..end].to_string();
+    // The deploying guide, docs/deploying.md, as a whole.
+    let guide = read("docs/deploying.md");
+    assert!(
+        guide.starts_with("# Deploying"),
+        "docs/deploying.md does not start with its \"# Deploying\" title"
+    );
     for needed in [
         "docker build -f deploy/Dockerfile",
         "kubectl apply -k deploy/kubernetes/overlays/sidecar",
@@ -724,11 +722,11 @@ fn deploying_guide_names_the_files_to_apply_and_they_exist() {
         "deploy/istio/authorization-policy.yaml",
         "scan_interval",
         "password_file",
-        "BENCHMARKS.md",
+        "benchmarks.md",
     ] {
         assert!(
             guide.contains(needed),
-            "README.md's Deploying section does not mention {needed}"
+            "docs/deploying.md does not mention {needed}"
         );
     }
     let mut named = BTreeSet::new();
@@ -748,13 +746,13 @@ fn deploying_guide_names_the_files_to_apply_and_they_exist() {
     }
     assert!(
         named.len() >= 5,
-        "README.md's Deploying section names few deploy/ files: {named:?}"
+        "docs/deploying.md names few deploy/ files: {named:?}"
     );
     for path in &named {
         let full: PathBuf = root().join(path);
         assert!(
             full.exists(),
-            "README.md's Deploying section names {path}, which does not exist"
+            "docs/deploying.md names {path}, which does not exist"
         );
     }
 }

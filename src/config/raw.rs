@@ -1,6 +1,6 @@
 //! The serde mirror of the JSON config file. Unknown fields are rejected everywhere;
 //! nothing here is interpreted — `config::Config::from_raw` does that, once.
-//! The fields mirror SPEC §3 one for one and are documented there and in the README.
+//! The fields mirror SPEC §3 one for one and are documented there and in docs/configuration.md.
 #![allow(missing_docs)]
 
 use std::collections::BTreeMap;
