@@ -165,8 +165,13 @@ fn keys_prints_the_inventory() {
     );
 }
 
+/// The first minute: `tokengate demo` logs one plain line per listener and nothing else
+/// at `info`, prints curl lines that behave as printed (200, 401, 400), and ends with
+/// what to try next, whose first line works too.
 #[test]
 fn demo_prints_curl_lines_that_behave_as_printed() {
+    let dir = TempDir::new("cli-demo");
+    let stderr = dir.path("demo.stderr");
     let mut child = Command::new(bin())
         .args([
             "demo",
@@ -175,31 +180,68 @@ fn demo_prints_curl_lines_that_behave_as_printed() {
             "--admin",
             "127.0.0.1:0",
         ])
+        .env_remove("TOKENGATE_LOG")
         .stdout(Stdio::piped())
-        .stderr(Stdio::null())
+        .stderr(std::fs::File::create(&stderr).expect("stderr file"))
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn demo: {e}"));
-    let stdout = child.stdout.take().unwrap_or_else(|| panic!("no stdout"));
+        .expect("spawn demo");
+    let stdout = child.stdout.take().expect("stdout");
     let mut lines = Vec::new();
     let deadline = Instant::now() + Duration::from_secs(20);
     for line in BufReader::new(stdout).lines() {
         let line = line.unwrap_or_default();
         lines.push(line.clone());
-        if line.starts_with("The token is valid") || Instant::now() > deadline {
+        if line.starts_with("  docs/") || Instant::now() > deadline {
             break;
         }
     }
-    let curls: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
-    assert_eq!(curls.len(), 2, "{lines:#?}");
-    let status = |line: &str| {
+    let run = |line: &str| {
         let out = Command::new("sh")
-            .args(["-c", &format!("{line} -s -o /dev/null -w '%{{http_code}}'")])
+            .args(["-c", &format!("{line} -s -w ' %{{http_code}}'")])
             .output()
-            .unwrap_or_else(|e| panic!("curl: {e}"));
+            .expect("curl");
         String::from_utf8_lossy(&out.stdout).into_owned()
     };
+    let status = |line: &str| run(line).rsplit(' ').next().unwrap_or_default().to_string();
+    let curls: Vec<&String> = lines.iter().filter(|l| l.starts_with("curl ")).collect();
+    assert_eq!(curls.len(), 3, "{lines:#?}");
     assert_eq!(status(curls[0]), "200", "allowed line: {}", curls[0]);
     assert_eq!(status(curls[1]), "401", "denied line: {}", curls[1]);
+    assert_eq!(status(curls[2]), "400", "refused line: {}", curls[2]);
+
+    // The instructions end with what to try next; its first line shows the demo key.
+    let next = lines
+        .iter()
+        .position(|l| l == "Try next:")
+        .unwrap_or_else(|| panic!("no \"Try next:\" section: {lines:#?}"));
+    assert!(
+        lines[next + 1..].iter().all(|l| l.starts_with("  ")),
+        "the next steps are the last lines: {lines:#?}"
+    );
+    let keys = lines[next + 1].trim_start();
+    let keys = keys.split('#').next().unwrap_or_default().trim();
+    let answer = run(keys);
+    assert!(
+        answer.contains("demo-es256-1") && answer.ends_with(" 200"),
+        "{keys}: {answer}"
+    );
+
+    // No framework noise: at `info`, one line per listener, without colour codes.
+    let log = std::fs::read_to_string(&stderr).unwrap_or_default();
+    let log_lines: Vec<&str> = log.lines().collect();
+    assert_eq!(log_lines.len(), 2, "stderr at info:\n{log}");
+    for (line, listener) in log_lines.iter().zip(["authz_http", "admin"]) {
+        assert!(
+            line.contains(" INFO ")
+                && line.contains(" listening ")
+                && line.contains(&format!("listener=\"{listener}\"")),
+            "stderr at info:\n{log}"
+        );
+    }
+    assert!(
+        !log.contains('\u{1b}'),
+        "colour codes in a log file:\n{log}"
+    );
     let _ = child.kill();
     let _ = child.wait();
 }

@@ -134,8 +134,22 @@ async fn run_inner(
     println!("curl -i -H 'Authorization: Bearer {token}' http://{authz}/orders");
     println!("# denied (401, no token):");
     println!("curl -i http://{authz}/orders");
+    println!("# refused (400): a path tokengate and an app could read two ways:");
+    println!("curl -i 'http://{authz}/public/..%2Forders'");
     println!();
     println!("The token is valid for one hour. Stop with Ctrl-C.");
+    println!();
+    println!("Try next:");
+    println!(
+        "  curl http://{admin}/keys      # the key inventory: the demo key, its state, its last use"
+    );
+    println!("  curl -s http://{admin}/metrics | grep '^tokengate_key_'   # per-key metrics");
+    println!(
+        "  tokengate verify --config your.json TOKEN   # judge a token offline; your own config: docs/configuration.md"
+    );
+    println!(
+        "  docs/serving.md: behind Envoy, nginx or Traefik; docs/rotating-keys.md: rotate keys without a restart"
+    );
     use std::io::Write as _;
     let _ = std::io::stdout().flush();
 
