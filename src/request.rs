@@ -336,8 +336,7 @@ mod tests {
 
     fn minimal_config() -> Config {
         let json = r#"{"issuers":[{"name":"am","key_sources":[{"jwks_file":"jwks.json"}]}]}"#;
-        Config::parse(std::path::Path::new("/t/config.json"), json.as_bytes())
-            .unwrap_or_else(|e| panic!("{e}"))
+        Config::parse(std::path::Path::new("/t/config.json"), json.as_bytes()).unwrap()
     }
 
     #[test]

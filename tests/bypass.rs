@@ -33,7 +33,7 @@ use std::time::{Duration, Instant};
 use serde_json::{Value, json};
 
 use crate::support::upstream::{Mode, Upstream, header_values};
-use crate::support::{TempDir, Tokengate, fixture_issuer, free_addr, http, token};
+use crate::support::{ANY_PORT, TempDir, Tokengate, fixture_issuer, http, token};
 
 /// SPEC §4a: a request head must be complete within 5 s.
 const HEAD_TIMEOUT: Duration = Duration::from_secs(5);
@@ -75,9 +75,8 @@ impl Gate {
     fn start(tag: &str, patch: impl FnOnce(&mut Value)) -> Gate {
         let dir = TempDir::new(tag);
         let upstream = Upstream::start(Mode::Echo);
-        let proxy = free_addr();
         let mut config = json!({
-            "listeners": {"proxy": proxy.to_string()},
+            "listeners": {"proxy": ANY_PORT},
             "upstream": {"url": upstream.url(), "timeout": "2s"},
             "issuers": [fixture_issuer()],
             "routes": [
@@ -91,8 +90,8 @@ impl Gate {
         let tg = Tokengate::start(&dir, config);
         tg.wait_ready();
         Gate {
+            proxy: tg.addr("proxy"),
             tg,
-            proxy,
             upstream,
             _dir: dir,
         }
@@ -1389,7 +1388,7 @@ fn framing_errors_are_refused_on_every_http_listener() {
 fn exchange(addr: SocketAddr, raw: &[u8]) -> Vec<u8> {
     let mut s = TcpStream::connect(addr).unwrap_or_else(|e| panic!("connect {addr}: {e}"));
     s.set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap_or_else(|e| panic!("read timeout: {e}"));
+        .expect("read timeout");
     s.write_all(raw)
         .unwrap_or_else(|e| panic!("write to {addr}: {e}"));
     let mut out = Vec::new();

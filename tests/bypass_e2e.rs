@@ -26,7 +26,7 @@ use serde_json::{Value, json};
 
 use crate::support::envoy::{Envoy, Nginx};
 use crate::support::upstream::{Mode, Upstream, header_values};
-use crate::support::{TempDir, Tokengate, fixture_issuer, free_addr, http, token};
+use crate::support::{ANY_PORT, TempDir, Tokengate, fixture_issuer, http, token};
 
 /// The valid fixture token: `sub` alice, scopes `orders:read orders:write`.
 const VALID: &str = "GOOD_RS256";
@@ -132,11 +132,11 @@ fn envoy_http_ext_authz_never_hands_the_app_a_request_tokengate_did_not_allow() 
 fn envoy_grpc_ext_authz_never_hands_the_app_a_request_tokengate_did_not_allow() {
     let dir = TempDir::new("bypass-e2e-envoy-grpc");
     let upstream = Upstream::start(Mode::Echo);
-    let grpc = free_addr();
     let mut cfg = config("none");
-    cfg["listeners"] = json!({ "authz_grpc": grpc.to_string() });
+    cfg["listeners"] = json!({ "authz_grpc": ANY_PORT });
     let tg = Tokengate::start(&dir, cfg);
     tg.wait_ready();
+    let grpc = tg.addr("authz_grpc");
     let envoy = Envoy::start(&dir, "ext-authz-grpc.yaml", upstream.addr, grpc.port());
     run(Front::EnvoyGrpc, envoy.listen, &upstream, &|| {
         format!(

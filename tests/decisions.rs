@@ -39,7 +39,7 @@ fn config(issuers: Value, extra: Value) -> Config {
         Path::new("/virtual/config.json"),
         cfg.to_string().as_bytes(),
     )
-    .unwrap_or_else(|e| panic!("test config: {e}"))
+    .expect("test config")
 }
 
 /// The app of `cfg` on the current runtime, at `clock`'s time.
@@ -80,7 +80,7 @@ fn case(
 }
 
 fn run_cases(cfg: Config, cases: Vec<Case>) {
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let app = app_at(cfg, Arc::new(FixedClock::new(NOW)));
         let mut failures = Vec::new();
@@ -403,7 +403,7 @@ fn caches_denials_of_the_token_and_key_set_only() {
     let mut issuer = fixture_issuer();
     issuer["certificate_validity"] = json!("off");
     let cfg = config(json!([issuer]), json!({"cache": {"max_entries": 1000}}));
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let app = app_at(cfg, Arc::new(FixedClock::new(NOW)));
         let judge = |t: String| {
@@ -475,7 +475,7 @@ fn a_cached_allow_ends_with_its_certificate_when_validity_is_checked_now() {
     claims["iat"] = json!(not_after - 600);
     claims["exp"] = json!(not_after + 86_400);
     let t = mint::sign(Algorithm::RS256, "pem-rsa", Some("pem-1"), &claims);
-    let rt = tokio::runtime::Runtime::new().unwrap_or_else(|e| panic!("runtime: {e}"));
+    let rt = tokio::runtime::Runtime::new().expect("runtime");
     rt.block_on(async {
         let clock = Arc::new(FixedClock::new(not_after - 60));
         let app = app_at(cfg, clock.clone());

@@ -45,7 +45,7 @@ fn deploy_check(sub: &str) -> String {
         .current_dir(root())
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/install-test-deps.sh): {e}"));
+        .expect("cannot run python3 (scripts/install-test-deps.sh)");
     let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert!(
@@ -86,7 +86,7 @@ fn check_config(config: &Path, env: &[(&str, &str)]) -> (i32, String) {
         .envs(env.iter().copied())
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("spawn tokengate: {e}"));
+        .expect("spawn tokengate");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -259,8 +259,8 @@ fn monitoring_scrapes_both_overlays_and_alerts_equal_the_rules_file() {
 /// `password_encoding` says. A wrong password must fail: the keystore really is loaded.
 #[test]
 fn configmap_configs_pass_check_config_with_the_keystore_they_expect() {
-    let configs: BTreeMap<String, String> = serde_json::from_str(&deploy_check("configs"))
-        .unwrap_or_else(|e| panic!("deploy_check.py configs: {e}"));
+    let configs: BTreeMap<String, String> =
+        serde_json::from_str(&deploy_check("configs")).expect("deploy_check.py configs");
     assert_eq!(
         configs.keys().map(String::as_str).collect::<Vec<_>>(),
         ["ext-authz", "sidecar"]
@@ -428,7 +428,7 @@ fn rustc_version() -> String {
     let out = Command::new("rustc")
         .arg("--version")
         .output()
-        .unwrap_or_else(|e| panic!("rustc --version: {e}"));
+        .expect("rustc --version");
     let text = String::from_utf8_lossy(&out.stdout).into_owned();
     text.split_whitespace()
         .nth(1)
@@ -537,7 +537,7 @@ fn dockerfile_builds_like_ci_and_runs_distroless_as_non_root() {
         .all("ENTRYPOINT")
         .last()
         .and_then(|e| serde_json::from_str(e).ok())
-        .unwrap_or_else(|| panic!("the final stage needs an exec-form ENTRYPOINT"));
+        .expect("the final stage needs an exec-form ENTRYPOINT");
     assert!(
         entry.len() == 2 && entry[0].ends_with("/tokengate") && entry[1] == "serve",
         "ENTRYPOINT {entry:?}, want [\"…/tokengate\", \"serve\"]"

@@ -231,17 +231,17 @@ fn admin_reports_health_readiness_keys_and_metrics() {
         ),
         Some(1.0)
     );
-    let r =
-        http::request(tg.admin, "POST", "/refresh", &[], b"").unwrap_or_else(|| panic!("refresh"));
+    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").expect("refresh");
     assert_eq!(r.status, 202);
 }
 
 #[test]
 fn keys_unavailable_is_503_and_not_ready() {
     let dir = TempDir::new("http-unavailable");
+    let down = crate::support::ClosedPort::new();
     let cfg = json!({
         "issuers": [{"name": "down", "issuer": "https://issuer.example",
-                     "key_sources": [{"jwks_uri": format!("http://{}/jwks.json", crate::support::free_addr()), "timeout": "1s"}]}]
+                     "key_sources": [{"jwks_uri": format!("http://{}/jwks.json", down.addr), "timeout": "1s"}]}]
     });
     let tg = Tokengate::start(&dir, cfg);
     assert_eq!(http::get(tg.admin, "/readyz").map(|r| r.status), Some(503));

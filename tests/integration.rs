@@ -4,6 +4,10 @@
 //! jwcrypto-made fixtures in `tests/fixtures` unless a test mints its own. Peers are the
 //! real programs: Envoy, nginx, Prometheus, keytool and openssl.
 
+// A test states what it expects with `expect("...")` (clippy's `allow-expect-in-tests`
+// covers `#[test]` functions only, not the helpers beside them in this crate).
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod support;
 
 /// The deny-reason table: one case per SPEC §7 reason (and the allow paths of every

@@ -1,24 +1,25 @@
 //! Remote JWKS (`jwks_uri` and `discovery`, GitHub issue 3) end to end: the built
 //! `tokengate serve` against a real loopback JWKS server (`support::jwks_server`) that
-//! each test reconfigures while tokengate runs.
+//! each test reconfigures while tokengate runs. These are the wiring tests; the refresh
+//! policy itself (delays, max-age floor, 304s, backoff, max_stale, the miss rate limit)
+//! is tested to the second on paused time in `src/keys/jwks_source/tests.rs`.
 //!
 //! Covered: a key added to the set is found by one unknown-kid refetch; a withdrawn key
 //! is retired (statistics kept) and its tokens denied; 500s, garbage, oversized bodies,
-//! hangs and resets keep the last good keys serving at unchanged latency; a server that
-//! is down at start makes the issuer not ready, then ready without a restart; `ETag`
-//! revalidation (304) and a short `Cache-Control: max-age` (with the 5 s floor); keys
-//! withdrawn once older than `max_stale`; a flood of made-up kids stays within the
-//! refetch rate limit and adds no metric series; discovery; and a full rotation drill
-//! under continuous traffic with zero failures.
+//! hangs and resets over real HTTP keep the last good keys serving and are logged as
+//! such; a server that is down at start makes the issuer not ready, then ready without a
+//! restart; `ETag` revalidation (304); keys withdrawn once older than `max_stale`; a
+//! flood of made-up kids stays within the refetch rate limit and adds no metric series;
+//! discovery; and a full rotation drill under continuous traffic with zero failures.
 //!
 //! Published keys are the fixture public keys renamed (`rsa-1` as `k1`, ...), so a test
-//! controls kids without generating keys. Timing assertions poll with deadlines; the
-//! only fixed waits are the negative ones ("no fetch within 3 s").
+//! controls kids without generating keys. Every wait is a condition polled with a
+//! deadline; the only sleep paces the rotation drill's traffic.
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, PoisonError};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
@@ -107,8 +108,6 @@ fn serves_last_good_keys_through_fetch_faults() {
     let settings = json!({"refresh": "1s", "timeout": "1s"});
     let tg = Tokengate::start(&dir, config(remote(&server, settings)));
     tg.wait_ready();
-    let baseline = p50_latency(&tg, 50);
-    let limit = (baseline * 10).max(Duration::from_millis(50));
 
     // Each fault, and what the fetch error says about it in the log.
     let faults = [
@@ -130,10 +129,10 @@ fn serves_last_good_keys_through_fetch_faults() {
             || fetches(&tg, "error") > errors,
             &format!("a fetch error ({what})"),
         );
-        let during = p50_latency(&tg, 50);
-        assert!(
-            during <= limit,
-            "{what}: p50 {during:?} during the fault, {baseline:?} before"
+        assert_eq!(
+            check(&tg, &token("rsa-1", "k1")),
+            (200, String::new()),
+            "{what}: the last good keys serve"
         );
         let ready = http::get(tg.admin, "/readyz").map(|r| r.status);
         assert_eq!(
@@ -153,17 +152,12 @@ fn serves_last_good_keys_through_fetch_faults() {
     }
 
     // An unknown kid while a fetch hangs: the request waits for the fetch in flight and
-    // its own refetch only up to about `timeout`, then falls back (k1 verifies).
+    // its own refetch only up to `timeout` (exactly so on paused time in
+    // src/keys/jwks_source/tests.rs), then falls back (k1 verifies).
     server.set(|b| b.mode = Mode::Hang);
     let hits = server.hits();
     tg.wait_for(|| server.hits() > hits, "a fetch in flight");
-    let started = Instant::now();
     assert_eq!(check(&tg, &token("rsa-1", "k-new")), (200, String::new()));
-    let took = started.elapsed();
-    assert!(
-        took < Duration::from_secs(5),
-        "an unknown kid waited {took:?} on a hung fetch"
-    );
     assert_eq!(misses(&tg, "fallback_matched"), 1.0);
 
     // The server recovers: fetches succeed again (same content, so "not modified").
@@ -260,48 +254,6 @@ fn revalidates_with_etag_and_keeps_keys_on_304() {
         "k2 was loaded by the refresh"
     );
     assert_eq!(server.not_modified(), 1);
-}
-
-#[test]
-fn brings_the_next_fetch_forward_on_a_short_max_age() {
-    let server = JwksServer::start(&jwks(&[("rsa-1", "k1")]));
-    // The test server sends Cache-Control on 200s only: a 304 keeps the stored max-age
-    // in force (RFC 9111 §4.3.4).
-    server.set(|b| {
-        b.cache_control = Some("max-age=1".into());
-        b.etag = Some("\"v1\"".into());
-    });
-    let dir = TempDir::new("jwks-max-age");
-    let tg = Tokengate::start(&dir, config(remote(&server, json!({"refresh": "1h"}))));
-    tg.wait_ready();
-    let loaded = Instant::now();
-    assert_eq!(server.hits(), 1);
-
-    // max-age=1 is below the 5 s floor (MIN_REFRESH): nothing for the first 3 s...
-    std::thread::sleep(Duration::from_secs(3));
-    assert_eq!(
-        server.hits(),
-        1,
-        "fetched again within 3 s despite the 5 s floor"
-    );
-    // ... then a fetch well before `refresh` (1 h).
-    let second = wait_until(loaded + Duration::from_secs(12), || server.hits() >= 2);
-    assert!(
-        second.is_some(),
-        "no second fetch within 12 s; log:\n{}",
-        tg.logs()
-    );
-    // The second fetch was a 304 without Cache-Control; the third comes 5 s later.
-    tg.wait_for(|| server.not_modified() >= 1, "a 304");
-    let third = wait_until(Instant::now() + Duration::from_secs(12), || {
-        server.hits() >= 3
-    });
-    assert!(
-        third.is_some(),
-        "max-age forgotten after a 304; log:\n{}",
-        tg.logs()
-    );
-    assert_eq!(check(&tg, &token("rsa-1", "k1")), (200, String::new()));
 }
 
 #[test]
@@ -544,24 +496,6 @@ fn error_of(r: &http::Response) -> String {
     body["error"].as_str().unwrap_or_default().to_string()
 }
 
-/// p50 of `n` checks of fresh k1 tokens, each of which must be allowed. Tokens are minted
-/// before the clock starts.
-fn p50_latency(tg: &Tokengate, n: usize) -> Duration {
-    let tokens: Vec<String> = (0..n).map(|_| token("rsa-1", "k1")).collect();
-    let mut took: Vec<Duration> = tokens
-        .iter()
-        .map(|t| {
-            let started = Instant::now();
-            let answer = check(tg, t);
-            let elapsed = started.elapsed();
-            assert_eq!(answer, (200, String::new()), "a known kid was denied");
-            elapsed
-        })
-        .collect();
-    took.sort();
-    took[took.len() / 2]
-}
-
 /// `tokengate_jwks_fetches_total{result}` of the issuer.
 fn fetches(tg: &Tokengate, result: &str) -> f64 {
     let want = [("issuer", ISSUER), ("result", result)];
@@ -604,19 +538,6 @@ fn series(m: &Metrics) -> BTreeSet<(String, Vec<(String, String)>)> {
             (name.clone(), labels.into_iter().collect())
         })
         .collect()
-}
-
-/// Polls `cond` every 20 ms until `deadline`; when it held.
-fn wait_until(deadline: Instant, mut cond: impl FnMut() -> bool) -> Option<Instant> {
-    loop {
-        if cond() {
-            return Some(Instant::now());
-        }
-        if Instant::now() >= deadline {
-            return None;
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// xorshift64: made-up kids without a random-number dependency.

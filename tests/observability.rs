@@ -28,7 +28,7 @@ use jsonwebtoken::Algorithm;
 use serde_json::{Value, json};
 
 use crate::support::jwks_server::JwksServer;
-use crate::support::{self, Metrics, TempDir, Tokengate, fixtures, free_addr, http, mint, token};
+use crate::support::{self, ClosedPort, Metrics, TempDir, Tokengate, fixtures, http, mint, token};
 
 /// SPEC §7: name, TYPE, label names (histograms: of the `_count` series).
 #[rustfmt::skip]
@@ -82,16 +82,17 @@ struct Stack {
     jwks: JwksServer,
     jwks_file: PathBuf,
     dir: TempDir,
+    /// Where issuer `down`'s JWKS is not served.
+    _down: ClosedPort,
 }
 
 /// The fixture JWK set restricted to `kids`, in fixture order.
 fn jwks_of(kids: &[&str]) -> String {
-    let text = std::fs::read_to_string(fixtures().join("jwks.json"))
-        .unwrap_or_else(|e| panic!("jwks.json: {e}"));
-    let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("jwks.json: {e}"));
+    let text = std::fs::read_to_string(fixtures().join("jwks.json")).expect("jwks.json");
+    let doc: Value = serde_json::from_str(&text).expect("jwks.json");
     let keys: Vec<Value> = doc["keys"]
         .as_array()
-        .unwrap_or_else(|| panic!("jwks.json has no keys"))
+        .expect("jwks.json has no keys")
         .iter()
         .filter(|k| k["kid"].as_str().is_some_and(|kid| kids.contains(&kid)))
         .cloned()
@@ -108,6 +109,7 @@ fn start(tag: &str) -> Stack {
     let dir = TempDir::new(tag);
     let jwks = JwksServer::start(&jwks_of(&["rsa-2", "ec-p384"]));
     let jwks_file = dir.write("keys.jwks.json", jwks_of(&["rsa-1", "ed-1"]));
+    let down = ClosedPort::new();
     let config = json!({
         "issuers": [
             {
@@ -128,7 +130,7 @@ fn start(tag: &str) -> Stack {
             {
                 "name": "down",
                 "issuer": DOWN_ISS,
-                "key_sources": [{ "jwks_uri": format!("http://{}/jwks.json", free_addr()), "timeout": "1s" }]
+                "key_sources": [{ "jwks_uri": format!("http://{}/jwks.json", down.addr), "timeout": "1s" }]
             }
         ],
         "routes": [
@@ -154,6 +156,7 @@ fn start(tag: &str) -> Stack {
         jwks,
         jwks_file,
         dir,
+        _down: down,
     }
 }
 
@@ -297,15 +300,12 @@ fn drive_every_path(s: &Stack) -> Expected {
     }
     e.cache_hits += 1;
 
-    let config_text =
-        std::fs::read_to_string(&s.tg.config).unwrap_or_else(|e| panic!("config: {e}"));
-    let key_file_text =
-        std::fs::read_to_string(&s.jwks_file).unwrap_or_else(|e| panic!("key file: {e}"));
+    let config_text = std::fs::read_to_string(&s.tg.config).expect("config");
+    let key_file_text = std::fs::read_to_string(&s.jwks_file).expect("key file");
     s.dir.write("config.json", "{ this is not json");
     s.dir.write("keys.jwks.json", "{ \"keys\": [ broken");
     s.jwks.set(|b| b.body = jwks_of(&["ec-p384", "ec-p256"]));
-    let r = http::request(s.tg.admin, "POST", "/refresh", &[], b"")
-        .unwrap_or_else(|| panic!("POST /refresh"));
+    let r = http::request(s.tg.admin, "POST", "/refresh", &[], b"").expect("POST /refresh");
     assert_eq!(r.status, 202);
     s.tg.wait_for(
         || {
@@ -349,7 +349,7 @@ fn types(text: &str) -> HashMap<String, String> {
 
 fn scrape(tg: &Tokengate) -> (String, Metrics) {
     let text = http::get(tg.admin, "/metrics")
-        .unwrap_or_else(|| panic!("no /metrics"))
+        .expect("no /metrics")
         .body_text();
     let m = Metrics::parse(&text);
     (text, m)
@@ -853,15 +853,15 @@ impl Prometheus {
                 rules = rules.to_string_lossy()
             ),
         );
-        let addr = free_addr();
         let log = dir.path("prometheus.log");
         let log_file =
             std::fs::File::create(&log).unwrap_or_else(|e| panic!("{}: {e}", log.display()));
         let child = Command::new("prometheus")
             .arg(format!("--config.file={}", config.display()))
             .arg(format!("--storage.tsdb.path={}", dir.path("tsdb").display()))
-            .arg(format!("--web.listen-address={addr}"))
-            .arg("--log.level=warn")
+            // Port 0: the address Prometheus chose is read back from its log.
+            .arg("--web.listen-address=127.0.0.1:0")
+            .arg("--log.level=info")
             .stdin(Stdio::null())
             .stdout(Stdio::null())
             .stderr(log_file)
@@ -869,7 +869,32 @@ impl Prometheus {
             .unwrap_or_else(|e| {
                 panic!("cannot run `prometheus` ({e}): install it with scripts/install-test-deps.sh (Debian package `prometheus`)")
             });
-        let p = Prometheus { child, addr, log };
+        let mut p = Prometheus {
+            child,
+            addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            log,
+        };
+        let mut addr = None;
+        p.wait_for(
+            Duration::from_secs(30),
+            "its \"Listening on\" log line",
+            || {
+                let log = std::fs::read_to_string(&p.log).unwrap_or_default();
+                addr = log
+                    .lines()
+                    .filter(|l| l.contains("msg=\"Listening on\""))
+                    .find_map(|l| {
+                        l.split("address=")
+                            .nth(1)?
+                            .split_whitespace()
+                            .next()?
+                            .parse()
+                            .ok()
+                    });
+                addr.is_some()
+            },
+        );
+        p.addr = addr.expect("checked by wait_for");
         p.wait_for(Duration::from_secs(30), "/-/ready", || {
             http::get(p.addr, "/-/ready").is_some_and(|r| r.status == 200)
         });
@@ -945,9 +970,8 @@ fn urlencode(s: &str) -> String {
 
 /// The dashboard as JSON.
 fn dashboard() -> Value {
-    let text = std::fs::read_to_string(repo("dashboards/tokengate.json"))
-        .unwrap_or_else(|e| panic!("dashboard: {e}"));
-    serde_json::from_str(&text).unwrap_or_else(|e| panic!("dashboards/tokengate.json: {e}"))
+    let text = std::fs::read_to_string(repo("dashboards/tokengate.json")).expect("dashboard");
+    serde_json::from_str(&text).expect("dashboards/tokengate.json")
 }
 
 /// Every (panel title, expr) of the dashboard, rows' nested panels included.
@@ -1173,8 +1197,7 @@ fn metric_names(expr: &str) -> BTreeSet<String> {
 
 /// Every metric name that src/metrics.rs defines (string literals naming a metric).
 fn defined_names() -> BTreeSet<String> {
-    let src = std::fs::read_to_string(repo("src/metrics.rs"))
-        .unwrap_or_else(|e| panic!("src/metrics.rs: {e}"));
+    let src = std::fs::read_to_string(repo("src/metrics.rs")).expect("src/metrics.rs");
     // Every piece between two quotes; pieces of code or of escaped test strings never
     // have the shape of a metric name.
     src.split('"')
@@ -1272,8 +1295,8 @@ fn dashboard_and_rules_use_only_defined_metric_names() {
 /// The rule file with its `annotations:` blocks taken out: `promtool test rules`
 /// compares annotations too, and the texts are checked by `promtool check rules`.
 fn rules_without_annotations() -> String {
-    let text = std::fs::read_to_string(repo("deploy/prometheus/tokengate-rules.yaml"))
-        .unwrap_or_else(|e| panic!("rules: {e}"));
+    let text =
+        std::fs::read_to_string(repo("deploy/prometheus/tokengate-rules.yaml")).expect("rules");
     let mut out = Vec::new();
     let mut skip_deeper_than: Option<usize> = None;
     for line in text.lines() {

@@ -1,26 +1,40 @@
 //! Key rotation without restart, against the running binary (GitHub issue 3, local key
-//! sources). Keystores are made at test time with the real `openssl` and `keytool`
-//! (Java 17) commands of PingGateway's rotation guide; HMAC secrets whose bytes the test
-//! must know are stored by a 20-line Java program using the same `KeyStore` API keytool
-//! uses. Every drill runs request traffic throughout (a fresh token every few ms, signed
-//! with whatever key the "issuer" currently signs with) and asserts that not one valid
-//! request was denied and that the process never restarted.
+//! sources). Every drill runs request traffic throughout (a fresh token every few ms,
+//! signed with whatever key the "issuer" currently signs with) and asserts that not one
+//! valid request was denied and that the process never restarted.
 //!
-//! - Drill (a), signed access tokens: a trusted certificate `verification-key`, then
-//!   `verification-key-new` imported (Secret-style swap: new file renamed over the old),
-//!   added after the old alias, moved first, the old alias removed, `keytool -delete`.
-//! - Drill (b), shared symmetric key: HS512 over `symmetric-key` → `symmetric-key-new`,
-//!   then a `keytool -genseckey` key loads as `oct` for the next rotation.
-//! - Drill (c), a `jwks_file`: publish the new kid, sign with it, withdraw the old one.
-//! - Revocation by config kid and by `revoked.file` thumbprint beats the token cache.
+//! Which keystores are made live and which are fixtures: the two keystore drills are the
+//! operator's runbook, so they run the real `openssl` and `keytool` (Java 17) commands of
+//! PingGateway's rotation guide at test time, and store HMAC secrets whose bytes the test
+//! must know with a 20-line Java program using the same `KeyStore` API keytool uses
+//! (`crate::support::keystore`). Every other test here copies a committed keystore of
+//! `tests/fixtures/keystores/` into its TempDir: those were made once by the same tools
+//! (`make.sh` there says which command made which file), and these tests are about
+//! tokengate's reloads, not about the tools.
+//!
+//! - Drill (a), signed access tokens (live): a trusted certificate `verification-key`,
+//!   then `verification-key-new` imported (Secret-style swap: new file renamed over the
+//!   old), added after the old alias, moved first, the old alias removed, `keytool -delete`.
+//! - Drill (b), shared symmetric key (live): HS512 over `symmetric-key` →
+//!   `symmetric-key-new`, then a `keytool -genseckey` key loads as `oct` for the next
+//!   rotation.
+//! - Drill (c), a `jwks_file`: publish the new kid, sign with it, withdraw the old one
+//!   (the JWKS fixtures of `tests/fixtures`).
+//! - Revocation by config kid and by `revoked.file` thumbprint beats the token cache (the
+//!   JWKS fixtures).
 //! - A bad reload (garbage keystore, wrong password, missing alias) keeps the last good
-//!   keys, is counted, and is logged without the password.
-//! - `certificate_validity`: `iat`, `now`, `off` against a certificate valid in the past.
+//!   keys, is counted, and is logged without the password (fixture
+//!   `ig-keystore-signature-key.p12`).
+//! - A mapping refused because the keystore lacks the alias applies once the keystore has
+//!   it (fixtures `ig-keystore-verification-key.p12`, then
+//!   `ig-keystore-verification-key-and-new.p12` renamed over it).
+//! - `certificate_validity`: `iat`, `now`, `off` against a certificate valid in the past,
+//!   2020-01-01 to 2020-02-01 (fixture `ig-keystore-validity.p12`).
 
 use std::collections::HashMap;
 use std::io::Read as _;
 use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -31,214 +45,35 @@ use base64::engine::general_purpose::STANDARD;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
 
-use crate::support::{TempDir, Tokengate, fixtures, free_addr, http, mint};
+use crate::support::keystore::{
+    copy_fixture, fixture, keytool_delete, keytool_genseckey, keytool_import_cert, keytool_list,
+    openssl_req, prepare_put_secret, put_secret, swap_keystore,
+};
+use crate::support::{ANY_PORT, TempDir, Tokengate, fixtures, http, mint};
 
 /// The issuer of every token here (PingAM's OAuth2 realm, as in the guide).
 const ISS: &str = "https://am.example.com/oauth2";
 /// `reload.scan_interval` of every test.
 const SCAN: &str = "200ms";
-/// The guide's certificate subject.
-const SUBJECT: &str = "/CN=ig.example.com/OU=example/O=com/L=fr/ST=fr/C=fr";
 
 // ---------------------------------------------------------------------------------------
-// Tools: openssl, keytool, java, python3.
-
-/// Runs `command` (program and arguments, split at whitespace: no argument here has a
-/// space) in `dir`; a missing tool or a failure fails the test with its output.
-fn sh(dir: &TempDir, command: &str) -> String {
-    let mut words = command.split_whitespace();
-    let program = words.next().unwrap_or_default();
-    let out = Command::new(program)
-        .args(words)
-        .current_dir(&dir.0)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| {
-            panic!("cannot run {program} (these tests need openssl, keytool, java, python3): {e}")
-        });
-    let text = format!(
-        "{}{}",
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        out.status.success(),
-        "`{command}` failed ({}): {text}",
-        out.status
-    );
-    text
-}
-
-/// The guide's step 1.1: a new RSA key pair and self-signed certificate.
-fn openssl_req(dir: &TempDir, keyout: &str, certout: &str) {
-    sh(
-        dir,
-        &format!(
-            "openssl req -x509 -newkey rsa:2048 -nodes -subj {SUBJECT} \
-             -keyout {keyout} -out {certout} -days 365"
-        ),
-    );
-}
-
-/// The guide's step 3.2: import a certificate as a trusted entry (`-noprompt` answers
-/// "Trust this certificate?").
-fn keytool_import_cert(dir: &TempDir, store: &str, alias: &str, cert: &str, password: &str) {
-    sh(
-        dir,
-        &format!(
-            "keytool -import -trustcacerts -rfc -noprompt -alias {alias} -file {cert} \
-             -keystore {store} -storetype PKCS12 -storepass {password}"
-        ),
-    );
-}
-
-/// The guide's deprovisioning step: `keytool -delete`.
-fn keytool_delete(dir: &TempDir, store: &str, alias: &str, password: &str) {
-    sh(
-        dir,
-        &format!(
-            "keytool -delete -alias {alias} -keystore {store} -storepass {password} \
-             -storetype PKCS12 -keypass {password}"
-        ),
-    );
-}
-
-/// The guide's `keytool -list`, checked to hold exactly `aliases`.
-fn keytool_list(dir: &TempDir, store: &str, password: &str, aliases: &[&str]) {
-    let out = sh(
-        dir,
-        &format!("keytool -list -keystore {store} -storepass {password} -storetype PKCS12"),
-    );
-    let count = match aliases.len() {
-        1 => "1 entry".to_string(),
-        n => format!("{n} entries"),
-    };
-    assert!(
-        out.contains(&format!("Your keystore contains {count}")),
-        "keytool -list: {out}"
-    );
-    for a in aliases {
-        assert!(
-            out.contains(&format!("{a},")),
-            "keytool -list lacks {a}: {out}"
-        );
-    }
-}
-
-/// Copies `store` to a new file, lets `edit` change the copy, and renames it over the
-/// original: how a Kubernetes Secret update (or any atomic deploy) replaces a keystore.
-fn swap_keystore(dir: &TempDir, store: &str, edit: impl FnOnce(&str)) {
-    let next = format!("{store}.next");
-    std::fs::copy(dir.path(store), dir.path(&next)).unwrap_or_else(|e| panic!("copy {store}: {e}"));
-    edit(&next);
-    std::fs::rename(dir.path(&next), dir.path(store))
-        .unwrap_or_else(|e| panic!("rename {next}: {e}"));
-}
-
-/// Stores HMAC secret-key entries with bytes the test knows (keytool -genseckey makes
-/// its own random bytes, which cannot be read back to sign tokens). Same `KeyStore`
-/// API, same PKCS#12 secret bag as keytool.
-const PUT_SECRET_JAVA: &str = r#"import java.io.*;
-import java.security.KeyStore;
-import javax.crypto.spec.SecretKeySpec;
-
-/** PutSecret KEYSTORE STOREPASS ALIAS HEX: adds an HmacSHA512 secret-key entry (in place). */
-public class PutSecret {
-    public static void main(String[] a) throws Exception {
-        File file = new File(a[0]);
-        char[] pass = a[1].toCharArray();
-        KeyStore ks = KeyStore.getInstance("PKCS12");
-        if (file.exists()) {
-            try (InputStream in = new FileInputStream(file)) { ks.load(in, pass); }
-        } else {
-            ks.load(null, pass);
-        }
-        byte[] key = java.util.HexFormat.of().parseHex(a[3]);
-        ks.setEntry(a[2], new KeyStore.SecretKeyEntry(new SecretKeySpec(key, "HmacSHA512")),
-            new KeyStore.PasswordProtection(pass));
-        try (OutputStream out = new FileOutputStream(file)) { ks.store(out, pass); }
-    }
-}
-"#;
-
-/// Compiles PutSecret into `dir` (javac), or leaves it for single-file source launch
-/// (`java PutSecret.java`, JRE 11+) when there is no javac.
-fn prepare_put_secret(dir: &TempDir) {
-    dir.write("PutSecret.java", PUT_SECRET_JAVA);
-    match Command::new("javac")
-        .args(["-d", "."])
-        .arg("PutSecret.java")
-        .current_dir(&dir.0)
-        .output()
-    {
-        Ok(out) => assert!(
-            out.status.success(),
-            "javac: {}",
-            String::from_utf8_lossy(&out.stderr)
-        ),
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
-        Err(e) => panic!("javac: {e}"),
-    }
-}
-
-/// Adds the secret `bytes` as `alias` to `store` (created if missing).
-fn put_secret(dir: &TempDir, store: &str, password: &str, alias: &str, bytes: &[u8]) {
-    let hex: String = bytes.iter().map(|b| format!("{b:02x}")).collect();
-    if dir.path("PutSecret.class").exists() {
-        sh(
-            dir,
-            &format!("java -cp . PutSecret {store} {password} {alias} {hex}"),
-        );
-    } else {
-        sh(
-            dir,
-            &format!("java PutSecret.java {store} {password} {alias} {hex}"),
-        );
-    }
-}
-
-/// An RSA key pair and a self-signed certificate valid from `not_before` to `not_after`
-/// (Unix seconds). OpenSSL 3.0's `req`/`x509` cannot set a start date in the past (their
-/// `-not_before` arrived in 3.4), so python3's `cryptography` makes it.
-fn python_cert(dir: &TempDir, keyout: &str, certout: &str, not_before: i64, not_after: i64) {
-    let script = r#"import datetime, sys
-from cryptography import x509
-from cryptography.x509.oid import NameOID
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import rsa
-keyout, certout, nb, na = sys.argv[1], sys.argv[2], int(sys.argv[3]), int(sys.argv[4])
-utc = datetime.timezone.utc
-key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
-name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "ig.example.com")])
-cert = (x509.CertificateBuilder().subject_name(name).issuer_name(name)
-        .public_key(key.public_key()).serial_number(x509.random_serial_number())
-        .not_valid_before(datetime.datetime.fromtimestamp(nb, utc))
-        .not_valid_after(datetime.datetime.fromtimestamp(na, utc))
-        .sign(key, hashes.SHA256()))
-open(keyout, "wb").write(key.private_bytes(serialization.Encoding.PEM,
-    serialization.PrivateFormat.PKCS8, serialization.NoEncryption()))
-open(certout, "wb").write(cert.public_bytes(serialization.Encoding.PEM))
-"#;
-    dir.write("mkcert.py", script);
-    sh(
-        dir,
-        &format!("python3 mkcert.py {keyout} {certout} {not_before} {not_after}"),
-    );
-}
+// Key bytes: the drills' random HMAC secrets, RSA private keys to sign with (the drills'
+// own, or a fixture's).
 
 /// 64 random bytes (an HmacSHA512 key).
 fn random_secret() -> Vec<u8> {
     let mut bytes = vec![0u8; 64];
     std::fs::File::open("/dev/urandom")
         .and_then(|mut f| f.read_exact(&mut bytes))
-        .unwrap_or_else(|e| panic!("/dev/urandom: {e}"));
+        .expect("/dev/urandom");
     bytes
 }
 
-/// The encoding key of an RSA private key PEM in `dir`.
-fn rsa_key(dir: &TempDir, file: &str) -> EncodingKey {
-    let pem = std::fs::read(dir.path(file)).unwrap_or_else(|e| panic!("{file}: {e}"));
-    EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("{file}: {e}"))
+/// The encoding key of an RSA private key PEM file (a drill's `dir.path(..)` or a
+/// keystore fixture's `fixture(..)`).
+fn rsa_key(file: &Path) -> EncodingKey {
+    let pem = std::fs::read(file).unwrap_or_else(|e| panic!("{}: {e}", file.display()));
+    EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("{}: {e}", file.display()))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -459,8 +294,9 @@ fn assert_no_valid_request_denied(stats: &TrafficStats, tg: &Tokengate) {
 // ---------------------------------------------------------------------------------------
 // The running process: config, reloads, metrics, /keys.
 
-fn listeners(authz: SocketAddr, admin: SocketAddr) -> Value {
-    json!({"authz_http": authz.to_string(), "admin": admin.to_string(), "authz_grpc": null})
+/// `authz_http` and `admin` on loopback ports the kernel picks (read back by `Tokengate`).
+fn listeners() -> Value {
+    json!({"authz_http": ANY_PORT, "admin": ANY_PORT, "authz_grpc": null})
 }
 
 /// An issuer over one key source.
@@ -487,7 +323,7 @@ fn trigger(tg: &Tokengate, how: Trigger) {
         Trigger::Scan => {}
         Trigger::Refresh => {
             let r = http::request(tg.admin, "POST", "/refresh", &[], b"")
-                .unwrap_or_else(|| panic!("POST /refresh did not answer"));
+                .expect("POST /refresh did not answer");
             assert_eq!(r.status, 202, "POST /refresh: {}", r.body_text());
         }
         Trigger::Sighup => tg.signal("HUP"),
@@ -598,10 +434,9 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
     keytool_list(&dir, "IG_keystore.p12", PW, &["verification-key"]);
     dir.write("keystore.pass", format!("{PW}\n"));
 
-    let (authz, admin) = (free_addr(), free_addr());
     let config = |aliases: &[&str]| {
         json!({
-            "listeners": listeners(authz, admin),
+            "listeners": listeners(),
             "issuers": [issuer(&["RS256"], json!({
                 "keystore": dir.path("IG_keystore.p12").to_string_lossy(), "store_type": "PKCS12",
                 "password_file": dir.path("keystore.pass").to_string_lossy(),
@@ -618,7 +453,7 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
         "old",
         "verification-key",
         Algorithm::RS256,
-        rsa_key(&dir, "signature-key.key"),
+        rsa_key(&dir.path("signature-key.key")),
     );
     let first = key_entry(&tg, "verification-key");
     assert_eq!(
@@ -631,7 +466,7 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
         "a certificate's validity is shown: {first:#}"
     );
 
-    let traffic = Traffic::start(authz, old.clone());
+    let traffic = Traffic::start(tg.authz, old.clone());
     traffic.wait_served(&tg, "old", 20);
 
     // 1.1 New key pair and certificate; 3.2 import the certificate as verification-key-new.
@@ -642,7 +477,7 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
         "new",
         "verification-key-new",
         Algorithm::RS256,
-        rsa_key(&dir, "signature-key-new.key"),
+        rsa_key(&dir.path("signature-key-new.key")),
     );
     let reloads = source_reloads(&tg, "keystore", "ok");
     swap_keystore(&dir, "IG_keystore.p12", |next| {
@@ -826,10 +661,9 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
     // The password in PingGateway's SystemAndEnvSecretStore format: base64.
     dir.write("keystore.b64", STANDARD.encode(PW));
 
-    let (authz, admin) = (free_addr(), free_addr());
     let config = |aliases: &[&str]| {
         json!({
-            "listeners": listeners(authz, admin),
+            "listeners": listeners(),
             "issuers": [issuer(&["HS512"], json!({
                 "keystore": dir.path(store).to_string_lossy(), "store_type": "PKCS12",
                 "password_file": dir.path("keystore.b64").to_string_lossy(),
@@ -863,7 +697,7 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
         Algorithm::HS512,
         EncodingKey::from_secret(&new_secret),
     );
-    let traffic = Traffic::start(authz, old.clone());
+    let traffic = Traffic::start(tg.authz, old.clone());
     traffic.wait_served(&tg, "old", 20);
 
     // 2.1 Commission symmetric-key-new in the existing keystore, in place.
@@ -951,13 +785,7 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
     // loads as an oct key (its bytes cannot be read back, so a token signed with other
     // bytes is tried against it, by kid, and fails).
     let reloads = source_reloads(&tg, "keystore", "ok");
-    sh(
-        &dir,
-        &format!(
-            "keytool -genseckey -alias symmetric-key-next -keystore {store} -storepass {PW} \
-             -storetype PKCS12 -keyalg HmacSHA512 -keysize 512"
-        ),
-    );
+    keytool_genseckey(&dir, store, "symmetric-key-next", PW);
     wait_above(
         &tg,
         "the keystore reload after keytool -genseckey",
@@ -1005,10 +833,9 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
 
 /// The public JWK of a fixture key, published under `kid`.
 fn fixture_jwk(name: &str, kid: &str) -> Value {
-    let text = std::fs::read_to_string(fixtures().join("jwks-public.json"))
-        .unwrap_or_else(|e| panic!("jwks-public.json: {e}"));
-    let set: Value =
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("jwks-public.json: {e}"));
+    let text =
+        std::fs::read_to_string(fixtures().join("jwks-public.json")).expect("jwks-public.json");
+    let set: Value = serde_json::from_str(&text).expect("jwks-public.json");
     let mut jwk = set["keys"]
         .as_array()
         .and_then(|keys| keys.iter().find(|k| k["kid"] == name))
@@ -1026,9 +853,8 @@ fn drill_jwks_file_rotation_without_restart() {
         fixture_jwk("rsa-2", "2025-07"),
     );
     dir.write("jwks.json", json!({"keys": [old_jwk]}).to_string());
-    let (authz, admin) = (free_addr(), free_addr());
     let config = json!({
-        "listeners": listeners(authz, admin),
+        "listeners": listeners(),
         "issuers": [issuer(&["RS256"], json!({"jwks_file": dir.path("jwks.json").to_string_lossy()}))],
         "reload": {"scan_interval": SCAN}
     });
@@ -1037,7 +863,7 @@ fn drill_jwks_file_rotation_without_restart() {
     let started = process_start(&tg);
     let old = Signer::new("old", "2025-01", Algorithm::RS256, mint::key("rsa-1"));
     let new = Signer::new("new", "2025-07", Algorithm::RS256, mint::key("rsa-2"));
-    let traffic = Traffic::start(authz, old.clone());
+    let traffic = Traffic::start(tg.authz, old.clone());
     traffic.wait_served(&tg, "old", 50);
 
     // Publish the new key next to the old one, before anything signs with it.
@@ -1102,10 +928,9 @@ fn revocation_applies_to_the_next_request_even_for_cached_tokens() {
         "revoked.json",
         json!({"kids": [], "thumbprints": []}).to_string(),
     );
-    let (authz, admin) = (free_addr(), free_addr());
     let config = |kids: &[&str]| {
         json!({
-            "listeners": listeners(authz, admin),
+            "listeners": listeners(),
             "issuers": [issuer(&["RS256", "ES256"], json!({"jwks_file": dir.path("jwks.json").to_string_lossy()}))],
             "revoked": {"kids": kids, "file": dir.path("revoked.json").to_string_lossy()},
             "reload": {"scan_interval": SCAN}
@@ -1200,32 +1025,18 @@ fn revocation_applies_to_the_next_request_even_for_cached_tokens() {
 fn bad_reloads_keep_the_last_good_keys() {
     const PW: &str = "Kq7-Never-Logged-Pw";
     let dir = TempDir::new("rotation-bad");
-    // A key pair entry, as the guide's steps 1.1 to 1.4 make one: openssl pkcs12 -export
-    // (OpenSSL keeps the -name as given), keytool -importkeystore.
-    openssl_req(&dir, "signature-key.key", "x509certificate.pem");
-    sh(
-        &dir,
-        &format!(
-            "openssl pkcs12 -export -in x509certificate.pem -inkey signature-key.key \
-             -out keystore-new.p12 -passout pass:{PW} -name Signature-Key"
-        ),
-    );
-    sh(
-        &dir,
-        &format!(
-            "keytool -importkeystore -srckeystore keystore-new.p12 -srcstoretype pkcs12 \
-             -srcstorepass {PW} -destkeystore IG_keystore.p12 -deststoretype pkcs12 \
-             -deststorepass {PW} -noprompt"
-        ),
-    );
-    let good = std::fs::read(dir.path("IG_keystore.p12")).unwrap_or_else(|e| panic!("{e}"));
+    // A key pair entry, as the guide's steps 1.1 to 1.4 make one (openssl pkcs12 -export
+    // -name Signature-Key, keytool -importkeystore): the fixture make.sh made with them
+    // (store password PW, key pair signature-key.key / x509certificate.pem).
+    let store = copy_fixture(&dir, "ig-keystore-signature-key.p12", "IG_keystore.p12");
+    let good = std::fs::read(store).unwrap();
     dir.write("keystore.pass", PW);
 
-    let (authz, admin) = (free_addr(), free_addr());
-    // Aliases match case-insensitively: "signature-key" finds "Signature-Key".
+    // The mapping says "signature-key": OpenSSL wrote "Signature-Key", keytool
+    // -importkeystore stored it lower-cased, and aliases match ignoring case anyway.
     let config = |aliases: &[&str]| {
         json!({
-            "listeners": listeners(authz, admin),
+            "listeners": listeners(),
             "issuers": [issuer(&["RS256"], json!({
                 "keystore": dir.path("IG_keystore.p12").to_string_lossy(),
                 "password_file": dir.path("keystore.pass").to_string_lossy(),
@@ -1240,7 +1051,7 @@ fn bad_reloads_keep_the_last_good_keys() {
         "key",
         "signature-key",
         Algorithm::RS256,
-        rsa_key(&dir, "signature-key.key"),
+        rsa_key(&fixture("signature-key.key")),
     );
     assert_allowed(&tg, &signer.token(true), "before any bad reload");
     let thumbprint = key_entry(&tg, "signature-key")["thumbprint"].clone();
@@ -1333,19 +1144,13 @@ fn bad_reloads_keep_the_last_good_keys() {
 fn refused_mapping_applies_once_the_keystore_has_the_alias() {
     const PW: &str = "Or-Der-Pa55word";
     let dir = TempDir::new("rotation-order");
-    openssl_req(&dir, "signature-key.key", "x509certificate.pem");
-    keytool_import_cert(
-        &dir,
-        "IG_keystore.p12",
-        "verification-key",
-        "x509certificate.pem",
-        PW,
-    );
+    // Both keystores are fixtures (the guide's keytool -import -trustcacerts, run by
+    // make.sh): this test is about the order in which the files arrive, not the tools.
+    copy_fixture(&dir, "ig-keystore-verification-key.p12", "IG_keystore.p12");
     dir.write("keystore.pass", PW);
-    let (authz, admin) = (free_addr(), free_addr());
     let config = |aliases: &[&str]| {
         json!({
-            "listeners": listeners(authz, admin),
+            "listeners": listeners(),
             "issuers": [issuer(&["RS256"], json!({
                 "keystore": dir.path("IG_keystore.p12").to_string_lossy(),
                 "password_file": dir.path("keystore.pass").to_string_lossy(),
@@ -1367,22 +1172,16 @@ fn refused_mapping_applies_once_the_keystore_has_the_alias() {
         config_reloads(&tg, "error")
     });
 
-    // Then the Secret.
-    openssl_req(&dir, "signature-key-new.key", "x509certificate-new.pem");
+    // Then the Secret: the same keystore with verification-key-new imported, renamed
+    // over the old one.
     swap_keystore(&dir, "IG_keystore.p12", |next| {
-        keytool_import_cert(
-            &dir,
-            next,
-            "verification-key-new",
-            "x509certificate-new.pem",
-            PW,
-        );
+        copy_fixture(&dir, "ig-keystore-verification-key-and-new.p12", next);
     });
     let new = Signer::new(
         "new",
         "verification-key-new",
         Algorithm::RS256,
-        rsa_key(&dir, "signature-key-new.key"),
+        rsa_key(&fixture("signature-key-new.key")),
     );
     trigger(&tg, Trigger::Refresh);
     let deadline = std::time::Instant::now() + Duration::from_secs(3);
@@ -1409,27 +1208,15 @@ fn refused_mapping_applies_once_the_keystore_has_the_alias() {
 fn certificate_validity_iat_now_off() {
     const PW: &str = "Val1dity-Pa55word";
     const DAY: i64 = 86_400;
+    // The fixture's verification-key certificate (expired-x509certificate.pem, made by
+    // make.sh with python3's `cryptography`, fixed dates): expired now.
+    const EXPIRED_NOT_BEFORE: i64 = 1_577_836_800; // 2020-01-01T00:00:00Z
+    const EXPIRED_NOT_AFTER: i64 = 1_580_515_200; // 2020-02-01T00:00:00Z
     let dir = TempDir::new("rotation-validity");
-    let now = mint::now();
-    // Valid from 10 days ago until 5 days ago: expired now.
-    let (not_before, not_after) = (now - 10 * DAY, now - 5 * DAY);
-    python_cert(&dir, "old-key.key", "old-cert.pem", not_before, not_after);
-    keytool_import_cert(
-        &dir,
-        "IG_keystore.p12",
-        "verification-key",
-        "old-cert.pem",
-        PW,
-    );
-    // And a certificate valid now (365 days from now), so that "now" is seen passing too.
-    openssl_req(&dir, "current-key.key", "current-cert.pem");
-    keytool_import_cert(
-        &dir,
-        "IG_keystore.p12",
-        "current-key",
-        "current-cert.pem",
-        PW,
-    );
+    // verification-key, then current-key: a certificate valid now (x509certificate.pem,
+    // `-days 36500`), so that "now" is seen passing too. Both imported by keytool -import
+    // in make.sh.
+    copy_fixture(&dir, "ig-keystore-validity.p12", "IG_keystore.p12");
     dir.write("keystore.pass", PW);
     let source = json!({
         "keystore": dir.path("IG_keystore.p12").to_string_lossy(),
@@ -1446,28 +1233,22 @@ fn certificate_validity_iat_now_off() {
             })
         })
         .collect();
-    let (authz, admin) = (free_addr(), free_addr());
     let tg = Tokengate::start(
         &dir,
-        json!({"listeners": listeners(authz, admin), "issuers": issuers, "reload": {"scan_interval": SCAN}}),
+        json!({"listeners": listeners(), "issuers": issuers, "reload": {"scan_interval": SCAN}}),
     );
     tg.wait_ready();
     let e = key_entries(&tg, "verification-key");
     assert_eq!(e.len(), 3, "one entry per issuer: {e:#?}");
-    let rfc3339 = |t: i64| {
-        sh(&dir, &format!("date -u -d @{t} +%Y-%m-%dT%H:%M:%SZ"))
-            .trim()
-            .to_string()
-    };
     for entry in &e {
         assert_eq!(
             entry["not_before"].as_str(),
-            Some(rfc3339(not_before).as_str()),
+            Some("2020-01-01T00:00:00Z"),
             "{entry:#}"
         );
         assert_eq!(
             entry["not_after"].as_str(),
-            Some(rfc3339(not_after).as_str()),
+            Some("2020-02-01T00:00:00Z"),
             "{entry:#}"
         );
     }
@@ -1477,7 +1258,7 @@ fn certificate_validity_iat_now_off() {
     );
     assert_eq!(
         metric,
-        Some(not_after as f64),
+        Some(EXPIRED_NOT_AFTER as f64),
         "tokengate_key_not_after_timestamp_seconds"
     );
 
@@ -1485,18 +1266,19 @@ fn certificate_validity_iat_now_off() {
         "old",
         "verification-key",
         Algorithm::RS256,
-        rsa_key(&dir, "old-key.key"),
+        rsa_key(&fixture("expired-key.key")),
     );
+    // `iat` 10 days into the validity, and 10 days before it starts.
     let inside = |mode: &str| {
         signer.token_with(
             true,
-            json!({"iss": format!("https://{mode}.example"), "iat": now - 7 * DAY}),
+            json!({"iss": format!("https://{mode}.example"), "iat": EXPIRED_NOT_BEFORE + 10 * DAY}),
         )
     };
     let before_start = |mode: &str| {
         signer.token_with(
             true,
-            json!({"iss": format!("https://{mode}.example"), "iat": now - 20 * DAY}),
+            json!({"iss": format!("https://{mode}.example"), "iat": EXPIRED_NOT_BEFORE - 10 * DAY}),
         )
     };
     let fresh =
@@ -1533,7 +1315,7 @@ fn certificate_validity_iat_now_off() {
         "current",
         "current-key",
         Algorithm::RS256,
-        rsa_key(&dir, "current-key.key"),
+        rsa_key(&fixture("signature-key.key")),
     );
     for mode in ["iat", "now", "off"] {
         let token = current.token_with(true, json!({"iss": format!("https://{mode}.example")}));

@@ -24,7 +24,9 @@ use serde_json::{Value, json};
 
 use crate::support::envoy::{self, Envoy, Nginx};
 use crate::support::upstream::{Mode, Upstream, header_values};
-use crate::support::{TempDir, Tokengate, fixture_issuer, fixtures, free_addr, http, token};
+use crate::support::{
+    ANY_PORT, ClosedPort, TempDir, Tokengate, fixture_issuer, fixtures, http, token,
+};
 
 /// The routes of every serving test.
 fn routes() -> Value {
@@ -49,14 +51,12 @@ fn start(
     grpc: bool,
     patch: impl FnOnce(&mut Value),
 ) -> Gate {
-    let proxy = upstream.map(|_| free_addr());
-    let grpc = grpc.then(free_addr);
     let mut config = json!({
         "listeners": {
-            "authz_http": free_addr().to_string(),
-            "admin": free_addr().to_string(),
-            "authz_grpc": grpc.map(|a| a.to_string()),
-            "proxy": proxy.map(|a| a.to_string()),
+            "authz_http": ANY_PORT,
+            "admin": ANY_PORT,
+            "authz_grpc": grpc.then_some(ANY_PORT),
+            "proxy": upstream.map(|_| ANY_PORT),
         },
         "issuers": [fixture_issuer()],
         "routes": routes(),
@@ -71,6 +71,8 @@ fn start(
     patch(&mut config);
     let tg = Tokengate::start(dir, config);
     tg.wait_ready();
+    let proxy = upstream.map(|_| tg.addr("proxy"));
+    let grpc = grpc.then(|| tg.addr("authz_grpc"));
     Gate { tg, proxy, grpc }
 }
 
@@ -277,7 +279,7 @@ fn envoy_grpc_ext_authz_end_to_end() {
     let dir = TempDir::new("serving-envoy-grpc");
     let upstream = Upstream::start(Mode::Echo);
     let gate = start(&dir, None, true, |_| {});
-    let grpc = gate.grpc.unwrap_or_else(|| panic!("no grpc listener"));
+    let grpc = gate.grpc.expect("no grpc listener");
     let envoy = Envoy::start(&dir, "ext-authz-grpc.yaml", upstream.addr, grpc.port());
     matrix("envoy grpc", &upstream, Denials::Full, &|m, p, h| {
         envoy.request(m, p, h)
@@ -321,9 +323,9 @@ fn proxy_end_to_end() {
     let dir = TempDir::new("serving-proxy");
     let upstream = Upstream::start(Mode::Echo);
     let gate = start(&dir, Some(&upstream.url()), false, |_| {});
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
     matrix("proxy", &upstream, Denials::Full, &|m, p, h| {
-        http::request(proxy, m, p, h, b"").unwrap_or_else(|| panic!("proxy did not answer"))
+        http::request(proxy, m, p, h, b"").expect("proxy did not answer")
     });
     assert!(decided(&gate.tg, "proxy", "allow", "ok") >= 1.0);
     assert!(decided(&gate.tg, "proxy", "deny", "missing_token") >= 1.0);
@@ -334,7 +336,7 @@ fn proxy_forwards_end_to_end_headers_only() {
     let dir = TempDir::new("serving-proxy-headers");
     let upstream = Upstream::start(Mode::Echo);
     let gate = start(&dir, Some(&upstream.url()), false, |_| {});
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
     let good = bearer("GOOD_RS256");
     let r = http::request(
         proxy,
@@ -356,7 +358,7 @@ fn proxy_forwards_end_to_end_headers_only() {
         ],
         b"hello",
     )
-    .unwrap_or_else(|| panic!("proxy did not answer"));
+    .expect("proxy did not answer");
     assert_eq!(r.status, 200, "{:?} {}", r.headers, r.body_text());
     assert_eq!(
         r.header("x-upstream"),
@@ -401,7 +403,7 @@ fn proxy_forwards_end_to_end_headers_only() {
          transfer-encoding: chunked\r\nconnection: close\r\n\r\n\
          5\r\nhello\r\n6\r\n world\r\n0\r\n\r\n"
     );
-    let r = http::send_raw(proxy, raw.as_bytes()).unwrap_or_else(|| panic!("proxy did not answer"));
+    let r = http::send_raw(proxy, raw.as_bytes()).expect("proxy did not answer");
     assert_eq!(r.status, 200, "{}", r.body_text());
     assert_eq!(echo(&r)["body_bytes"], 11);
 }
@@ -413,10 +415,10 @@ fn proxy_strip_authorization_removes_the_token_header() {
     let gate = start(&dir, Some(&upstream.url()), false, |c| {
         c["forward"]["strip_authorization"] = json!(true);
     });
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
     let good = bearer("GOOD_RS256");
     let r = http::request(proxy, "GET", "/orders/1", &[("authorization", &good)], b"")
-        .unwrap_or_else(|| panic!("proxy did not answer"));
+        .expect("proxy did not answer");
     assert_eq!(r.status, 200, "{}", r.body_text());
     let e = echo(&r);
     assert!(header_values(&e, "authorization").is_empty(), "{e}");
@@ -433,21 +435,19 @@ fn proxy_streams_a_large_request_body() {
     let dir = TempDir::new("serving-proxy-stream");
     let upstream = Upstream::start(Mode::Echo);
     let gate = start(&dir, Some(&upstream.url()), false, |_| {});
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
 
-    let mut s = TcpStream::connect(proxy).unwrap_or_else(|e| panic!("connect: {e}"));
-    s.set_read_timeout(Some(Duration::from_secs(30)))
-        .unwrap_or_else(|e| panic!("{e}"));
+    let mut s = TcpStream::connect(proxy).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let head = format!(
         "POST /upload HTTP/1.1\r\nhost: app\r\nauthorization: {}\r\ncontent-length: {TOTAL}\r\nconnection: close\r\n\r\n",
         bearer("GOOD_RS256")
     );
-    s.write_all(head.as_bytes())
-        .unwrap_or_else(|e| panic!("write: {e}"));
+    s.write_all(head.as_bytes()).expect("write");
     let chunk = vec![b'x'; 64 * 1024];
     let mut sent = 0;
     while sent < FIRST {
-        s.write_all(&chunk).unwrap_or_else(|e| panic!("write: {e}"));
+        s.write_all(&chunk).expect("write");
         sent += chunk.len();
     }
     assert!(
@@ -458,7 +458,7 @@ fn proxy_streams_a_large_request_body() {
         TOTAL - sent
     );
     while sent < TOTAL {
-        s.write_all(&chunk).unwrap_or_else(|e| panic!("write: {e}"));
+        s.write_all(&chunk).expect("write");
         sent += chunk.len();
     }
     let mut raw = Vec::new();
@@ -473,10 +473,10 @@ fn proxy_streams_a_large_request_body() {
 #[test]
 fn proxy_upstream_down_is_502() {
     let dir = TempDir::new("serving-proxy-down");
-    // A port that was free a moment ago: nothing listens there.
-    let down = free_addr();
-    let gate = start(&dir, Some(&format!("http://{down}")), false, |_| {});
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    // A port bound and never listening: connections are refused.
+    let down = ClosedPort::new();
+    let gate = start(&dir, Some(&format!("http://{}", down.addr)), false, |_| {});
+    let proxy = gate.proxy.expect("no proxy listener");
     let r = http::request(
         proxy,
         "GET",
@@ -484,7 +484,7 @@ fn proxy_upstream_down_is_502() {
         &[("authorization", &bearer("GOOD_RS256"))],
         b"",
     )
-    .unwrap_or_else(|| panic!("proxy did not answer"));
+    .expect("proxy did not answer");
     assert_eq!(r.status, 502, "{}", r.body_text());
     assert!(
         r.body_text().contains("could not be reached"),
@@ -492,8 +492,7 @@ fn proxy_upstream_down_is_502() {
         r.body_text()
     );
     // A denial is still a denial: the upstream is not consulted first.
-    let r = http::request(proxy, "GET", "/orders/1", &[], b"")
-        .unwrap_or_else(|| panic!("proxy did not answer"));
+    let r = http::request(proxy, "GET", "/orders/1", &[], b"").expect("proxy did not answer");
     assert_eq!(r.status, 401);
 }
 
@@ -502,7 +501,7 @@ fn proxy_upstream_hang_is_504_after_the_timeout() {
     let dir = TempDir::new("serving-proxy-hang");
     let upstream = Upstream::start(Mode::Hang);
     let gate = start(&dir, Some(&upstream.url()), false, |_| {});
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
     let started = Instant::now();
     let r = http::request(
         proxy,
@@ -511,7 +510,7 @@ fn proxy_upstream_hang_is_504_after_the_timeout() {
         &[("authorization", &bearer("GOOD_RS256"))],
         b"",
     )
-    .unwrap_or_else(|| panic!("proxy did not answer"));
+    .expect("proxy did not answer");
     let took = started.elapsed();
     assert_eq!(r.status, 504, "{}", r.body_text());
     assert!(
@@ -534,7 +533,7 @@ fn oversized_request_head_is_431_on_every_http_listener() {
     let dir = TempDir::new("serving-431");
     let upstream = Upstream::start(Mode::Echo);
     let gate = start(&dir, Some(&upstream.url()), false, |_| {});
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
     let mut raw = b"GET /orders/1 HTTP/1.1\r\nhost: app\r\nx-big: ".to_vec();
     raw.resize(64 * 1024, b'a');
     for (name, addr) in [
@@ -548,14 +547,13 @@ fn oversized_request_head_is_431_on_every_http_listener() {
     // More than 100 header fields is over the limit too.
     let many: Vec<String> = (0..100).map(|i| format!("x-h{i}")).collect();
     let headers: Vec<(&str, &str)> = many.iter().map(|n| (n.as_str(), "1")).collect();
-    let r = http::request(proxy, "GET", "/public/x", &headers, b"")
-        .unwrap_or_else(|| panic!("proxy did not answer"));
+    let r = http::request(proxy, "GET", "/public/x", &headers, b"").expect("proxy did not answer");
     assert_eq!(r.status, 431, "100 headers");
     assert_eq!(upstream.requests(), 0);
     // Below the limit, a large header is fine.
     let big = "a".repeat(32 * 1024);
     let r = http::request(proxy, "GET", "/public/x", &[("x-big", &big)], b"")
-        .unwrap_or_else(|| panic!("proxy did not answer"));
+        .expect("proxy did not answer");
     assert_eq!(r.status, 200);
 }
 
@@ -569,7 +567,7 @@ fn serve_fails(dir: &TempDir, config: &Value) -> String {
         .stdout(Stdio::null())
         .stderr(Stdio::piped())
         .spawn()
-        .unwrap_or_else(|e| panic!("spawn: {e}"));
+        .expect("spawn");
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
         if let Ok(Some(status)) = child.try_wait() {
@@ -591,11 +589,8 @@ fn serve_fails(dir: &TempDir, config: &Value) -> String {
 #[test]
 fn a_port_in_use_is_an_error_naming_the_listener() {
     let dir = TempDir::new("serving-port-in-use");
-    let taken = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("{e}"));
-    let addr = taken
-        .local_addr()
-        .unwrap_or_else(|e| panic!("{e}"))
-        .to_string();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
     for listener in ["authz_grpc", "proxy"] {
         let mut config = json!({
             "listeners": {
@@ -620,11 +615,11 @@ fn admin_endpoints() {
     let upstream = Upstream::start(Mode::Echo);
     let gate = start(&dir, Some(&upstream.url()), true, |_| {});
     let admin = gate.tg.admin;
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
 
-    let r = http::get(admin, "/healthz").unwrap_or_else(|| panic!("no /healthz"));
+    let r = http::get(admin, "/healthz").expect("no /healthz");
     assert_eq!((r.status, r.body_text().trim()), (200, "ok"));
-    let r = http::get(admin, "/readyz").unwrap_or_else(|| panic!("no /readyz"));
+    let r = http::get(admin, "/readyz").expect("no /readyz");
     assert_eq!(r.status, 200);
     let ready: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
     assert_eq!(ready["ready"], true, "{ready}");
@@ -655,10 +650,9 @@ fn admin_endpoints() {
     assert_eq!(count("deny", "missing_token"), 1.0);
     assert!(m.value("tokengate_build_info", &[]).is_some());
 
-    let r =
-        http::request(admin, "POST", "/refresh", &[], b"").unwrap_or_else(|| panic!("no /refresh"));
+    let r = http::request(admin, "POST", "/refresh", &[], b"").expect("no /refresh");
     assert_eq!(r.status, 202, "{}", r.body_text());
-    let r = http::get(admin, "/refresh").unwrap_or_else(|| panic!("no /refresh"));
+    let r = http::get(admin, "/refresh").expect("no /refresh");
     assert_ne!(r.status, 202, "GET must not refresh");
 }
 
@@ -667,10 +661,9 @@ fn admin_endpoints() {
 #[test]
 fn sighup_reloads_keys() {
     let dir = TempDir::new("serving-sighup");
-    let full: Value = serde_json::from_str(
-        &std::fs::read_to_string(fixtures().join("jwks.json")).unwrap_or_else(|e| panic!("{e}")),
-    )
-    .unwrap_or_else(|e| panic!("{e}"));
+    let full: Value =
+        serde_json::from_str(&std::fs::read_to_string(fixtures().join("jwks.json")).unwrap())
+            .unwrap();
     let only_rsa2: Vec<Value> = full["keys"]
         .as_array()
         .map(|l| l.iter().filter(|k| k["kid"] == "rsa-2").cloned().collect())
@@ -692,8 +685,7 @@ fn sighup_reloads_keys() {
     );
 
     dir.write("jwks.json", full.to_string());
-    // Not picked up on its own within the scan interval...
-    std::thread::sleep(Duration::from_millis(300));
+    // Not picked up on its own (the scan interval is an hour)...
     assert_eq!(
         tg.check_token("/orders/1", &token("GOOD_RS256")).status,
         401
@@ -715,7 +707,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     let mut gate = start(&dir, Some(&upstream.url()), true, |c| {
         c["upstream"]["timeout"] = json!("10s");
     });
-    let proxy = gate.proxy.unwrap_or_else(|| panic!("no proxy listener"));
+    let proxy = gate.proxy.expect("no proxy listener");
     let good = bearer("GOOD_RS256");
     let in_flight = std::thread::spawn(move || {
         http::request(
@@ -734,7 +726,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
     let r = in_flight
         .join()
         .unwrap_or_else(|_| panic!("client thread panicked"))
-        .unwrap_or_else(|| panic!("the in-flight request was cut off"));
+        .expect("the in-flight request was cut off");
     assert_eq!(r.status, 200, "{}", r.body_text());
     assert_eq!(echo(&r)["path"], "/orders/slow");
     let code = gate.tg.wait_exit();
@@ -747,7 +739,7 @@ fn sigterm_drains_in_flight_requests_and_exits_0() {
 fn deploy_envoy_configs_validate() {
     let dir = TempDir::new("serving-validate");
     let mut files: Vec<_> = std::fs::read_dir(envoy::deploy().join("envoy"))
-        .unwrap_or_else(|e| panic!("deploy/envoy: {e}"))
+        .expect("deploy/envoy")
         .filter_map(Result::ok)
         .map(|e| e.file_name().to_string_lossy().into_owned())
         .filter(|n| n.ends_with(".yaml"))

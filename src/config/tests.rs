@@ -8,7 +8,7 @@ const MINIMAL: &str = r#"{"issuers":[{"name":"am","key_sources":[{"jwks_file":"j
 
 #[test]
 fn applies_documented_defaults() {
-    let c = parse(MINIMAL).unwrap_or_else(|e| panic!("{e}"));
+    let c = parse(MINIMAL).unwrap();
     assert_eq!(c.listeners.authz_http, DEFAULT_AUTHZ_HTTP.parse().ok());
     assert_eq!(c.listeners.authz_grpc, DEFAULT_AUTHZ_GRPC.parse().ok());
     assert_eq!(c.listeners.admin, DEFAULT_ADMIN.parse().ok());
@@ -42,7 +42,7 @@ fn proxy_defaults_on_with_upstream_and_null_turns_listeners_off() {
         r#"{"upstream":{"url":"http://127.0.0.1:3000/"},"listeners":{"admin":null,"authz_grpc":null},
             "issuers":[{"name":"am","key_sources":[{"jwks_file":"/k.json"}]}]}"#,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     assert_eq!(c.listeners.proxy, DEFAULT_PROXY.parse().ok());
     assert_eq!(c.listeners.admin, None);
     assert_eq!(c.listeners.authz_grpc, None);
@@ -63,7 +63,7 @@ fn parses_the_spec_example_remote_and_keystore_sources() {
               {"keystore":"/secrets/IG_keystore.p12","store_type":"PKCS12","password_env":"KEYSTORE_SECRET_ID","password_encoding":"base64","aliases":["verification-key","verification-key-new"]},
               {"pem_file":"/etc/v.pem","kid":"pem-1"}]}]}"#,
     )
-    .unwrap_or_else(|e| panic!("{e}"));
+    .unwrap();
     let i = &c.issuers[0];
     assert_eq!(i.max_lifetime, Some(Duration::from_secs(86400)));
     assert!(

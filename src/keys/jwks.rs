@@ -179,7 +179,7 @@ mod tests {
             "alg": "RS256",
             "kid": "2011-04-29"
         });
-        let k = parse_jwk(&jwk, false).unwrap_or_else(|e| panic!("{e}"));
+        let k = parse_jwk(&jwk, false).unwrap();
         assert_eq!(
             k.material.thumbprint(),
             "NzbLsXh8uDCcd-6MNwXF4W_7noWXFZAfHkxZsRGC9Xs"

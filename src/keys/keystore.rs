@@ -366,8 +366,11 @@ fn secret_type_name(t: SecretKeyType) -> String {
 
 #[cfg(test)]
 mod tests {
+    // Every keystore here is a committed fixture of tests/fixtures/keystores/, made once
+    // by the real keytool and openssl (make.sh there names the command behind each
+    // file); no test runs a tool.
+
     use std::collections::HashMap;
-    use std::process::{Command, Stdio};
     use std::sync::Mutex;
     use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -376,10 +379,54 @@ mod tests {
     use super::*;
     use crate::alg::{Alg, Kty};
 
+    /// The certificate of every RSA fixture entry (`openssl req -x509 -newkey rsa:2048`).
+    const CERT: &str = "x509certificate.pem";
+    /// The certificate of openssl-ec.p12's entry (`-newkey ec`, P-256).
+    const EC_CERT: &str = "ec-x509certificate.pem";
+    /// How long the fixture certificates are valid (make.sh: `-days 36500`).
+    const CERT_DAYS: i64 = 36_500;
+
+    /// DER of the PBES2 OID (1.2.840.113549.1.5.13).
+    const PBES2: &[u8] = &[
+        0x06, 0x09, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x05, 0x0d,
+    ];
+    /// DER of the AES-256-CBC OID (2.16.840.1.101.3.4.1.42).
+    const AES_256_CBC: &[u8] = &[
+        0x06, 0x09, 0x60, 0x86, 0x48, 0x01, 0x65, 0x03, 0x04, 0x01, 0x2a,
+    ];
+    /// DER of the pbeWithSHAAnd40BitRC2-CBC OID (1.2.840.113549.1.12.1.6).
+    const PBE_SHA1_RC2_40: &[u8] = &[
+        0x06, 0x0a, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x01, 0x06,
+    ];
+    /// DER of the pbeWithSHAAnd3-KeyTripleDES-CBC OID (1.2.840.113549.1.12.1.3).
+    const PBE_SHA1_3DES: &[u8] = &[
+        0x06, 0x0a, 0x2a, 0x86, 0x48, 0x86, 0xf7, 0x0d, 0x01, 0x0c, 0x01, 0x03,
+    ];
+
+    /// A file of tests/fixtures/keystores/ (see make.sh there for what each one is).
+    fn fixture(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/fixtures/keystores")
+            .join(name)
+    }
+
+    /// The bytes of a fixture file.
+    fn fixture_bytes(name: &str) -> Vec<u8> {
+        std::fs::read(fixture(name)).unwrap_or_else(|e| panic!("{name}: {e}"))
+    }
+
+    /// True when `file` holds the DER-encoded OID `oid` (tag, length, value): PKCS#12
+    /// algorithm identifiers are not encrypted, so this pins which protection a fixture
+    /// was made with, without a tool.
+    fn has_oid(file: &[u8], oid: &[u8]) -> bool {
+        file.windows(oid.len()).any(|w| w == oid)
+    }
+
     /// A unique temporary directory, removed when dropped (also when a test fails).
     struct TempDir(PathBuf);
 
     impl TempDir {
+        /// Creates it, `name` in its name.
         fn new(name: &str) -> Self {
             static SEQ: AtomicU32 = AtomicU32::new(0);
             let nanos = std::time::SystemTime::now()
@@ -396,8 +443,18 @@ mod tests {
             Self(dir)
         }
 
+        /// A path inside it.
         fn path(&self, file: &str) -> PathBuf {
             self.0.join(file)
+        }
+
+        /// Copies the fixture `name` to `file` inside it (replacing what was there), for a
+        /// test that rewrites its keystore; returns the copy's path.
+        fn copy_fixture(&self, name: &str, file: &str) -> PathBuf {
+            let to = self.path(file);
+            std::fs::copy(fixture(name), &to)
+                .unwrap_or_else(|e| panic!("copy {name} to {}: {e}", to.display()));
+            to
         }
     }
 
@@ -407,121 +464,7 @@ mod tests {
         }
     }
 
-    /// Runs a tool in `dir`; a missing tool or a failure fails the test.
-    fn run(dir: &TempDir, program: &str, args: &[&str]) -> String {
-        let out = Command::new(program)
-            .args(args)
-            .current_dir(&dir.0)
-            .stdin(Stdio::null())
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("cannot run {program} (these tests need keytool and openssl): {e}")
-            });
-        let text = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert!(
-            out.status.success(),
-            "{program} {args:?} failed ({}): {text}",
-            out.status
-        );
-        text
-    }
-
-    /// `openssl req -x509 ...` as the PingGateway docs run it: k.key and cert.pem.
-    fn make_cert(dir: &TempDir) {
-        run(
-            dir,
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "rsa:2048",
-                "-nodes",
-                "-subj",
-                "/CN=ig.example.com",
-                "-keyout",
-                "k.key",
-                "-out",
-                "cert.pem",
-                "-days",
-                "365",
-            ],
-        );
-    }
-
-    /// `openssl pkcs12 -export ...` of k.key and cert.pem as `signature-key`.
-    fn export_p12(dir: &TempDir, out: &str, password: &str, extra: &[&str]) {
-        let pass = format!("pass:{password}");
-        let mut args = vec![
-            "pkcs12",
-            "-export",
-            "-in",
-            "cert.pem",
-            "-inkey",
-            "k.key",
-            "-out",
-            out,
-            "-passout",
-            &pass,
-            "-name",
-            "signature-key",
-        ];
-        args.extend_from_slice(extra);
-        run(dir, "openssl", &args);
-    }
-
-    /// `keytool -import -trustcacerts ...` of cert.pem as `verification-key`.
-    fn import_trusted(dir: &TempDir, store: &str, password: &str) {
-        run(
-            dir,
-            "keytool",
-            &[
-                "-import",
-                "-trustcacerts",
-                "-rfc",
-                "-noprompt",
-                "-alias",
-                "verification-key",
-                "-file",
-                "cert.pem",
-                "-keystore",
-                store,
-                "-storetype",
-                "PKCS12",
-                "-storepass",
-                password,
-            ],
-        );
-    }
-
-    /// `keytool -importkeystore` of `src` into `dest` (same password).
-    fn import_keystore(dir: &TempDir, src: &str, dest: &str, password: &str) {
-        run(
-            dir,
-            "keytool",
-            &[
-                "-importkeystore",
-                "-srckeystore",
-                src,
-                "-srcstoretype",
-                "pkcs12",
-                "-srcstorepass",
-                password,
-                "-destkeystore",
-                dest,
-                "-deststoretype",
-                "pkcs12",
-                "-deststorepass",
-                password,
-                "-noprompt",
-            ],
-        );
-    }
-
+    /// An environment lookup that knows exactly `vars`.
     fn env_with(vars: &[(&str, &str)]) -> EnvLookup {
         let map: HashMap<String, String> = vars
             .iter()
@@ -541,6 +484,7 @@ mod tests {
         )
     }
 
+    /// A reload that must publish keys.
     fn load(src: &mut KeystoreSource) -> SourceKeys {
         match src.reload() {
             Ok(Some(keys)) => keys,
@@ -549,6 +493,7 @@ mod tests {
         }
     }
 
+    /// A reload that must fail; its error text.
     fn load_err(src: &mut KeystoreSource) -> String {
         match src.reload() {
             Ok(k) => panic!("{}: expected an error, got {k:?}", src.path().display()),
@@ -556,14 +501,15 @@ mod tests {
         }
     }
 
-    /// The public key and validity of cert.pem, parsed independently.
-    fn cert_pem_material(dir: &TempDir) -> (KeyMaterial, Validity) {
-        let pem = std::fs::read(dir.path("cert.pem")).unwrap_or_else(|e| panic!("{e}"));
-        let (_, pem) = parse_x509_pem(&pem).unwrap_or_else(|e| panic!("{e}"));
-        KeyMaterial::from_certificate_der(&pem.contents).unwrap_or_else(|e| panic!("{e}"))
+    /// The public key and validity of a fixture certificate, parsed from its PEM.
+    fn cert_material(name: &str) -> (KeyMaterial, Validity) {
+        let pem = fixture_bytes(name);
+        let (_, pem) = parse_x509_pem(&pem).unwrap_or_else(|e| panic!("{name}: {e}"));
+        KeyMaterial::from_certificate_der(&pem.contents).unwrap_or_else(|e| panic!("{name}: {e}"))
     }
 
-    fn assert_signature_key(keys: &SourceKeys, dir: &TempDir) {
+    /// `keys` is the one RSA `signature-key` entry of `CERT`, with its validity.
+    fn assert_signature_key(keys: &SourceKeys) {
         assert_eq!(keys.kind, SourceKind::Keystore);
         assert!(keys.fetched_at.is_none());
         assert_eq!(keys.keys.len(), 1);
@@ -574,138 +520,76 @@ mod tests {
         assert!(k.alg.is_none() && k.foreign_alg.is_none());
         assert_eq!(k.material.kty(), Kty::Rsa);
         assert!(k.material.fits(Alg::RS256));
-        let (want, want_validity) = cert_pem_material(dir);
+        let (want, want_validity) = cert_material(CERT);
         assert_eq!(k.material.thumbprint(), want.thumbprint());
-        let v = k.validity.unwrap_or_else(|| panic!("no validity"));
+        let v = k.validity.expect("no validity");
         assert_eq!(v, want_validity);
         let span = v.not_after - v.not_before;
-        assert!((span - 365 * 86_400).abs() <= 60, "validity spans {span}s");
+        assert!(
+            (span - CERT_DAYS * 86_400).abs() <= 60,
+            "validity spans {span}s"
+        );
     }
 
     /// Case 1: OpenSSL 3 defaults (PBES2 AES-256-CBC, PBKDF2-HMAC-SHA256, HMAC-SHA256 MAC):
-    /// a private key with its certificate, as the PingGateway docs create it.
+    /// a private key with its certificate, as the PingGateway docs create it
+    /// (openssl.p12: `openssl pkcs12 -export -name signature-key`).
     #[test]
     fn openssl_private_key_entry_loads_with_certificate_validity() {
-        let dir = TempDir::new("openssl");
-        make_cert(&dir);
-        export_p12(&dir, "ks.p12", "password", &[]);
-        let mut src = plain_source(dir.path("ks.p12"), "password", &["signature-key"]);
-        assert_signature_key(&load(&mut src), &dir);
+        let bytes = fixture_bytes("openssl.p12");
+        assert!(
+            has_oid(&bytes, PBES2) && has_oid(&bytes, AES_256_CBC),
+            "openssl.p12 is not PBES2 with AES-256-CBC"
+        );
+        let mut src = plain_source(fixture("openssl.p12"), "password", &["signature-key"]);
+        assert_signature_key(&load(&mut src));
     }
 
     /// Case 2: Legacy files: RC2-40 certificates and 3DES keys with a SHA-1 MAC
     /// (`openssl pkcs12 -export -legacy`), and 3DES throughout.
     #[test]
     fn legacy_openssl_files_load() {
-        let dir = TempDir::new("legacy");
-        make_cert(&dir);
-        // OpenSSL 1.1 has no -legacy flag: its default is the legacy format.
-        let help = Command::new("openssl")
-            .args(["pkcs12", "-help"])
-            .output()
-            .unwrap_or_else(|e| panic!("cannot run openssl: {e}"));
-        let help = format!(
-            "{}{}",
-            String::from_utf8_lossy(&help.stdout),
-            String::from_utf8_lossy(&help.stderr)
+        let legacy = fixture_bytes("openssl-legacy.p12");
+        assert!(
+            has_oid(&legacy, PBE_SHA1_RC2_40),
+            "openssl-legacy.p12 is not an RC2 file"
         );
-        let legacy: &[&str] = if help.contains("-legacy") {
-            &["-legacy"]
-        } else {
-            &[]
-        };
-        export_p12(&dir, "legacy.p12", "password", legacy);
-        let info = run(
-            &dir,
-            "openssl",
-            &[
-                &["pkcs12", "-info", "-noout", "-in", "legacy.p12"],
-                legacy,
-                &["-passin", "pass:password"],
-            ]
-            .concat(),
-        );
-        assert!(info.contains("RC2"), "not an RC2 file: {info}");
-        let mut src = plain_source(dir.path("legacy.p12"), "password", &["signature-key"]);
-        assert_signature_key(&load(&mut src), &dir);
-
-        export_p12(
-            &dir,
-            "3des.p12",
+        let mut src = plain_source(
+            fixture("openssl-legacy.p12"),
             "password",
-            &[
-                "-keypbe",
-                "PBE-SHA1-3DES",
-                "-certpbe",
-                "PBE-SHA1-3DES",
-                "-macalg",
-                "sha1",
-            ],
+            &["signature-key"],
         );
-        let mut src = plain_source(dir.path("3des.p12"), "password", &["signature-key"]);
-        assert_signature_key(&load(&mut src), &dir);
+        assert_signature_key(&load(&mut src));
+
+        let des = fixture_bytes("openssl-3des.p12");
+        assert!(
+            has_oid(&des, PBE_SHA1_3DES)
+                && !has_oid(&des, PBE_SHA1_RC2_40)
+                && !has_oid(&des, PBES2),
+            "openssl-3des.p12 is not 3DES throughout"
+        );
+        let mut src = plain_source(fixture("openssl-3des.p12"), "password", &["signature-key"]);
+        assert_signature_key(&load(&mut src));
     }
 
     /// An EC P-256 key pair exported by OpenSSL loads as an EC key.
     #[test]
     fn ec_private_key_entry_loads() {
-        let dir = TempDir::new("ec");
-        run(
-            &dir,
-            "openssl",
-            &[
-                "req",
-                "-x509",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:P-256",
-                "-nodes",
-                "-subj",
-                "/CN=ig.example.com",
-                "-keyout",
-                "k.key",
-                "-out",
-                "cert.pem",
-                "-days",
-                "30",
-            ],
-        );
-        export_p12(&dir, "ec.p12", "password", &[]);
-        let mut src = plain_source(dir.path("ec.p12"), "password", &["signature-key"]);
+        let mut src = plain_source(fixture("openssl-ec.p12"), "password", &["signature-key"]);
         let keys = load(&mut src);
         assert_eq!(keys.keys[0].material.kty(), Kty::Ec);
         assert!(keys.keys[0].material.fits(Alg::ES256));
         assert_eq!(
             keys.keys[0].material.thumbprint(),
-            cert_pem_material(&dir).0.thumbprint()
+            cert_material(EC_CERT).0.thumbprint()
         );
     }
 
-    /// Case 3: keytool secret keys (`-genseckey -keyalg HmacSHA512 -keysize 512`) load as HMAC.
+    /// Case 3: keytool secret keys (`-genseckey -keyalg HmacSHA512 -keysize 512`) load as HMAC
+    /// (keytool-hmac.p12, made by that command).
     #[test]
     fn keytool_hmac_secret_key_loads() {
-        let dir = TempDir::new("seckey");
-        run(
-            &dir,
-            "keytool",
-            &[
-                "-genseckey",
-                "-alias",
-                "symmetric-key",
-                "-keyalg",
-                "HmacSHA512",
-                "-keysize",
-                "512",
-                "-keystore",
-                "sym.p12",
-                "-storetype",
-                "PKCS12",
-                "-storepass",
-                "password",
-            ],
-        );
-        let mut src = plain_source(dir.path("sym.p12"), "password", &["symmetric-key"]);
+        let mut src = plain_source(fixture("keytool-hmac.p12"), "password", &["symmetric-key"]);
         let keys = load(&mut src);
         assert_eq!(keys.keys.len(), 1);
         let k = &keys.keys[0];
@@ -718,36 +602,33 @@ mod tests {
         assert!(k.validity.is_none());
     }
 
-    /// Case 4: A trusted-certificate entry (`keytool -import -trustcacerts`) loads with
-    /// cert.pem's public key and validity.
+    /// Case 4: A trusted-certificate entry (`keytool -import -trustcacerts`, keytool-trusted.p12)
+    /// loads with the certificate's public key and validity.
     #[test]
     fn keytool_trusted_certificate_entry_loads() {
-        let dir = TempDir::new("trusted");
-        make_cert(&dir);
-        import_trusted(&dir, "trust.p12", "password");
-        let mut src = plain_source(dir.path("trust.p12"), "password", &["verification-key"]);
+        let mut src = plain_source(
+            fixture("keytool-trusted.p12"),
+            "password",
+            &["verification-key"],
+        );
         let keys = load(&mut src);
         assert_eq!(keys.keys.len(), 1);
         let k = &keys.keys[0];
         assert_eq!(k.id, "verification-key");
         assert_eq!(k.material.kty(), Kty::Rsa);
-        let (want, validity) = cert_pem_material(&dir);
+        let (want, validity) = cert_material(CERT);
         assert_eq!(k.material.thumbprint(), want.thumbprint());
         assert_eq!(k.validity, Some(validity));
     }
 
-    /// Case 5: After `keytool -importkeystore`, the mapping order is the output order (first
-    /// active), and aliases match ignoring case (the id is the alias as configured).
+    /// Case 5: After `keytool -importkeystore` (keytool-trusted-and-key.p12), the mapping
+    /// order is the output order (first active), and aliases match ignoring case (the id is
+    /// the alias as configured).
     #[test]
     fn mapping_order_and_case_insensitive_aliases() {
-        let dir = TempDir::new("mapping");
-        make_cert(&dir);
-        export_p12(&dir, "ks.p12", "password", &[]);
-        import_trusted(&dir, "trust.p12", "password");
-        import_keystore(&dir, "ks.p12", "trust.p12", "password");
-
+        let store = fixture("keytool-trusted-and-key.p12");
         let mut src = plain_source(
-            dir.path("trust.p12"),
+            store.clone(),
             "password",
             &["verification-key", "signature-key"],
         );
@@ -759,7 +640,7 @@ mod tests {
         assert!(keys.keys.iter().all(|k| k.for_verification));
 
         let mut src = plain_source(
-            dir.path("trust.p12"),
+            store.clone(),
             "password",
             &["signature-key", "verification-key"],
         );
@@ -768,39 +649,21 @@ mod tests {
         assert_eq!(ids, ["signature-key", "verification-key"]);
         assert!(keys.keys[0].active && !keys.keys[1].active);
 
-        let mut src = plain_source(dir.path("trust.p12"), "password", &["SIGNATURE-KEY"]);
+        let mut src = plain_source(store, "password", &["SIGNATURE-KEY"]);
         let keys = load(&mut src);
         assert_eq!(keys.keys.len(), 1);
         assert_eq!(keys.keys[0].id, "SIGNATURE-KEY");
         assert!(keys.keys[0].active);
         assert_eq!(
             keys.keys[0].material.thumbprint(),
-            cert_pem_material(&dir).0.thumbprint()
+            cert_material(CERT).0.thumbprint()
         );
 
-        // keytool stores aliases lower-cased: "Symmetric-Key" is written as
-        // "symmetric-key", and the mapping's spelling still finds it.
-        run(
-            &dir,
-            "keytool",
-            &[
-                "-genseckey",
-                "-alias",
-                "Symmetric-Key",
-                "-keyalg",
-                "HmacSHA256",
-                "-keysize",
-                "256",
-                "-keystore",
-                "trust.p12",
-                "-storetype",
-                "PKCS12",
-                "-storepass",
-                "password",
-            ],
-        );
+        // keytool stores aliases lower-cased: "Symmetric-Key" (keytool -genseckey into the
+        // same store, keytool-trusted-key-and-secret.p12) is written as "symmetric-key",
+        // and the mapping's spelling still finds it.
         let mut src = plain_source(
-            dir.path("trust.p12"),
+            fixture("keytool-trusted-key-and-secret.p12"),
             "password",
             &["Symmetric-Key", "verification-key", "signature-key"],
         );
@@ -817,32 +680,12 @@ mod tests {
     fn deleted_alias_fails_reload_without_echoing_the_password() {
         const PW: &str = "s3cr3t-Pa55";
         let dir = TempDir::new("delete");
-        make_cert(&dir);
-        export_p12(&dir, "ks.p12", PW, &[]);
-        import_trusted(&dir, "trust.p12", PW);
-        import_keystore(&dir, "ks.p12", "trust.p12", PW);
-        let mut src = plain_source(
-            dir.path("trust.p12"),
-            PW,
-            &["verification-key", "signature-key"],
-        );
+        let store = dir.copy_fixture("s3cr3t-trusted-and-key.p12", "trust.p12");
+        let mut src = plain_source(store.clone(), PW, &["verification-key", "signature-key"]);
         assert_eq!(load(&mut src).keys.len(), 2);
 
-        run(
-            &dir,
-            "keytool",
-            &[
-                "-delete",
-                "-alias",
-                "signature-key",
-                "-keystore",
-                "trust.p12",
-                "-storepass",
-                PW,
-                "-storetype",
-                "PKCS12",
-            ],
-        );
+        // The same store after `keytool -delete -alias signature-key`.
+        dir.copy_fixture("s3cr3t-trusted-after-delete.p12", "trust.p12");
         let err = load_err(&mut src);
         assert!(
             err.contains("alias \"signature-key\" is not in"),
@@ -857,11 +700,11 @@ mod tests {
 
         // keytool rewrote the trusted certificate with a localKeyID ("01", its
         // one-private-key workaround); it is still a trusted-certificate entry.
-        let mut src = plain_source(dir.path("trust.p12"), PW, &["verification-key"]);
+        let mut src = plain_source(store, PW, &["verification-key"]);
         let keys = load(&mut src);
         assert_eq!(
             keys.keys[0].material.thumbprint(),
-            cert_pem_material(&dir).0.thumbprint()
+            cert_material(CERT).0.thumbprint()
         );
     }
 
@@ -871,12 +714,11 @@ mod tests {
     #[test]
     fn password_sources_and_encodings() {
         let dir = TempDir::new("password");
-        make_cert(&dir);
-        export_p12(&dir, "ks.p12", "password", &[]);
+        let store = fixture("openssl.p12");
         let aliases = vec!["signature-key".to_string()];
         let env_source = |encoding, value: &str| {
             KeystoreSource::new(
-                dir.path("ks.p12"),
+                store.clone(),
                 PasswordSource::Env("KEYSTORE_SECRET_ID".into()),
                 encoding,
                 aliases.clone(),
@@ -886,21 +728,21 @@ mod tests {
 
         for value in ["cGFzc3dvcmQ=", "cGFzc3dvcmQ", " cGFzc3dvcmQ=\n"] {
             let mut src = env_source(PasswordEncoding::Base64, value);
-            assert_signature_key(&load(&mut src), &dir);
+            assert_signature_key(&load(&mut src));
         }
 
-        std::fs::write(dir.path("pw.txt"), "password\n").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path("pw.txt"), "password\n").unwrap();
         let mut src = KeystoreSource::new(
-            dir.path("ks.p12"),
+            store.clone(),
             PasswordSource::File(dir.path("pw.txt")),
             PasswordEncoding::Plain,
             aliases.clone(),
             env_with(&[]),
         );
-        assert_signature_key(&load(&mut src), &dir);
+        assert_signature_key(&load(&mut src));
 
         let mut src = KeystoreSource::new(
-            dir.path("ks.p12"),
+            store.clone(),
             PasswordSource::Env("KEYSTORE_SECRET_ID".into()),
             PasswordEncoding::Base64,
             aliases.clone(),
@@ -934,7 +776,7 @@ mod tests {
         let current = Arc::new(Mutex::new("password".to_string()));
         let lookup = current.clone();
         let mut src = KeystoreSource::new(
-            dir.path("ks.p12"),
+            store.clone(),
             PasswordSource::Env("KS".into()),
             PasswordEncoding::Plain,
             aliases.clone(),
@@ -951,51 +793,32 @@ mod tests {
     #[test]
     fn unchanged_file_reloads_as_none() {
         let dir = TempDir::new("unchanged");
-        make_cert(&dir);
-        import_trusted(&dir, "trust.p12", "password");
-        let mut src = plain_source(dir.path("trust.p12"), "password", &["verification-key"]);
+        let store = dir.copy_fixture("keytool-trusted.p12", "trust.p12");
+        let mut src = plain_source(store, "password", &["verification-key"]);
         load(&mut src);
         assert!(matches!(src.reload(), Ok(None)));
         assert!(matches!(src.reload(), Ok(None)));
 
-        export_p12(&dir, "ks.p12", "password", &[]);
-        import_keystore(&dir, "ks.p12", "trust.p12", "password");
+        // The same store rewritten by `keytool -importkeystore` of openssl.p12.
+        dir.copy_fixture("keytool-trusted-and-key.p12", "trust.p12");
         assert_eq!(load(&mut src).keys.len(), 1);
         assert!(matches!(src.reload(), Ok(None)));
     }
 
-    /// A missing file, a non-PKCS#12 file and a non-HMAC secret key are errors.
+    /// A missing file, a non-PKCS#12 file and a non-HMAC secret key (keytool-aes.p12:
+    /// `keytool -genseckey -keyalg AES -keysize 256`) are errors.
     #[test]
     fn unusable_files_and_entries_are_errors() {
         let dir = TempDir::new("unusable");
         let mut src = plain_source(dir.path("missing.p12"), "password", &["a"]);
         assert!(matches!(src.reload(), Err(SourceError::Read { .. })));
 
-        std::fs::write(dir.path("junk.p12"), b"not a keystore").unwrap_or_else(|e| panic!("{e}"));
+        std::fs::write(dir.path("junk.p12"), b"not a keystore").unwrap();
         let mut src = plain_source(dir.path("junk.p12"), "password", &["a"]);
         let err = load_err(&mut src);
         assert!(err.contains("not a PKCS#12 file"), "{err}");
 
-        run(
-            &dir,
-            "keytool",
-            &[
-                "-genseckey",
-                "-alias",
-                "aes-key",
-                "-keyalg",
-                "AES",
-                "-keysize",
-                "256",
-                "-keystore",
-                "aes.p12",
-                "-storetype",
-                "PKCS12",
-                "-storepass",
-                "password",
-            ],
-        );
-        let mut src = plain_source(dir.path("aes.p12"), "password", &["aes-key"]);
+        let mut src = plain_source(fixture("keytool-aes.p12"), "password", &["aes-key"]);
         let err = load_err(&mut src);
         assert!(err.contains("not an HMAC key"), "{err}");
     }

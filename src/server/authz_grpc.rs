@@ -441,7 +441,7 @@ mod tests {
             std::path::Path::new("/test/config.json"),
             cfg.to_string().as_bytes(),
         )
-        .unwrap_or_else(|e| panic!("{e}"));
+        .unwrap();
         let app = crate::app::App::new(
             config,
             tokio::runtime::Handle::current(),

@@ -13,7 +13,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use super::{TempDir, free_addr, http};
+use super::{TempDir, http};
 
 /// The repository's `deploy/` folder.
 pub fn deploy() -> PathBuf {
@@ -109,7 +109,7 @@ pub fn render_envoy(rel: &str, edit: impl FnOnce(&mut Value)) -> Value {
         .arg(&path)
         .stdin(Stdio::null())
         .output()
-        .unwrap_or_else(|e| panic!("cannot run python3 (scripts/install-test-deps.sh): {e}"));
+        .expect("cannot run python3 (scripts/install-test-deps.sh)");
     assert!(
         out.status.success(),
         "{rel} does not load as one YAML document (PyYAML: scripts/install-test-deps.sh):\n{}",
@@ -196,7 +196,7 @@ fn list<'v>(v: &'v mut Value, pointer: &str) -> &'v mut Vec<Value> {
 fn set_address(socket_address: &mut Value, addr: SocketAddr) {
     let sa = socket_address
         .as_object_mut()
-        .unwrap_or_else(|| panic!("a socket_address that is not a mapping"));
+        .expect("a socket_address that is not a mapping");
     assert!(
         sa.contains_key("address") && sa.contains_key("port_value"),
         "a socket_address without address and port_value: {sa:?}"
@@ -220,15 +220,15 @@ pub struct Envoy {
 
 impl Envoy {
     /// Runs the shipped `deploy/envoy/<config>` with its addresses changed ([`point`]):
-    /// clients on a free loopback port, the app on `upstream`, tokengate's authz listener
-    /// (`authz_http` or `authz_grpc`, whichever the file asks) on `authz_port`; waits
-    /// until Envoy is ready.
+    /// its listener and admin on loopback ports the kernel chooses (read back from
+    /// Envoy: `--admin-address-path`, then the admin's `/listeners`), the app on
+    /// `upstream`, tokengate's authz listener (`authz_http` or `authz_grpc`, whichever
+    /// the file asks) on `authz_port`; waits until Envoy is ready.
     pub fn start(dir: &TempDir, config: &str, upstream: SocketAddr, authz_port: u16) -> Envoy {
-        let listen = free_addr();
-        let admin = free_addr();
+        let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let to = Addresses {
-            listen,
-            admin,
+            listen: any,
+            admin: any,
             upstream,
             authz: SocketAddr::from(([127, 0, 0, 1], authz_port)),
         };
@@ -236,9 +236,12 @@ impl Envoy {
         let config = dir.write("envoy.json", doc.to_string());
         let log = dir.path("envoy.log");
         let stdout = dir.path("envoy.stdout");
-        let child = Command::new(envoy_bin())
+        let admin_path = dir.path("envoy.admin");
+        let mut child = Command::new(envoy_bin())
             .arg("-c")
             .arg(&config)
+            .arg("--admin-address-path")
+            .arg(&admin_path)
             // Several Envoys run at once in the test suite: no shared memory between
             // them; one worker thread is plenty on loopback; access logs flushed fast.
             .args([
@@ -253,30 +256,30 @@ impl Envoy {
             .stdout(file(&stdout))
             .stderr(file(&log))
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn envoy: {e}"));
-        let mut envoy = Envoy {
+            .expect("spawn envoy");
+        let admin = wait_for(&mut child, &log, "its admin address", || {
+            read(&admin_path).trim().parse::<SocketAddr>().ok()
+        });
+        wait_for(&mut child, &log, "/ready", || {
+            http::get(admin, "/ready")
+                .is_some_and(|r| r.status == 200)
+                .then_some(())
+        });
+        let listen = wait_for(&mut child, &log, "its listener's address", || {
+            let r = http::get(admin, "/listeners?format=json")?;
+            let doc: Value = serde_json::from_slice(&r.body).ok()?;
+            let sa = doc.pointer("/listener_statuses/0/local_address/socket_address")?;
+            let ip: std::net::IpAddr = sa["address"].as_str()?.parse().ok()?;
+            let port = u16::try_from(sa["port_value"].as_u64()?).ok()?;
+            (port != 0).then_some(SocketAddr::from((ip, port)))
+        });
+        Envoy {
             child,
             listen,
             admin,
             log,
             stdout,
-        };
-        envoy.wait_ready();
-        envoy
-    }
-
-    fn wait_ready(&mut self) {
-        let deadline = Instant::now() + Duration::from_secs(30);
-        while Instant::now() < deadline {
-            if let Ok(Some(status)) = self.child.try_wait() {
-                panic!("envoy exited with {status}; log:\n{}", read(&self.log));
-            }
-            if http::get(self.admin, "/ready").is_some_and(|r| r.status == 200) {
-                return;
-            }
-            std::thread::sleep(Duration::from_millis(50));
         }
-        panic!("envoy did not get ready; log:\n{}", read(&self.log));
     }
 
     /// One request through Envoy.
@@ -311,7 +314,7 @@ pub fn validate(config: &Path) -> (bool, String) {
         ])
         .arg(config)
         .output()
-        .unwrap_or_else(|e| panic!("spawn envoy: {e}"));
+        .expect("spawn envoy");
     let text = format!(
         "{}{}",
         String::from_utf8_lossy(&out.stdout),
@@ -332,8 +335,24 @@ pub struct Nginx {
 impl Nginx {
     /// Runs `deploy/nginx/auth-request.conf` with the app on `upstream` and tokengate's
     /// authz_http on `authz`, in `dir` as its prefix; waits until it accepts.
+    ///
+    /// nginx refuses `listen` on port 0, so its port is one the kernel just handed out
+    /// and released; if another process takes it first, nginx exits with "Address
+    /// already in use" and this starts it again on another (up to 5 times).
     pub fn start(dir: &TempDir, upstream: SocketAddr, authz: SocketAddr) -> Nginx {
-        let listen = free_addr();
+        for _ in 0..5 {
+            if let Some(nginx) = Self::try_start(dir, upstream, authz) {
+                return nginx;
+            }
+        }
+        panic!("nginx found its port taken 5 times in a row");
+    }
+
+    /// One start; `None` when the port was taken.
+    fn try_start(dir: &TempDir, upstream: SocketAddr, authz: SocketAddr) -> Option<Nginx> {
+        let listen = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .expect("a loopback port");
         let text = render(
             "nginx/auth-request.conf",
             &[
@@ -363,19 +382,20 @@ impl Nginx {
             .stdout(Stdio::null())
             .stderr(file(&dir.path("nginx.stderr")))
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn nginx: {e}"));
+            .expect("spawn nginx");
         let mut nginx = Nginx { child, listen, log };
         let deadline = Instant::now() + Duration::from_secs(10);
         loop {
             if let Ok(Some(status)) = nginx.child.try_wait() {
-                panic!(
-                    "nginx exited with {status}; stderr:\n{}\nlog:\n{}",
-                    read(&dir.path("nginx.stderr")),
-                    read(&nginx.log)
-                );
+                let stderr = read(&dir.path("nginx.stderr"));
+                let log = read(&nginx.log);
+                if format!("{stderr}{log}").contains("Address already in use") {
+                    return None;
+                }
+                panic!("nginx exited with {status}; stderr:\n{stderr}\nlog:\n{log}");
             }
             if std::net::TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok() {
-                return nginx;
+                return Some(nginx);
             }
             assert!(
                 Instant::now() < deadline,
@@ -398,6 +418,27 @@ impl Drop for Nginx {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// Polls `probe` for up to 30 s until it gives a value; an exited Envoy or the deadline
+/// fails the test with Envoy's log.
+fn wait_for<T>(
+    child: &mut Child,
+    log: &Path,
+    what: &str,
+    mut probe: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("envoy exited with {status}; log:\n{}", read(log));
+        }
+        if let Some(v) = probe() {
+            return v;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    panic!("envoy did not report {what}; log:\n{}", read(log));
 }
 
 fn file(path: &Path) -> std::fs::File {

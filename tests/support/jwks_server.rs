@@ -51,13 +51,9 @@ pub struct JwksServer {
 impl JwksServer {
     /// Starts serving `body` on a free loopback port.
     pub fn start(body: &str) -> JwksServer {
-        let listener = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("addr: {e}"));
-        listener
-            .set_nonblocking(true)
-            .unwrap_or_else(|e| panic!("nonblocking: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        listener.set_nonblocking(true).expect("nonblocking");
         let state = Arc::new(Mutex::new(Behavior {
             body: body.to_string(),
             etag: None,

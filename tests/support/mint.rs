@@ -54,8 +54,7 @@ pub fn sign_raw(header: &Value, claims: &Value, alg: Algorithm, key: &EncodingKe
         URL_SAFE_NO_PAD.encode(header.to_string()),
         URL_SAFE_NO_PAD.encode(claims.to_string())
     );
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg)
-        .unwrap_or_else(|e| panic!("sign: {e}"));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), key, alg).expect("sign");
     format!("{input}.{sig}")
 }
 

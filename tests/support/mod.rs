@@ -8,12 +8,13 @@
 pub mod envoy;
 pub mod http;
 pub mod jwks_server;
+pub mod keystore;
 pub mod mint;
 pub mod upstream;
 
 use std::collections::HashMap;
 use std::io::Read as _;
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
@@ -31,9 +32,8 @@ pub fn fixtures() -> PathBuf {
 pub fn token(name: &str) -> String {
     static TOKENS: OnceLock<HashMap<String, String>> = OnceLock::new();
     let map = TOKENS.get_or_init(|| {
-        let text = std::fs::read_to_string(fixtures().join("tokens.json"))
-            .unwrap_or_else(|e| panic!("tokens.json: {e}"));
-        serde_json::from_str(&text).unwrap_or_else(|e| panic!("tokens.json: {e}"))
+        let text = std::fs::read_to_string(fixtures().join("tokens.json")).expect("tokens.json");
+        serde_json::from_str(&text).expect("tokens.json")
     });
     map.get(name)
         .unwrap_or_else(|| panic!("no fixture token {name}"))
@@ -79,10 +79,67 @@ impl Drop for TempDir {
     }
 }
 
-/// A free loopback port (bound, then released).
-pub fn free_addr() -> SocketAddr {
-    let l = TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("bind: {e}"));
-    l.local_addr().unwrap_or_else(|e| panic!("addr: {e}"))
+/// A loopback address where connections are refused for as long as this lives: a TCP
+/// socket bound to a port chosen by the kernel and never listening, so no other process
+/// can take the port meanwhile (unlike a port bound, then released).
+pub struct ClosedPort {
+    /// The address.
+    pub addr: SocketAddr,
+    _socket: tokio::net::TcpSocket,
+}
+
+impl ClosedPort {
+    /// Binds it.
+    pub fn new() -> ClosedPort {
+        let socket = tokio::net::TcpSocket::new_v4().expect("socket");
+        socket
+            .bind(SocketAddr::from(([127, 0, 0, 1], 0)))
+            .expect("bind 127.0.0.1:0");
+        let addr = socket.local_addr().expect("local_addr");
+        ClosedPort {
+            addr,
+            _socket: socket,
+        }
+    }
+}
+
+/// What a listener field of a test config says: bind loopback, port chosen by the kernel
+/// (the test reads the chosen address back from the log, [`Tokengate::addr`]).
+pub const ANY_PORT: &str = "127.0.0.1:0";
+
+/// The `listening` lines of a tokengate log: (listener, address), in order.
+pub fn listening(log: &str) -> Vec<(String, SocketAddr)> {
+    log.lines()
+        .map(strip_ansi)
+        .filter(|line| line.contains(" listening "))
+        .filter_map(|line| {
+            let field = |name: &str| {
+                let start = line.find(&format!(" {name}="))? + name.len() + 2;
+                let value = line[start..].split_whitespace().next()?;
+                Some(value.trim_matches('"').to_string())
+            };
+            Some((field("listener")?, field("addr")?.parse().ok()?))
+        })
+        .collect()
+}
+
+/// `line` without ANSI colour escapes.
+fn strip_ansi(line: &str) -> String {
+    let mut out = String::with_capacity(line.len());
+    let mut chars = line.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            // ESC [ ... final byte in @..~
+            for c in chars.by_ref() {
+                if ('@'..='~').contains(&c) && c != '[' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
 
 /// The tokengate binary under test.
@@ -102,18 +159,14 @@ pub fn run(args: &[&str], stdin: Option<&str>) -> (i32, String, String) {
         })
         .stdout(Stdio::piped())
         .stderr(Stdio::piped());
-    let mut child = cmd
-        .spawn()
-        .unwrap_or_else(|e| panic!("spawn tokengate: {e}"));
+    let mut child = cmd.spawn().expect("spawn tokengate");
     if let Some(input) = stdin {
         use std::io::Write as _;
         if let Some(mut s) = child.stdin.take() {
             let _ = s.write_all(input.as_bytes());
         }
     }
-    let out = child
-        .wait_with_output()
-        .unwrap_or_else(|e| panic!("wait tokengate: {e}"));
+    let out = child.wait_with_output().expect("wait tokengate");
     (
         out.status.code().unwrap_or(-1),
         String::from_utf8_lossy(&out.stdout).into_owned(),
@@ -129,6 +182,8 @@ pub struct Tokengate {
     pub authz: SocketAddr,
     /// admin address.
     pub admin: SocketAddr,
+    /// Every listener's bound address, as logged.
+    pub addrs: HashMap<String, SocketAddr>,
     /// The config file.
     pub config: PathBuf,
     /// Where stderr (the logs) goes.
@@ -136,46 +191,30 @@ pub struct Tokengate {
 }
 
 impl Tokengate {
-    /// Writes `config` (listeners filled in with free ports unless present) into `dir`
-    /// and starts `tokengate serve` on it; waits until `/healthz` answers.
+    /// Writes `config` (`authz_http` and `admin` on [`ANY_PORT`] unless present,
+    /// `authz_grpc` off unless present) into `dir` and starts `tokengate serve` on it;
+    /// waits until `/healthz` answers.
     pub fn start(dir: &TempDir, mut config: Value) -> Tokengate {
-        let authz = free_addr();
-        let admin = free_addr();
         let listeners = config
             .as_object_mut()
-            .unwrap_or_else(|| panic!("config must be an object"))
+            .expect("config must be an object")
             .entry("listeners")
             .or_insert_with(|| serde_json::json!({}));
         let l = listeners
             .as_object_mut()
-            .unwrap_or_else(|| panic!("listeners must be an object"));
-        l.entry("authz_http")
-            .or_insert(Value::String(authz.to_string()));
-        l.entry("admin").or_insert(Value::String(admin.to_string()));
+            .expect("listeners must be an object");
+        l.entry("authz_http").or_insert(ANY_PORT.into());
+        l.entry("admin").or_insert(ANY_PORT.into());
         l.entry("authz_grpc").or_insert(Value::Null);
-        let authz: SocketAddr = l["authz_http"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(authz);
-        let admin: SocketAddr = l["admin"]
-            .as_str()
-            .unwrap_or_default()
-            .parse()
-            .unwrap_or(admin);
         let path = dir.write("config.json", config.to_string());
-        Self::spawn(path, authz, admin, &[])
+        Self::spawn(path, &[])
     }
 
-    /// Starts `tokengate serve --config path` with extra arguments.
-    pub fn spawn(
-        config: PathBuf,
-        authz: SocketAddr,
-        admin: SocketAddr,
-        extra: &[&str],
-    ) -> Tokengate {
+    /// Starts `tokengate serve --config path` with extra arguments; reads every
+    /// listener's address from the log and waits until `/healthz` answers.
+    pub fn spawn(config: PathBuf, extra: &[&str]) -> Tokengate {
         let log = config.with_extension("log");
-        let log_file = std::fs::File::create(&log).unwrap_or_else(|e| panic!("log: {e}"));
+        let log_file = std::fs::File::create(&log).expect("log file");
         let mut args: Vec<&str> = vec!["--log-level", "debug", "serve", "--config"];
         let cfg = config.to_string_lossy().into_owned();
         args.push(&cfg);
@@ -187,19 +226,40 @@ impl Tokengate {
             .stdout(Stdio::null())
             .stderr(log_file)
             .spawn()
-            .unwrap_or_else(|e| panic!("spawn tokengate: {e}"));
-        let tg = Tokengate {
+            .expect("spawn tokengate");
+        let unbound = SocketAddr::from(([127, 0, 0, 1], 0));
+        let mut tg = Tokengate {
             child,
-            authz,
-            admin,
+            authz: unbound,
+            admin: unbound,
+            addrs: HashMap::new(),
             config,
             log,
         };
+        let wanted = configured_listeners(&tg.config);
+        tg.wait_for(
+            || {
+                let bound = listening(&tg.logs());
+                wanted.iter().all(|w| bound.iter().any(|(n, _)| n == w))
+            },
+            &format!("listening lines for {wanted:?}"),
+        );
+        tg.addrs = listening(&tg.logs()).into_iter().collect();
+        tg.authz = tg.addrs.get("authz_http").copied().unwrap_or(unbound);
+        tg.admin = tg.addrs.get("admin").copied().unwrap_or(unbound);
         tg.wait_for(
             || http::get(tg.admin, "/healthz").is_some_and(|r| r.status == 200),
             "healthz",
         );
         tg
+    }
+
+    /// The bound address of listener `name` (`proxy`, `authz_grpc`, ...).
+    pub fn addr(&self, name: &str) -> SocketAddr {
+        match self.addrs.get(name) {
+            Some(a) => *a,
+            None => panic!("no {name} listener; log:\n{}", self.logs()),
+        }
     }
 
     /// Waits up to 10 s for `cond`, panicking with the log if it never holds.
@@ -236,14 +296,14 @@ impl Tokengate {
 
     /// The scraped `/metrics`.
     pub fn metrics(&self) -> Metrics {
-        let r = http::get(self.admin, "/metrics").unwrap_or_else(|| panic!("no /metrics"));
+        let r = http::get(self.admin, "/metrics").expect("no /metrics");
         Metrics::parse(&r.body_text())
     }
 
     /// The `/keys` document.
     pub fn keys(&self) -> Value {
-        let r = http::get(self.admin, "/keys").unwrap_or_else(|| panic!("no /keys"));
-        serde_json::from_slice(&r.body).unwrap_or_else(|e| panic!("/keys: {e}"))
+        let r = http::get(self.admin, "/keys").expect("no /keys");
+        serde_json::from_slice(&r.body).expect("/keys")
     }
 
     /// Everything logged so far.
@@ -260,7 +320,7 @@ impl Tokengate {
         let status = Command::new("kill")
             .args([&format!("-{sig}"), &self.child.id().to_string()])
             .status()
-            .unwrap_or_else(|e| panic!("kill: {e}"));
+            .expect("kill");
         assert!(status.success(), "kill -{sig} failed");
     }
 
@@ -275,6 +335,23 @@ impl Tokengate {
         }
         None
     }
+}
+
+/// The listeners a JSON config file turns on: `authz_http`, `authz_grpc` and `admin`
+/// unless `null` (they have defaults), `proxy` when set (or absent beside `upstream`).
+fn configured_listeners(config: &Path) -> Vec<String> {
+    let text = std::fs::read_to_string(config).unwrap_or_default();
+    let value: Value = serde_json::from_str(&text).unwrap_or(Value::Null);
+    let l = &value["listeners"];
+    let mut names: Vec<String> = ["authz_http", "authz_grpc", "admin"]
+        .into_iter()
+        .filter(|n| !l.get(*n).is_some_and(Value::is_null))
+        .map(str::to_string)
+        .collect();
+    if l["proxy"].is_string() || (l.get("proxy").is_none() && value.get("upstream").is_some()) {
+        names.push("proxy".to_string());
+    }
+    names
 }
 
 impl Drop for Tokengate {

@@ -43,11 +43,8 @@ struct State {
 impl Upstream {
     /// Starts one on a free loopback port.
     pub fn start(mode: Mode) -> Upstream {
-        let listener =
-            TcpListener::bind("127.0.0.1:0").unwrap_or_else(|e| panic!("upstream bind: {e}"));
-        let addr = listener
-            .local_addr()
-            .unwrap_or_else(|e| panic!("upstream addr: {e}"));
+        let listener = TcpListener::bind("127.0.0.1:0").expect("upstream bind");
+        let addr = listener.local_addr().expect("upstream addr");
         let state = Arc::new(State {
             mode,
             requests: AtomicUsize::new(0),

@@ -245,7 +245,7 @@ fn settings(refresh: u64) -> RemoteSettings {
 /// A JWK set of fixture public keys renamed: `(fixture key, kid)`.
 fn jwks(keys: &[(&str, &str)]) -> String {
     let set: Value = serde_json::from_str(include_str!("../../../tests/fixtures/jwks-public.json"))
-        .unwrap_or_else(|e| panic!("jwks-public.json: {e}"));
+        .expect("jwks-public.json");
     let list: Vec<Value> = keys
         .iter()
         .map(|(name, kid)| {
