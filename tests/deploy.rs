@@ -26,7 +26,7 @@ use base64::engine::general_purpose::STANDARD;
 use serde_json::Value;
 use tokengate::config::{DEFAULT_ADMIN, DEFAULT_AUTHZ_GRPC, DEFAULT_AUTHZ_HTTP, DEFAULT_PROXY};
 
-use crate::support::{TempDir, bin, envoy, fixtures};
+use crate::support::{TempDir, bin, envoy, fixtures, keystore};
 
 /// The keystore password the test gives the configs (through `password_env`, base64).
 const STORE_PASSWORD: &str = "deploy-test+store/pass";
@@ -60,23 +60,6 @@ fn read(path: &str) -> String {
     std::fs::read_to_string(root().join(path)).unwrap_or_else(|e| panic!("{path}: {e}"))
 }
 
-/// Runs a tool to completion; a missing tool or a failure fails the test.
-fn tool(dir: &Path, program: &str, args: &[&str]) {
-    let out = Command::new(program)
-        .args(args)
-        .current_dir(dir)
-        .stdin(Stdio::null())
-        .output()
-        .unwrap_or_else(|e| panic!("cannot run {program} (scripts/install-test-deps.sh): {e}"));
-    assert!(
-        out.status.success(),
-        "{program} {args:?} failed ({}): {}{}",
-        out.status,
-        String::from_utf8_lossy(&out.stdout),
-        String::from_utf8_lossy(&out.stderr)
-    );
-}
-
 /// `tokengate check-config --config FILE` with exactly `env` as its environment.
 fn check_config(config: &Path, env: &[(&str, &str)]) -> (i32, String) {
     let out = Command::new(bin())
@@ -93,44 +76,6 @@ fn check_config(config: &Path, env: &[(&str, &str)]) -> (i32, String) {
         String::from_utf8_lossy(&out.stderr)
     );
     (out.status.code().unwrap_or(-1), text)
-}
-
-/// A PKCS#12 keystore at `path` holding one trusted certificate per alias, made the way
-/// the PingGateway docs make one: `openssl req -x509`, then `keytool -import`.
-fn make_keystore(dir: &Path, path: &Path, aliases: &BTreeSet<String>, password: &str) {
-    let store = path.to_string_lossy().into_owned();
-    for (i, alias) in aliases.iter().enumerate() {
-        let (key, cert) = (format!("k{i}.key"), format!("c{i}.pem"));
-        let subject = format!("/CN={alias}.am.example.com");
-        tool(
-            dir,
-            "openssl",
-            &[
-                "req", "-x509", "-newkey", "rsa:2048", "-nodes", "-subj", &subject, "-keyout",
-                &key, "-out", &cert, "-days", "365",
-            ],
-        );
-        tool(
-            dir,
-            "keytool",
-            &[
-                "-import",
-                "-trustcacerts",
-                "-rfc",
-                "-noprompt",
-                "-alias",
-                alias,
-                "-file",
-                &cert,
-                "-keystore",
-                &store,
-                "-storetype",
-                "PKCS12",
-                "-storepass",
-                password,
-            ],
-        );
-    }
 }
 
 /// Every `.yaml`/`.yml` file under `deploy/` (all its documents) and every `.json` file
@@ -305,7 +250,8 @@ fn configmap_configs_pass_check_config_with_the_keystore_they_expect() {
         "the manifests set KEYSTORE_SECRET_ID from the Secret"
     );
     for (file, aliases) in &stores {
-        make_keystore(&dir.0, &secrets.join(file), aliases, STORE_PASSWORD);
+        let store = secrets.join(file);
+        keystore::trusted_keystore(&dir, &store.to_string_lossy(), aliases, STORE_PASSWORD);
     }
 
     let good = STANDARD.encode(STORE_PASSWORD);

@@ -90,7 +90,7 @@ fn run(tg: &Tokengate, cases: &[Case]) -> Vec<String> {
         let r = http::request(tg.authz, "GET", c.path, &headers, b"")
             .unwrap_or_else(|| panic!("{}: no answer; log:\n{}", c.name, tg.logs()));
         assert!(r.status < 500, "{}: {} {}", c.name, r.status, r.body_text());
-        let got = (r.status, error_of(&r));
+        let got = (r.status, r.error());
         if (got.0, got.1.as_str()) != c.want {
             failures.push(format!("{}: want {:?}, got {:?}", c.name, c.want, got));
         }
@@ -604,7 +604,7 @@ fn bearer_scheme_casing_and_spacing() {
         for (path, (status, errors)) in [("/orders", protected), ("/public/x", anonymous)] {
             let r = http::request(tg.authz, "GET", path, &[("authorization", value)], b"")
                 .unwrap_or_else(|| panic!("no answer; log:\n{}", tg.logs()));
-            let error = error_of(&r);
+            let error = r.error();
             if r.status != *status || !errors.contains(&error.as_str()) {
                 let shown: String = value.chars().take(12).collect();
                 failures.push(format!(
@@ -632,7 +632,7 @@ fn bearer_scheme_casing_and_spacing() {
             "`Bearer <valid>` plus `Bearer\\t<other>`: want 400 invalid_request, got {} {:?} \
              (both headers would reach the upstream, only one was judged)",
             r.status,
-            error_of(&r)
+            r.error()
         ));
     }
     assert!(
@@ -676,7 +676,7 @@ fn ambiguous_paths_never_pass_as_anonymous() {
             let r = http::request(addr, "GET", path, &[], b"")
                 .unwrap_or_else(|| panic!("{name} {path}: no answer"));
             if !(r.status == 400 || r.status == 401) {
-                failures.push(format!("{name} {path}: {} {:?}", r.status, error_of(&r)));
+                failures.push(format!("{name} {path}: {} {:?}", r.status, r.error()));
             }
         }
     }
@@ -995,7 +995,7 @@ fn sixty_four_kilobyte_headers_are_answered_on_every_listener() {
         let error = if r.status == 200 {
             String::new()
         } else {
-            error_of(&r)
+            r.error()
         };
         assert_eq!((r.status, error.as_str()), want, "{name} {path}");
     }
@@ -1115,7 +1115,7 @@ fn unsupported_keys_are_skipped_and_good_ones_load() {
         &remote_claims(),
     );
     let r = tg.check_token("/orders", &forged);
-    assert_eq!((r.status, error_of(&r).as_str()), BAD_SIGNATURE);
+    assert_eq!((r.status, r.error().as_str()), BAD_SIGNATURE);
     assert_alive(&mut tg);
 }
 
@@ -1575,12 +1575,6 @@ fn claims_with_raw(name: &str, raw: &str) -> String {
     let mut c = mint::claims();
     c[name] = json!("@RAW@");
     c.to_string().replace("\"@RAW@\"", raw)
-}
-
-/// The JSON body's `error` ("" if none).
-fn error_of(r: &http::Response) -> String {
-    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    body["error"].as_str().unwrap_or_default().to_string()
 }
 
 /// `tokengate_token_cache_requests_total{result}`.

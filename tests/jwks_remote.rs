@@ -286,7 +286,7 @@ fn rate_limits_refetches_under_a_flood_of_unknown_kids() {
                             let auth = format!("Bearer {t}");
                             let headers = [("authorization", auth.as_str())];
                             match http::request(addr, "GET", "/orders", &headers, b"") {
-                                Some(r) => (genuine, r.status, error_of(&r)),
+                                Some(r) => (genuine, r.status, r.error()),
                                 None => (genuine, 0, "no answer".to_string()),
                             }
                         })
@@ -488,12 +488,7 @@ fn token(key: &str, kid: &str) -> String {
 /// Checks `token` on authz_http: the status and the JSON body's `error` ("" if none).
 fn check(tg: &Tokengate, token: &str) -> (u16, String) {
     let r = tg.check_token("/orders", token);
-    (r.status, error_of(&r))
-}
-
-fn error_of(r: &http::Response) -> String {
-    let body: Value = serde_json::from_slice(&r.body).unwrap_or(Value::Null);
-    body["error"].as_str().unwrap_or_default().to_string()
+    (r.status, r.error())
 }
 
 /// `tokengate_jwks_fetches_total{result}` of the issuer.

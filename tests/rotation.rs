@@ -129,10 +129,10 @@ impl Signer {
 
 /// The `error` of a denial's JSON body.
 fn reason(r: &http::Response) -> String {
-    serde_json::from_slice::<Value>(&r.body)
-        .ok()
-        .and_then(|v| v["error"].as_str().map(str::to_string))
-        .unwrap_or_else(|| format!("<no JSON reason: {}>", r.body_text()))
+    match r.error() {
+        e if e.is_empty() => format!("<no JSON reason: {}>", r.body_text()),
+        e => e,
+    }
 }
 
 fn assert_allowed(tg: &Tokengate, token: &str, what: &str) {

@@ -29,6 +29,14 @@ impl Response {
     pub fn body_text(&self) -> String {
         String::from_utf8_lossy(&self.body).into_owned()
     }
+
+    /// The `error` of a JSON body (a denial's reason), `""` when there is none.
+    pub fn error(&self) -> String {
+        serde_json::from_slice::<serde_json::Value>(&self.body)
+            .ok()
+            .and_then(|v| v["error"].as_str().map(str::to_string))
+            .unwrap_or_default()
+    }
 }
 
 /// GET `path`.

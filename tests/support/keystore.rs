@@ -79,6 +79,22 @@ pub fn keytool_import_cert(dir: &TempDir, store: &str, alias: &str, cert: &str, 
     );
 }
 
+/// A PKCS#12 keystore `store` (a file name in `dir`, or an absolute path without spaces)
+/// holding one trusted certificate per alias, made the way the PingGateway docs make
+/// one: `openssl req -x509`, then `keytool -import`, per alias.
+pub fn trusted_keystore<A: AsRef<str>>(
+    dir: &TempDir,
+    store: &str,
+    aliases: impl IntoIterator<Item = A>,
+    password: &str,
+) {
+    for (i, alias) in aliases.into_iter().enumerate() {
+        let (key, cert) = (format!("k{i}.key"), format!("c{i}.pem"));
+        openssl_req(dir, &key, &cert);
+        keytool_import_cert(dir, store, alias.as_ref(), &cert, password);
+    }
+}
+
 /// The guide's deprovisioning step: `keytool -delete`.
 pub fn keytool_delete(dir: &TempDir, store: &str, alias: &str, password: &str) {
     sh(
