@@ -412,6 +412,8 @@ impl Authorizer {
             };
         principal.set_forward(policy.forward_values(&claims));
         principal.key.stats.record_use(principal.matched, now);
+        let issued = claims::numeric_date(&claims, "iat").ok().flatten();
+        principal.key.stats.record_issued(issued.unwrap_or(now));
         let judged = Judged::allow_or_scope(ask, &principal, jws.payload_b64);
         if let Some(hash) = hash {
             policy.cache.insert(hash, generation, principal, now);

@@ -235,7 +235,7 @@ pub fn check(
 /// A NumericDate claim (RFC 7519 §2): a JSON number of seconds, possibly fractional,
 /// within 0..=9999-12-31. Anything else (a string, a huge or negative number) is
 /// `malformed`.
-fn numeric_date(claims: &ClaimSet<'_>, name: &str) -> Result<Option<i64>, DenyReason> {
+pub(crate) fn numeric_date(claims: &ClaimSet<'_>, name: &str) -> Result<Option<i64>, DenyReason> {
     match claims.get(name) {
         None => Ok(None),
         Some(ClaimValue::Number(n)) => {

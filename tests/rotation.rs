@@ -22,11 +22,12 @@
 //!   (the JWKS fixtures of `tests/fixtures`).
 //! - Revocation by config kid and by `revoked.file` thumbprint beats the token cache (the
 //!   JWKS fixtures).
-//! - A bad reload (garbage keystore, wrong password, missing alias) keeps the last good
+//! - A bad reload (garbage keystore, wrong password, no alias of the mapping) keeps the last good
 //!   keys, is counted, and is logged without the password (fixture
 //!   `ig-keystore-signature-key.p12`).
-//! - A mapping refused because the keystore lacks the alias applies once the keystore has
-//!   it (fixtures `ig-keystore-verification-key.p12`, then
+//! - A mapping ahead of its keystore (ConfigMap before Secret, and a restart in between):
+//!   the new alias is `missing`, the old one serves, and the new one is picked up once the
+//!   keystore has it (fixtures `ig-keystore-verification-key.p12`, then
 //!   `ig-keystore-verification-key-and-new.p12` renamed over it).
 //! - `certificate_validity`: `iat`, `now`, `off` against a certificate valid in the past,
 //!   2020-01-01 to 2020-02-01 (fixture `ig-keystore-validity.p12`).
@@ -1109,16 +1110,13 @@ fn bad_reloads_keep_the_last_good_keys() {
     dir.write("keystore.pass", PW);
     recovered("password restored");
 
-    // A mapping naming an alias the keystore does not have: the config is refused whole.
+    // A mapping none of whose aliases the keystore has: the config is refused whole.
     let errors = config_reloads(&tg, "error");
-    dir.write(
-        "config.json",
-        config(&["signature-key", "missing-alias"]).to_string(),
-    );
+    dir.write("config.json", config(&["missing-alias"]).to_string());
     wait_above(&tg, "the refused config reload", errors, || {
         config_reloads(&tg, "error")
     });
-    still_serving("config naming a missing alias");
+    still_serving("config naming only a missing alias");
     assert!(
         key_entries(&tg, "missing-alias").is_empty(),
         "{:#}",
@@ -1131,6 +1129,17 @@ fn bad_reloads_keep_the_last_good_keys() {
             && logs.contains("IG_keystore.p12"),
         "the log says which alias is missing:\n{logs}"
     );
+
+    // One alias present, one not: applied, the absent one reported missing.
+    let ok = config_reloads(&tg, "ok");
+    dir.write(
+        "config.json",
+        config(&["signature-key", "missing-alias"]).to_string(),
+    );
+    wait_above(&tg, "the config reload", ok, || config_reloads(&tg, "ok"));
+    wait_state(&tg, "missing-alias", "missing");
+    still_serving("config naming one missing alias");
+    let logs = tg.logs();
     assert!(
         !logs.contains(PW) && !logs.contains(WRONG),
         "a keystore password was logged:\n{logs}"
@@ -1138,10 +1147,13 @@ fn bad_reloads_keep_the_last_good_keys() {
 }
 
 /// Kubernetes updates a ConfigMap (the mapping) and a Secret (the keystore) separately:
-/// the mapping may name the new alias before the keystore holding it arrives. The
-/// config is refused then; once the keystore has the alias, a reload must apply it.
+/// the mapping may name the new alias before the keystore holding it arrives, and a pod
+/// may restart in between. Neither takes the pod out of service: the new alias is
+/// `missing` (in `/keys` and `tokengate_key_info`), the old one keeps verifying, the
+/// restarted pod is ready, and once the keystore has the alias both processes pick it
+/// up without a restart.
 #[test]
-fn refused_mapping_applies_once_the_keystore_has_the_alias() {
+fn a_mapping_ahead_of_its_keystore_reports_the_alias_missing_and_keeps_serving() {
     const PW: &str = "Or-Der-Pa55word";
     let dir = TempDir::new("rotation-order");
     // Both keystores are fixtures (the guide's keytool -import -trustcacerts, run by
@@ -1159,46 +1171,72 @@ fn refused_mapping_applies_once_the_keystore_has_the_alias() {
             "reload": {"scan_interval": SCAN}
         })
     };
-    let tg = Tokengate::start(&dir, config(&["verification-key"]));
-    tg.wait_ready();
-
-    // The ConfigMap lands first.
-    let errors = config_reloads(&tg, "error");
-    dir.write(
-        "config.json",
-        config(&["verification-key", "verification-key-new"]).to_string(),
+    let old = Signer::new(
+        "old",
+        "verification-key",
+        Algorithm::RS256,
+        rsa_key(&fixture("signature-key.key")),
     );
-    wait_above(&tg, "the refused config reload", errors, || {
-        config_reloads(&tg, "error")
-    });
-
-    // Then the Secret: the same keystore with verification-key-new imported, renamed
-    // over the old one.
-    swap_keystore(&dir, "IG_keystore.p12", |next| {
-        copy_fixture(&dir, "ig-keystore-verification-key-and-new.p12", next);
-    });
     let new = Signer::new(
         "new",
         "verification-key-new",
         Algorithm::RS256,
         rsa_key(&fixture("signature-key-new.key")),
     );
-    trigger(&tg, Trigger::Refresh);
-    let deadline = std::time::Instant::now() + Duration::from_secs(3);
-    while key_entries(&tg, "verification-key-new").is_empty()
-        && std::time::Instant::now() < deadline
-    {
-        std::thread::sleep(Duration::from_millis(50));
-    }
-    assert!(
-        !key_entries(&tg, "verification-key-new").is_empty(),
-        "BUG (src/app.rs reload_config): a config refused because a key source failed to \
-         load is never retried, not even on POST /refresh, once the keystore has the alias \
-         (its digest is remembered as broken); the new key stays unusable until the config \
-         file is edited again. /keys: {:#}",
-        tg.keys()
+    let mut tg = Tokengate::start(&dir, config(&["verification-key"]));
+    tg.wait_ready();
+    let started = process_start(&tg);
+
+    // The ConfigMap lands first: applied at once, the new alias missing.
+    let ok = config_reloads(&tg, "ok");
+    let both = config(&["verification-key", "verification-key-new"]);
+    dir.write("config.json", both.to_string());
+    wait_above(&tg, "the config reload", ok, || config_reloads(&tg, "ok"));
+    wait_state(&tg, "verification-key-new", "missing");
+    assert_states(&tg, &[("verification-key", "active")]);
+    assert_allowed(
+        &tg,
+        &old.token(true),
+        "old key while the new alias is missing",
     );
-    assert_allowed(&tg, &new.token(true), "new key once the mapping is applied");
+    assert_denied(
+        &tg,
+        &new.token(true),
+        "bad_signature",
+        "a token of the missing alias (its kid unknown, no loaded key verifies it)",
+    );
+    let missing = tg.metrics().sum(
+        "tokengate_key_info",
+        &[("key", "verification-key-new"), ("state", "missing")],
+    );
+    assert_eq!(missing, 1.0, "tokengate_key_info{{state=\"missing\"}}");
+    assert!(
+        tg.logs().contains("not in the keystore (yet)"),
+        "the missing alias is logged"
+    );
+
+    // A pod restarted now (same ConfigMap, old Secret) is ready and serves.
+    let restarted_dir = TempDir::new("rotation-order-restart");
+    let restarted = Tokengate::start(&restarted_dir, both.clone());
+    restarted.wait_ready();
+    assert_allowed(
+        &restarted,
+        &old.token(true),
+        "old key after a restart mid-rotation",
+    );
+    wait_state(&restarted, "verification-key-new", "missing");
+
+    // Then the Secret: the same keystore with verification-key-new imported, renamed
+    // over the old one. Both processes pick it up on their own (scan interval).
+    swap_keystore(&dir, "IG_keystore.p12", |next| {
+        copy_fixture(&dir, "ig-keystore-verification-key-and-new.p12", next);
+    });
+    for (what, gate) in [("the first pod", &tg), ("the restarted pod", &restarted)] {
+        wait_state(gate, "verification-key-new", "valid");
+        assert_allowed(gate, &new.token(true), what);
+        assert_allowed(gate, &old.token(true), what);
+    }
+    assert_same_process(&mut tg, &started);
 }
 
 // ---------------------------------------------------------------------------------------

@@ -83,6 +83,7 @@ impl FileSource {
         };
         self.last_digest = Some(sum);
         Ok(Some(SourceKeys {
+            missing: Vec::new(),
             kind: self.kind(),
             keys,
             fetched_at: None,

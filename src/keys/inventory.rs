@@ -31,8 +31,8 @@ pub struct KeyEntry {
     pub not_before: Option<i64>,
     /// Certificate notAfter.
     pub not_after: Option<i64>,
-    /// First loaded.
-    pub first_seen: i64,
+    /// First loaded (None: a missing key, never loaded).
+    pub first_seen: Option<i64>,
     /// Last accepted token.
     pub last_used: Option<i64>,
     /// Accepted tokens.
@@ -47,14 +47,18 @@ pub struct KeyEntry {
     pub retired_at: Option<i64>,
 }
 
-/// The inventory of one issuer: current keys in ring order, then retired keys.
+/// The inventory of one issuer: current keys in ring order, then keys its sources were
+/// told to publish but do not hold, then retired keys.
 pub fn entries(issuer: &IssuerKeys) -> Vec<KeyEntry> {
     let ring = issuer.ring();
-    // For a JWKS, "active" is the key that signed most recently (per source).
+    // For a JWK set, "active" is the key that verified the token with the newest `iat`
+    // (per source; the first such key in source order on a tie): it moves only when a
+    // token issued later verifies under another key.
     let mut newest: Vec<(usize, i64, &str)> = Vec::new();
     for k in &ring.keys {
         if matches!(k.source, SourceKind::Jwks | SourceKind::JwksFile)
-            && let Some(t) = k.stats.last_used()
+            && !k.revoked
+            && let Some(t) = k.stats.newest_iat()
         {
             match newest.iter_mut().find(|(s, _, _)| *s == k.source_index) {
                 Some(slot) if slot.1 < t => *slot = (k.source_index, t, &k.id),
@@ -77,6 +81,27 @@ pub fn entries(issuer: &IssuerKeys) -> Vec<KeyEntry> {
             KeyState::Valid
         };
         out.push(entry(issuer.name(), k, state, None));
+    }
+    for (_, kind, id) in &ring.missing {
+        out.push(KeyEntry {
+            issuer: issuer.name().to_string(),
+            source: kind.label(),
+            key: id.to_string(),
+            kty: "-",
+            crv: None,
+            alg: None,
+            thumbprint: String::new(),
+            state: KeyState::Missing,
+            not_before: None,
+            not_after: None,
+            first_seen: None,
+            last_used: None,
+            validations: 0,
+            validations_kid: 0,
+            validations_fallback: 0,
+            fetched_at: None,
+            retired_at: None,
+        });
     }
     for r in &ring.retired {
         out.push(entry(
@@ -102,7 +127,7 @@ fn entry(issuer: &str, k: &Key, state: KeyState, retired_at: Option<i64>) -> Key
         state,
         not_before: k.validity.map(|v| v.not_before),
         not_after: k.validity.map(|v| v.not_after),
-        first_seen: k.stats.first_seen,
+        first_seen: Some(k.stats.first_seen),
         last_used: k.stats.last_used(),
         validations: k.stats.validations(),
         validations_kid: kid,
@@ -147,14 +172,15 @@ pub fn to_json(entries: &[KeyEntry]) -> Value {
                 "issuer": e.issuer,
                 "source": e.source,
                 "key": e.key,
-                "kty": e.kty,
+                "kty": (e.kty != "-").then_some(e.kty),
                 "crv": e.crv,
                 "alg": e.alg,
-                "thumbprint": e.thumbprint,
+                "thumbprint": (!e.thumbprint.is_empty()).then_some(&e.thumbprint),
                 "state": e.state.label(),
+                "use": "sig",
                 "not_before": ts(e.not_before),
                 "not_after": ts(e.not_after),
-                "first_seen": rfc3339(e.first_seen),
+                "first_seen": ts(e.first_seen),
                 "last_used": ts(e.last_used),
                 "validations": e.validations,
                 "validations_by_match": {"kid": e.validations_kid, "fallback": e.validations_fallback},

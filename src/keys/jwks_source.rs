@@ -338,6 +338,7 @@ impl JwksSource {
             self.index,
             Some(SourceKeys {
                 kind: SourceKind::Jwks,
+                missing: Vec::new(),
                 keys: set.keys,
                 fetched_at: Some(self.fetched_at.clone()),
             }),

@@ -3,9 +3,13 @@
 //! names, the first alias active and every alias valid. Entries may be private keys with
 //! their certificate chain (the leaf certificate's public key is used), trusted
 //! certificates, or HMAC secret keys. The keystore is re-read by content and password, so
-//! a rewritten file or a changed password reloads it; any problem (wrong password, an
-//! alias that is not in the file) fails the whole reload and the caller keeps the last good
-//! keys. Passwords and key bytes never appear in errors, logs or `Debug` output.
+//! a rewritten file or a changed password reloads it. An alias the file does not hold
+//! (yet) is reported `missing` and the others load: in Kubernetes the ConfigMap naming a
+//! new alias and the Secret holding it are updated separately, and a pod that restarts
+//! between the two must keep serving. Any other problem (wrong password, an unusable
+//! entry, an alias matching two entries, no alias at all in the file) fails the whole
+//! reload and the caller keeps the last good keys. Passwords and key bytes never appear
+//! in errors, logs or `Debug` output.
 
 use std::fmt;
 use std::path::{Path, PathBuf};
@@ -82,11 +86,12 @@ impl KeystoreSource {
         if self.last_digest == Some(sum) {
             return Ok(None);
         }
-        let keys = self.load(&bytes, &password)?;
+        let (keys, missing) = self.load(&bytes, &password)?;
         self.last_digest = Some(sum);
         Ok(Some(SourceKeys {
             kind: SourceKind::Keystore,
             keys,
+            missing,
             fetched_at: None,
         }))
     }
@@ -142,14 +147,24 @@ impl KeystoreSource {
         }
     }
 
-    /// Opens the keystore and resolves every alias of the mapping, in order.
-    fn load(&self, bytes: &[u8], password: &Password) -> Result<Vec<LoadedKey>, SourceError> {
+    /// Opens the keystore and resolves every alias of the mapping, in order: the keys it
+    /// holds (the first of them active) and the aliases it does not hold. At least one
+    /// alias must load.
+    fn load(
+        &self,
+        bytes: &[u8],
+        password: &Password,
+    ) -> Result<(Vec<LoadedKey>, Vec<String>), SourceError> {
         let archive = Pkcs12Archive::from_pkcs12(bytes, &password.0)
             .map_err(|e| open_error(&self.path, &e))?;
         let entries = java_entries(&archive);
-        let mut keys = Vec::with_capacity(self.aliases.len());
-        for (index, alias) in self.aliases.iter().enumerate() {
-            let entry = find_entry(&entries, alias, &self.path)?;
+        let mut keys: Vec<LoadedKey> = Vec::with_capacity(self.aliases.len());
+        let mut missing = Vec::new();
+        for alias in &self.aliases {
+            let Some(entry) = find_entry(&entries, alias, &self.path)? else {
+                missing.push(alias.clone());
+                continue;
+            };
             let (material, validity) = entry_material(entry).map_err(|reason| {
                 SourceError::Invalid(format!(
                     "alias \"{alias}\" in {}: {reason}",
@@ -163,10 +178,26 @@ impl KeystoreSource {
                 foreign_alg: None,
                 for_verification: true,
                 validity,
-                active: index == 0,
+                active: keys.is_empty(),
             });
         }
-        Ok(keys)
+        if keys.is_empty() {
+            return Err(SourceError::Invalid(format!(
+                "none of the aliases {:?} is in {} ({})",
+                self.aliases,
+                self.path.display(),
+                holds(&entries)
+            )));
+        }
+        if !missing.is_empty() {
+            tracing::warn!(
+                keystore = %self.path.display(),
+                missing = ?missing,
+                holds = %holds(&entries),
+                "aliases of the mapping are not in the keystore (yet): reported as missing; the others load"
+            );
+        }
+        Ok((keys, missing))
     }
 }
 
@@ -207,6 +238,18 @@ fn open_error(path: &Path, e: &P12Error) -> SourceError {
         "cannot open keystore {}: {reason} ({e})",
         path.display()
     ))
+}
+
+/// What a keystore holds, for messages: "it has: a, b" or "it has no entries".
+fn holds(entries: &[(String, Entry<'_>)]) -> String {
+    if entries.is_empty() {
+        return "it has no entries".to_string();
+    }
+    let names: Vec<String> = entries
+        .iter()
+        .map(|(name, _)| name.escape_debug().to_string())
+        .collect();
+    format!("it has: {}", names.join(", "))
 }
 
 /// One keystore entry as Java's PKCS12 keystore (and so PingGateway) sees it.
@@ -281,11 +324,13 @@ fn hex(bytes: &[u8]) -> String {
 /// The entry for `alias`: the one whose name is exactly `alias`, else the one whose name
 /// equals it ignoring case (keytool lowercases aliases, OpenSSL keeps `-name` as given).
 /// Two candidates at the same level are an error rather than a guess.
+/// The entry `alias` names: exactly, else the one entry whose alias is equal ignoring
+/// case (keytool lower-cases aliases). `None` when the keystore holds no such entry.
 fn find_entry<'e, 'a>(
     entries: &'e [(String, Entry<'a>)],
     alias: &str,
     path: &Path,
-) -> Result<&'e Entry<'a>, SourceError> {
+) -> Result<Option<&'e Entry<'a>>, SourceError> {
     let wanted = alias.to_lowercase();
     let exact: Vec<_> = entries.iter().filter(|(name, _)| name == alias).collect();
     let hits = if exact.is_empty() {
@@ -297,22 +342,8 @@ fn find_entry<'e, 'a>(
         exact
     };
     match hits.as_slice() {
-        [(_, entry)] => Ok(entry),
-        [] => {
-            let names: Vec<String> = entries
-                .iter()
-                .map(|(name, _)| name.escape_debug().to_string())
-                .collect();
-            let has = if names.is_empty() {
-                "it has no entries".to_string()
-            } else {
-                format!("it has: {}", names.join(", "))
-            };
-            Err(SourceError::Invalid(format!(
-                "alias \"{alias}\" is not in {} ({has})",
-                path.display()
-            )))
-        }
+        [(_, entry)] => Ok(Some(entry)),
+        [] => Ok(None),
         many => {
             let names: Vec<String> = many
                 .iter()
@@ -674,21 +705,34 @@ mod tests {
         assert!(keys.keys[0].active && !keys.keys[1].active && !keys.keys[2].active);
     }
 
-    /// Case 6: An alias deleted from the file fails the reload with an error naming it and
-    /// listing what the file has, never the password.
+    /// Case 6: An alias deleted from the file is reported missing and the others load
+    /// (the first alias that loads is active); a mapping none of whose aliases is in the
+    /// file fails the reload with an error naming them and listing what the file has,
+    /// never the password.
     #[test]
-    fn deleted_alias_fails_reload_without_echoing_the_password() {
+    fn deleted_alias_is_missing_and_no_alias_at_all_fails_without_echoing_the_password() {
         const PW: &str = "s3cr3t-Pa55";
         let dir = TempDir::new("delete");
         let store = dir.copy_fixture("s3cr3t-trusted-and-key.p12", "trust.p12");
-        let mut src = plain_source(store.clone(), PW, &["verification-key", "signature-key"]);
-        assert_eq!(load(&mut src).keys.len(), 2);
+        let mut src = plain_source(store.clone(), PW, &["signature-key", "verification-key"]);
+        let keys = load(&mut src);
+        assert_eq!(keys.keys.len(), 2);
+        assert!(keys.missing.is_empty());
+        assert!(keys.keys[0].active && keys.keys[0].id == "signature-key");
 
         // The same store after `keytool -delete -alias signature-key`.
         dir.copy_fixture("s3cr3t-trusted-after-delete.p12", "trust.p12");
+        let keys = load(&mut src);
+        let ids: Vec<&str> = keys.keys.iter().map(|k| k.id.as_str()).collect();
+        assert_eq!(ids, ["verification-key"]);
+        assert!(keys.keys[0].active, "the first alias that loads is active");
+        assert_eq!(keys.missing, ["signature-key"]);
+
+        // No alias of the mapping in the file: the source fails.
+        let mut src = plain_source(store.clone(), PW, &["signature-key", "other-key"]);
         let err = load_err(&mut src);
         assert!(
-            err.contains("alias \"signature-key\" is not in"),
+            err.contains("none of the aliases [\"signature-key\", \"other-key\"] is in"),
             "unexpected error: {err}"
         );
         assert!(err.contains("it has: verification-key"), "{err}");

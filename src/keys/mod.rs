@@ -45,7 +45,9 @@ pub enum SourceKind {
 /// A key's state in the inventory (SPEC §6).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum KeyState {
-    /// The key that signs now (first alias; for a JWKS the most recently used).
+    /// The key that signs now: the first alias of a keystore mapping that loaded; for a
+    /// JWK set (which has no order) the key that verified the token with the newest
+    /// `iat` seen, so it does not flip while old and new keys are both in use.
     Active,
     /// Accepted for verification.
     Valid,
@@ -53,6 +55,8 @@ pub enum KeyState {
     Retired,
     /// Revoked: never tried.
     Revoked,
+    /// Named by the config (a keystore alias) but not in its source.
+    Missing,
 }
 
 /// How the key that verified a token was found.
@@ -90,6 +94,9 @@ pub struct SourceKeys {
     pub kind: SourceKind,
     /// Its keys, in source order.
     pub keys: Vec<LoadedKey>,
+    /// Keys the source was told to publish but does not hold (keystore aliases not in
+    /// the file): reported `missing`, never tried.
+    pub missing: Vec<String>,
     /// When it was last fetched (remote JWKS); the source updates it on 304 too.
     pub fetched_at: Option<Arc<AtomicI64>>,
 }
@@ -100,6 +107,8 @@ pub struct KeyStats {
     /// When tokengate first loaded this key.
     pub first_seen: i64,
     last_used: AtomicI64,
+    /// The newest `iat` of a token this key verified (0: none yet).
+    newest_iat: AtomicI64,
     validations: AtomicU64,
     by_match: [AtomicU64; 2],
     metrics: KeyMetrics,
@@ -153,6 +162,8 @@ pub struct KeyRing {
     by_kid: HashMap<Arc<str>, Vec<usize>>,
     /// Keys that left their sources.
     pub retired: Vec<RetiredKey>,
+    /// Keys a source was told to publish but does not hold: (source index, kind, id).
+    pub missing: Vec<(usize, SourceKind, Arc<str>)>,
     /// At least one source has keys loaded (else requests get `keys_unavailable`).
     pub loaded: bool,
 }
@@ -220,6 +231,7 @@ impl KeyState {
             KeyState::Valid => "valid",
             KeyState::Retired => "retired",
             KeyState::Revoked => "revoked",
+            KeyState::Missing => "missing",
         }
     }
 }
@@ -243,6 +255,7 @@ impl KeyStats {
         Self {
             first_seen,
             last_used: AtomicI64::new(0),
+            newest_iat: AtomicI64::new(0),
             validations: AtomicU64::new(0),
             by_match: [AtomicU64::new(0), AtomicU64::new(0)],
             metrics,
@@ -262,6 +275,20 @@ impl KeyStats {
         self.by_match[matched as usize].fetch_add(1, Ordering::Relaxed);
         if self.last_used.swap(now, Ordering::Relaxed) != now {
             self.metrics.last_used(now);
+        }
+    }
+
+    /// Notes the issue time (`iat`, else the time of the check) of a token this key
+    /// verified.
+    pub fn record_issued(&self, iat: i64) {
+        self.newest_iat.fetch_max(iat, Ordering::Relaxed);
+    }
+
+    /// The newest `iat` of a token this key verified (None: none yet).
+    pub fn newest_iat(&self) -> Option<i64> {
+        match self.newest_iat.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
         }
     }
 
@@ -453,10 +480,16 @@ impl IssuerKeys {
         let now = self.clock.now();
         let old = self.ring.load_full();
         let mut keys: Vec<Arc<Key>> = Vec::new();
+        let mut missing = Vec::new();
         let mut loaded = false;
         for (index, slot) in w.slots.iter().enumerate() {
             let Some(src) = slot else { continue };
             loaded |= !src.keys.is_empty();
+            missing.extend(
+                src.missing
+                    .iter()
+                    .map(|id| (index, src.kind, Arc::<str>::from(id.as_str()))),
+            );
             for lk in &src.keys {
                 // Keep the statistics of a key we already know (same source, id, material).
                 let known = old
@@ -528,6 +561,7 @@ impl IssuerKeys {
             keys,
             by_kid,
             retired,
+            missing,
             loaded,
         }));
         self.export_key_info();
@@ -543,7 +577,11 @@ impl IssuerKeys {
                 key: e.key,
                 kty: e.kty,
                 alg: e.alg.unwrap_or("-").to_string(),
-                thumbprint: e.thumbprint,
+                thumbprint: if e.thumbprint.is_empty() {
+                    "-".to_string()
+                } else {
+                    e.thumbprint
+                },
                 state: e.state.label(),
                 not_after: e.not_after,
             })
@@ -618,6 +656,7 @@ pub(crate) fn test_key() -> Arc<Key> {
             0,
             Some(SourceKeys {
                 kind: SourceKind::JwksFile,
+                missing: Vec::new(),
                 keys: vec![LoadedKey {
                     id: "k".into(),
                     material: Arc::new(material),
