@@ -36,6 +36,81 @@ pub struct SourceProblem {
     pub error: SourceError,
 }
 
+/// How one source came out of a refresh (`POST /refresh`, SIGHUP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Refreshed {
+    /// New content loaded.
+    Ok,
+    /// Read or fetched, unchanged.
+    NotModified,
+    /// Failed: the last good keys (or config) stay.
+    Error,
+}
+
+/// One line of a refresh report.
+#[derive(Debug, Clone)]
+pub struct SourceRefresh {
+    /// Issuer name (`-` for the config and the revoked file).
+    pub issuer: String,
+    /// `jwks`, `jwks_file`, `keystore`, `pem`; `config` or `revoked_file`.
+    pub source: &'static str,
+    /// Where it is configured (`issuers[0].key_sources[1]`, `revoked.file`, the config
+    /// file's path).
+    pub field: String,
+    /// What happened.
+    pub result: Refreshed,
+    /// Keys the source publishes now.
+    pub keys: usize,
+    /// Why it failed.
+    pub error: Option<String>,
+}
+
+impl Refreshed {
+    /// `ok`, `not_modified`, `error`.
+    pub fn label(self) -> &'static str {
+        match self {
+            Refreshed::Ok => "ok",
+            Refreshed::NotModified => "not_modified",
+            Refreshed::Error => "error",
+        }
+    }
+}
+
+impl RefreshReport {
+    /// True when no source failed.
+    pub fn ok(&self) -> bool {
+        self.sources.iter().all(|s| s.result != Refreshed::Error)
+    }
+}
+
+/// `/readyz`'s verdict and body.
+#[derive(Debug, Clone)]
+pub struct Readiness {
+    /// 200 or 503.
+    pub ready: bool,
+    /// Every issuer.
+    pub issuers: Vec<IssuerReadiness>,
+}
+
+/// One issuer in `/readyz`.
+#[derive(Debug, Clone)]
+pub struct IssuerReadiness {
+    /// Its name.
+    pub name: String,
+    /// It has keys.
+    pub ready: bool,
+    /// How many (revoked ones not counted).
+    pub keys: usize,
+}
+
+/// What one refresh did, source by source.
+#[derive(Debug)]
+pub struct RefreshReport {
+    /// Every source, the config and the revoked file first.
+    pub sources: Vec<SourceRefresh>,
+    finished: tokio::time::Instant,
+}
+
 /// The running application (listeners excluded).
 pub struct App {
     authorizer: Arc<Authorizer>,
@@ -44,6 +119,11 @@ pub struct App {
     runtime: tokio::runtime::Handle,
     env: EnvLookup,
     state: Mutex<State>,
+    /// When the app was built (the start of `readiness.grace`).
+    started: std::time::Instant,
+    /// The last refresh's report; held while a refresh runs, so concurrent callers
+    /// share it.
+    refresh_gate: tokio::sync::Mutex<Option<Arc<RefreshReport>>>,
 }
 
 struct State {
@@ -116,8 +196,10 @@ impl App {
                 issuers,
                 initial_problems: Vec::new(),
             }),
+            started: std::time::Instant::now(),
+            refresh_gate: tokio::sync::Mutex::new(None),
         });
-        let problems = app.reload_locals(true);
+        let problems = problems(&app.reload_locals(true));
         keys::lock(&app.state).initial_problems = problems;
         app
     }
@@ -204,19 +286,40 @@ impl App {
         out
     }
 
-    /// True when every issuer has at least one usable key.
+    /// `/readyz` (SPEC §5): ready when every issuer has keys; once `readiness.grace` has
+    /// passed since start, as soon as one has (the others answer `keys_unavailable` for
+    /// their tokens until their keys load), so one dead identity provider cannot keep a
+    /// whole fleet unready.
     pub fn ready(&self) -> bool {
-        self.readiness().iter().all(|(_, ok)| *ok)
+        self.readiness().ready
     }
 
-    /// Per issuer: does it have keys?
-    pub fn readiness(&self) -> Vec<(String, bool)> {
+    /// The readiness verdict and each issuer's state.
+    pub fn readiness(&self) -> Readiness {
         let policy = self.authorizer.policy();
-        policy
+        let issuers: Vec<IssuerReadiness> = policy
             .issuers
             .iter()
-            .map(|i| (i.config.name.to_string(), i.keys.ring().loaded))
-            .collect()
+            .map(|i| {
+                let ring = i.keys.ring();
+                IssuerReadiness {
+                    name: i.config.name.to_string(),
+                    ready: ring.loaded,
+                    keys: if ring.loaded {
+                        ring.keys.iter().filter(|k| !k.revoked).count()
+                    } else {
+                        0
+                    },
+                }
+            })
+            .collect();
+        let all = issuers.iter().all(|i| i.ready);
+        let any = issuers.iter().any(|i| i.ready);
+        let grace_over = self.started.elapsed() >= self.config().readiness_grace;
+        Readiness {
+            ready: all || (grace_over && any),
+            issuers,
+        }
     }
 
     /// The key inventory of every issuer.
@@ -237,20 +340,116 @@ impl App {
         self.metrics.render()
     }
 
-    /// SIGHUP and `POST /refresh`: reload the config and every file now, and ask every
-    /// remote source to fetch.
-    pub fn refresh(&self) {
-        self.rescan();
-        for r in self.remotes() {
-            r.wake();
+    /// SIGHUP and `POST /refresh`: reloads the config and every file and fetches every
+    /// remote JWKS now, waits for all of them (each fetch bounded by its source's
+    /// `timeout`), and reports each source. When it returns, the next request is judged
+    /// with the refreshed keys. A caller that arrives while a refresh runs gets that
+    /// refresh's report: a burst of calls never multiplies fetches.
+    pub async fn refresh_now(self: &Arc<Self>) -> Arc<RefreshReport> {
+        let asked = tokio::time::Instant::now();
+        let mut gate = self.refresh_gate.lock().await;
+        if let Some(report) = gate.as_ref()
+            && report.finished >= asked
+        {
+            return report.clone();
         }
+        let app = self.clone();
+        // File reads, PKCS#12 decryption and config rebuilds block: not on an async worker.
+        let mut sources = tokio::task::spawn_blocking(move || app.rescan())
+            .await
+            .unwrap_or_default();
+        let remotes: Vec<(String, String, Arc<IssuerKeys>, Arc<JwksSource>)> = {
+            let st = keys::lock(&self.state);
+            st.issuers
+                .iter()
+                .enumerate()
+                .flat_map(|(i, ir)| {
+                    ir.remotes.iter().map(move |r| {
+                        (
+                            ir.config.name.to_string(),
+                            format!("issuers[{i}].key_sources[{}]", r.index()),
+                            ir.keys.clone(),
+                            r.clone(),
+                        )
+                    })
+                })
+                .collect()
+        };
+        let mut fetches = tokio::task::JoinSet::new();
+        for (n, (_, _, _, source)) in remotes.iter().enumerate() {
+            let source = source.clone();
+            fetches.spawn(async move { (n, source.fetch_now().await) });
+        }
+        let mut results: Vec<Option<Result<bool, SourceError>>> = vec![None; remotes.len()];
+        while let Some(done) = fetches.join_next().await {
+            if let Ok((n, result)) = done
+                && let Some(slot) = results.get_mut(n)
+            {
+                *slot = Some(result);
+            }
+        }
+        for ((issuer, field, keys, source), result) in remotes.into_iter().zip(results) {
+            let result =
+                result.unwrap_or_else(|| Err(SourceError::Fetch("the fetch task failed".into())));
+            sources.push(SourceRefresh {
+                issuer,
+                source: SourceKind::Jwks.label(),
+                field,
+                result: match &result {
+                    Ok(true) => Refreshed::Ok,
+                    Ok(false) => Refreshed::NotModified,
+                    Err(_) => Refreshed::Error,
+                },
+                keys: keys.source_keys(source.index()).map_or(0, |k| k.keys.len()),
+                error: result.err().map(|e| e.to_string()),
+            });
+        }
+        let report = Arc::new(RefreshReport {
+            sources,
+            finished: tokio::time::Instant::now(),
+        });
+        *gate = Some(report.clone());
+        report
     }
 
-    /// One scan: the config file, the revoked file, every local key file.
-    pub fn rescan(&self) {
-        self.reload_config();
-        self.reload_revoked();
-        let _ = self.reload_locals(false);
+    /// The report as `POST /refresh` answers it (SPEC §5).
+    pub fn report_json(report: &RefreshReport) -> serde_json::Value {
+        let sources: Vec<serde_json::Value> = report
+            .sources
+            .iter()
+            .map(|s| {
+                serde_json::json!({
+                    "issuer": s.issuer,
+                    "source": s.source,
+                    "field": s.field,
+                    "result": s.result.label(),
+                    "keys": s.keys,
+                    "error": s.error,
+                })
+            })
+            .collect();
+        serde_json::json!({ "sources": sources })
+    }
+
+    /// One scan (the periodic one, and the local half of a refresh): the config file,
+    /// the revoked file, every local key file, each reported.
+    pub fn rescan(&self) -> Vec<SourceRefresh> {
+        let mut out = Vec::new();
+        let file = self.config().file.display().to_string();
+        let line = |source, field: String, (result, error)| SourceRefresh {
+            issuer: "-".into(),
+            source,
+            field,
+            result,
+            keys: 0,
+            error,
+        };
+        out.push(line("config", file, self.reload_config()));
+        if let Some(result) = self.reload_revoked() {
+            out.push(line("revoked_file", "revoked.file".into(), result));
+        }
+        out.extend(self.reload_locals(false).into_iter().map(|(l, _)| l));
+        out
     }
 
     fn remotes(&self) -> Vec<Arc<JwksSource>> {
@@ -261,43 +460,58 @@ impl App {
             .collect()
     }
 
-    fn reload_locals(&self, first: bool) -> Vec<SourceProblem> {
-        let mut problems = Vec::new();
+    /// Reloads every local key source: each one's report line, and its error.
+    fn reload_locals(&self, first: bool) -> Vec<(SourceRefresh, Option<SourceError>)> {
+        let mut out = Vec::new();
         let mut st = keys::lock(&self.state);
         for (i, ir) in st.issuers.iter_mut().enumerate() {
+            let name = ir.config.name.clone();
             for (index, local) in &mut ir.locals {
                 let kind = local.kind();
-                match local.reload() {
-                    Ok(None) => {}
+                let (result, error) = match local.reload() {
+                    Ok(None) => {
+                        if ir.keys.record_source(*index, kind, true) {
+                            // Back to the content it last loaded (a broken file restored):
+                            // a successful reload, though nothing changes.
+                            tracing::info!(issuer = %name, source = kind.label(), path = %local.path().display(), "key source recovered: its last good content is back");
+                            self.metrics.source_reload(&name, kind.label(), true);
+                        }
+                        (Refreshed::NotModified, None)
+                    }
                     Ok(Some(keys)) => {
                         if !first {
-                            tracing::info!(issuer = %ir.config.name, source = kind.label(), path = %local.path().display(), keys = keys.keys.len(), "key source reloaded");
+                            tracing::info!(issuer = %name, source = kind.label(), path = %local.path().display(), keys = keys.keys.len(), "key source reloaded");
                         }
-                        self.metrics
-                            .source_reload(&ir.config.name, kind.label(), true);
+                        self.metrics.source_reload(&name, kind.label(), true);
                         ir.keys.publish(*index, Some(keys));
+                        ir.keys.record_source(*index, kind, true);
+                        (Refreshed::Ok, None)
                     }
                     Err(e) => {
-                        tracing::error!(issuer = %ir.config.name, source = kind.label(), error = %e, "key source failed to load; keeping the last good keys");
-                        self.metrics
-                            .source_reload(&ir.config.name, kind.label(), false);
-                        problems.push(SourceProblem {
-                            issuer: ir.config.name.to_string(),
-                            field: format!("issuers[{i}].key_sources[{index}]"),
-                            error: e,
-                        });
+                        tracing::error!(issuer = %name, source = kind.label(), error = %e, "key source failed to load; keeping the last good keys");
+                        self.metrics.source_reload(&name, kind.label(), false);
+                        ir.keys.record_source(*index, kind, false);
+                        (Refreshed::Error, Some(e))
                     }
-                }
+                };
+                let line = SourceRefresh {
+                    issuer: name.to_string(),
+                    source: kind.label(),
+                    field: format!("issuers[{i}].key_sources[{index}]"),
+                    result,
+                    keys: ir.keys.source_keys(*index).map_or(0, |k| k.keys.len()),
+                    error: error.as_ref().map(ToString::to_string),
+                };
+                out.push((line, error));
             }
         }
-        problems
+        out
     }
 
-    fn reload_revoked(&self) {
+    /// Reloads `revoked.file` (None: not configured).
+    fn reload_revoked(&self) -> Option<(Refreshed, Option<String>)> {
         let mut st = keys::lock(&self.state);
-        if st.config.revoked.file.is_none() {
-            return;
-        }
+        st.config.revoked.file.as_ref()?;
         match keys::revoked::load(&st.config.revoked) {
             Ok(set) if set != *st.revoked => {
                 tracing::info!(
@@ -310,27 +524,44 @@ impl App {
                     ir.keys.set_revoked(set.clone());
                 }
                 st.revoked = set;
+                Some((Refreshed::Ok, None))
             }
-            Ok(_) => {}
+            Ok(_) => Some((Refreshed::NotModified, None)),
             Err(e) => {
-                tracing::error!(error = %e, "revoked file failed to load; keeping the last good list")
+                tracing::error!(error = %e, "revoked file failed to load; keeping the last good list");
+                Some((Refreshed::Error, Some(e.to_string())))
             }
         }
     }
 
-    fn reload_config(&self) {
+    /// Reloads the config file when its content changed.
+    fn reload_config(&self) -> (Refreshed, Option<String>) {
         let path = keys::lock(&self.state).config.file.clone();
-        let Ok(bytes) = std::fs::read(&path) else {
-            return;
+        let bytes = match std::fs::read(&path) {
+            Ok(bytes) => bytes,
+            // Not counted: a config file mid-replacement is read again at the next scan.
+            Err(e) => return (Refreshed::Error, Some(format!("{}: {e}", path.display()))),
         };
         let digest = sha256(&bytes);
-        let retry = {
+        let (retry, broken) = {
             let st = keys::lock(&self.state);
-            if st.config_digest == Some(digest) {
-                return;
-            }
-            st.refused_digest == Some(digest)
+            (
+                st.refused_digest == Some(digest),
+                st.config_digest == Some(digest) && st.config.digest != Some(digest),
+            )
         };
+        if !retry && keys::lock(&self.state).config_digest == Some(digest) {
+            let error = broken.then(|| {
+                "the config file is invalid (logged when it changed); the running config stays"
+                    .to_string()
+            });
+            let result = if broken {
+                Refreshed::Error
+            } else {
+                Refreshed::NotModified
+            };
+            return (result, error);
+        }
         let config = match Config::parse(&path, &bytes) {
             Ok(config) => config,
             Err(e) => {
@@ -338,21 +569,24 @@ impl App {
                 keys::lock(&self.state).config_digest = Some(digest);
                 self.metrics.config_reload(false);
                 tracing::error!(error = %e, "config reload failed; the running config stays");
-                return;
+                return (Refreshed::Error, Some(e.to_string()));
             }
         };
         match self.apply_config(config, digest) {
             Ok(()) => {
                 keys::lock(&self.state).refused_digest = None;
                 self.metrics.config_reload(true);
+                (Refreshed::Ok, None)
             }
             Err(e) if retry => {
                 tracing::debug!(error = %e, "config still refused; retrying at the next scan");
+                (Refreshed::Error, Some(e))
             }
             Err(e) => {
                 keys::lock(&self.state).refused_digest = Some(digest);
                 self.metrics.config_reload(false);
                 tracing::error!(error = %e, "config reload failed; the running config stays (retried at every scan)");
+                (Refreshed::Error, Some(e))
             }
         }
     }
@@ -410,6 +644,7 @@ impl App {
                         self.metrics
                             .source_reload(&ir.config.name, kind.label(), true);
                         ir.keys.publish(*index, Some(keys));
+                        ir.keys.record_source(*index, kind, true);
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -595,6 +830,20 @@ fn sha256(bytes: &[u8]) -> [u8; 32] {
     let mut out = [0u8; 32];
     out.copy_from_slice(d.as_ref());
     out
+}
+
+/// The failures among local source reloads, as `check-config` reports them.
+fn problems(results: &[(SourceRefresh, Option<SourceError>)]) -> Vec<SourceProblem> {
+    results
+        .iter()
+        .filter_map(|(line, error)| {
+            Some(SourceProblem {
+                issuer: line.issuer.clone(),
+                field: line.field.clone(),
+                error: error.clone()?,
+            })
+        })
+        .collect()
 }
 
 /// Loads the config, mapping errors for the command line.

@@ -74,6 +74,8 @@ pub struct Metrics {
     jwks_fetches: IntCounterVec,
     jwks_last_success: IntGaugeVec,
     key_source_reloads: IntCounterVec,
+    key_source_up: IntGaugeVec,
+    key_source_last_success: IntGaugeVec,
     config_reloads: IntCounterVec,
     cache_requests: IntCounterVec,
     decision_duration: HistogramVec,
@@ -265,6 +267,19 @@ impl Metrics {
              (counted at every scan while the source stays broken).",
             &["issuer", "source", "result"],
         );
+        let key_source_up = gauge(
+            "tokengate_key_source_up",
+            "1 when the last load or fetch of the issuer's key sources of this kind (jwks, \
+             jwks_file, keystore, pem) succeeded, 0 when one of them failed (its last good \
+             keys stay in use).",
+            &["issuer", "source"],
+        );
+        let key_source_last_success = gauge(
+            "tokengate_key_source_last_success_timestamp_seconds",
+            "Unix time, in seconds, of the last successful load or fetch of the issuer's key \
+             sources of this kind (the oldest of them when there are several; 0: never).",
+            &["issuer", "source"],
+        );
         let config_reloads = counter(
             "tokengate_config_reloads_total",
             "Reloads of the config file (count), by result: ok = a new config applied; \
@@ -322,6 +337,8 @@ impl Metrics {
             jwks_fetches,
             jwks_last_success,
             key_source_reloads,
+            key_source_up,
+            key_source_last_success,
             config_reloads,
             cache_requests,
             decision_duration,
@@ -406,6 +423,16 @@ impl Metrics {
             .key_source_reloads
             .with_label_values(&[issuer, source, "error"]);
         if ok { ok_series } else { error_series }.inc();
+    }
+
+    /// Exports the health of an issuer's key sources of one kind.
+    pub fn source_health(&self, issuer: &str, source: &str, up: bool, last_success: i64) {
+        self.key_source_up
+            .with_label_values(&[issuer, source])
+            .set(i64::from(up));
+        self.key_source_last_success
+            .with_label_values(&[issuer, source])
+            .set(last_success);
     }
 
     /// Counts a config reload.

@@ -1026,8 +1026,14 @@ fn a_jwks_of_ten_thousand_keys_is_refused_whole() {
     );
     let errors = jwks_fetches(&tg, "error");
     server.set(|b| b.body = flood);
-    let r = http::request(tg.admin, "POST", "/refresh", &[], b"");
-    assert_eq!(r.map(|r| r.status), Some(202));
+    // Synchronous: the refusal is in the answer (502, the JWKS source in error).
+    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").expect("POST /refresh");
+    assert_eq!(r.status, 502, "{}", r.body_text());
+    assert!(
+        r.body_text().contains("more than the 1000 allowed"),
+        "{}",
+        r.body_text()
+    );
     tg.wait_for(
         || jwks_fetches(&tg, "error") > errors,
         "the 10,000-key set counted as a fetch error",

@@ -2,7 +2,7 @@
 //! RFC 6750 challenges, forward headers and the headers-to-remove list, forward-auth
 //! method/URI overrides, and the admin endpoints.
 
-use serde_json::json;
+use serde_json::{Value, json};
 
 use crate::support::{TempDir, Tokengate, fixture_issuer, http, token};
 
@@ -231,8 +231,84 @@ fn admin_reports_health_readiness_keys_and_metrics() {
         ),
         Some(1.0)
     );
+    // Synchronous, one line per source (the config first), 200 when none failed.
     let r = http::request(tg.admin, "POST", "/refresh", &[], b"").expect("refresh");
-    assert_eq!(r.status, 202);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let body: Value = serde_json::from_slice(&r.body).expect("JSON");
+    let lines: Vec<(String, String)> = body["sources"]
+        .as_array()
+        .expect("sources")
+        .iter()
+        .map(|s| {
+            (
+                s["source"].as_str().unwrap_or("?").to_string(),
+                s["result"].as_str().unwrap_or("?").to_string(),
+            )
+        })
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            ("config".to_string(), "not_modified".to_string()),
+            ("jwks_file".to_string(), "not_modified".to_string()),
+            ("pem".to_string(), "not_modified".to_string()),
+        ],
+        "{body:#}"
+    );
+}
+
+/// `/readyz` lists every issuer with its state and key count. With one identity provider
+/// down it is 503 until `readiness.grace` has passed since start, then 200 (the other
+/// issuer serves; the dead one's tokens still get 503 `keys_unavailable`).
+#[test]
+fn readiness_waits_for_every_issuer_until_the_grace_period_ends() {
+    let dir = TempDir::new("http-readiness");
+    let down = crate::support::ClosedPort::new();
+    let mut dead = crate::support::fixture_issuer();
+    dead["name"] = json!("down");
+    dead["issuer"] = json!("https://down.example");
+    dead["key_sources"] =
+        json!([{"jwks_uri": format!("http://{}/jwks.json", down.addr), "timeout": "1s"}]);
+    let cfg = json!({
+        "issuers": [crate::support::fixture_issuer(), dead],
+        "readiness": {"grace": "2s"}
+    });
+    let tg = Tokengate::start(&dir, cfg);
+    let r = http::get(tg.admin, "/readyz").expect("/readyz");
+    assert_eq!(r.status, 503, "{}", r.body_text());
+    let body: Value = serde_json::from_slice(&r.body).expect("JSON");
+    assert_eq!(body["ready"], false);
+    let issuers = body["issuers"].as_array().cloned().unwrap_or_default();
+    assert_eq!(issuers.len(), 2, "{body:#}");
+    assert_eq!(
+        (&issuers[0]["name"], &issuers[0]["state"]),
+        (&json!("main"), &json!("ready"))
+    );
+    assert!(
+        issuers[0]["keys"].as_u64().is_some_and(|n| n > 0),
+        "{body:#}"
+    );
+    assert_eq!(
+        (
+            &issuers[1]["name"],
+            &issuers[1]["state"],
+            &issuers[1]["keys"]
+        ),
+        (&json!("down"), &json!("unavailable"), &json!(0))
+    );
+
+    tg.wait_ready();
+    assert_eq!(tg.check_token("/x", &token("GOOD_RS256")).status, 200);
+    let mut claims = crate::support::mint::claims();
+    claims["iss"] = json!("https://down.example");
+    let t = crate::support::mint::sign(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1",
+        Some("rsa-1"),
+        &claims,
+    );
+    let r = tg.check_token("/x", &t);
+    assert_eq!((r.status, r.error()), (503, "keys_unavailable".to_string()));
 }
 
 #[test]

@@ -256,6 +256,102 @@ fn revalidates_with_etag_and_keeps_keys_on_304() {
     assert_eq!(server.not_modified(), 1);
 }
 
+/// `POST /refresh` is synchronous: right after a compromised key is withdrawn from the
+/// remote set, its answer (200, the source's line) means the next request with that key
+/// is refused, even one allowed and cached a moment before; a failing source makes it 502,
+/// naming the source; concurrent calls share the refresh in flight (one fetch).
+#[test]
+fn refresh_waits_for_the_fetch_and_reports_each_source() {
+    let server = JwksServer::start(&jwks(&[("rsa-1", "k1"), ("rsa-2", "k2")]));
+    let dir = TempDir::new("jwks-refresh");
+    let settings = json!({"refresh": "1h", "timeout": "5s"});
+    let tg = Tokengate::start(&dir, config(remote(&server, settings)));
+    tg.wait_ready();
+    let compromised = token("rsa-2", "k2");
+    assert_eq!(check(&tg, &compromised), (200, String::new()));
+
+    server.set(|b| b.body = jwks(&[("rsa-1", "k1")]));
+    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").expect("POST /refresh");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let line = jwks_line(&r);
+    assert_eq!(
+        (
+            &line["issuer"],
+            &line["field"],
+            &line["result"],
+            &line["keys"]
+        ),
+        (
+            &json!(ISSUER),
+            &json!("issuers[0].key_sources[0]"),
+            &json!("ok"),
+            &json!(1)
+        ),
+        "{}",
+        r.body_text()
+    );
+    assert_eq!(
+        check(&tg, &compromised).0,
+        401,
+        "the withdrawn key, right after"
+    );
+    assert_eq!(check(&tg, &token("rsa-1", "k1")), (200, String::new()));
+
+    // A failing source: 502, its line says why.
+    server.set(|b| b.mode = Mode::Status(500));
+    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").expect("POST /refresh");
+    assert_eq!(r.status, 502, "{}", r.body_text());
+    let line = jwks_line(&r);
+    assert_eq!(line["result"], "error", "{}", r.body_text());
+    assert!(
+        line["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("HTTP 500")),
+        "{}",
+        r.body_text()
+    );
+    assert_eq!(
+        line["keys"],
+        1,
+        "the last good set stays: {}",
+        r.body_text()
+    );
+
+    // Concurrent calls while a fetch hangs: one fetch, every caller the same answer.
+    server.set(|b| b.mode = Mode::Hang);
+    let before = server.hits();
+    let admin = tg.admin;
+    let post = move || {
+        http::request(admin, "POST", "/refresh", &[], b"")
+            .map(|r| (r.status, jwks_line(&r)["error"].clone()))
+    };
+    let first = std::thread::spawn(post);
+    tg.wait_for(
+        || server.hits() > before,
+        "the first refresh's fetch in flight",
+    );
+    let others: Vec<_> = (0..4).map(|_| std::thread::spawn(post)).collect();
+    let answers: Vec<_> = std::iter::once(first)
+        .chain(others)
+        .map(|t| t.join().expect("thread"))
+        .collect();
+    for a in &answers {
+        assert_eq!(a, &answers[0], "every caller gets the one refresh's report");
+    }
+    assert_eq!(answers[0].as_ref().map(|a| a.0), Some(502), "{answers:?}");
+    assert_eq!(server.hits(), before + 1, "five calls, one fetch");
+}
+
+/// The `jwks` line of a `POST /refresh` answer.
+fn jwks_line(r: &http::Response) -> Value {
+    let body: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+    body["sources"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["source"] == "jwks"))
+        .cloned()
+        .unwrap_or_default()
+}
+
 #[test]
 fn rate_limits_refetches_under_a_flood_of_unknown_kids() {
     let server = JwksServer::start(&jwks(&[("rsa-1", "k1"), ("rsa-2", "k2")]));
@@ -506,7 +602,7 @@ fn misses(tg: &Tokengate, outcome: &str) -> f64 {
 /// `POST /refresh` on the admin listener.
 fn refresh(tg: &Tokengate) {
     let r = http::request(tg.admin, "POST", "/refresh", &[], b"");
-    assert_eq!(r.map(|r| r.status), Some(202), "POST /refresh");
+    assert_eq!(r.map(|r| r.status), Some(200), "POST /refresh");
 }
 
 /// The `/keys` entry of `kid`.

@@ -306,7 +306,12 @@ fn drive_every_path(s: &Stack) -> Expected {
     s.dir.write("keys.jwks.json", "{ \"keys\": [ broken");
     s.jwks.set(|b| b.body = jwks_of(&["ec-p384", "ec-p256"]));
     let r = http::request(s.tg.admin, "POST", "/refresh", &[], b"").expect("POST /refresh");
-    assert_eq!(r.status, 202);
+    assert_eq!(
+        r.status,
+        502,
+        "a broken config and key file: {}",
+        r.body_text()
+    );
     s.tg.wait_for(
         || {
             s.tg.keys()["keys"].as_array().is_some_and(|l| {

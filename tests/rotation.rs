@@ -323,9 +323,11 @@ fn trigger(tg: &Tokengate, how: Trigger) {
     match how {
         Trigger::Scan => {}
         Trigger::Refresh => {
+            // Synchronous: when it answers, every source has been read; 200 means none
+            // failed.
             let r = http::request(tg.admin, "POST", "/refresh", &[], b"")
                 .expect("POST /refresh did not answer");
-            assert_eq!(r.status, 202, "POST /refresh: {}", r.body_text());
+            assert_eq!(r.status, 200, "POST /refresh: {}", r.body_text());
         }
         Trigger::Sighup => tg.signal("HUP"),
     }
@@ -1079,6 +1081,14 @@ fn bad_reloads_keep_the_last_good_keys() {
         still_serving(what);
     };
 
+    let up = |tg: &Tokengate| {
+        tg.metrics().value(
+            "tokengate_key_source_up",
+            &[("issuer", "am"), ("source", "keystore")],
+        )
+    };
+    assert_eq!(up(&tg), Some(1.0), "tokengate_key_source_up while healthy");
+
     // Garbage where the keystore was.
     let errors = source_reloads(&tg, "keystore", "error");
     dir.write("IG_keystore.p12", b"this is not a PKCS#12 file\n");
@@ -1086,6 +1096,35 @@ fn bad_reloads_keep_the_last_good_keys() {
         source_reloads(&tg, "keystore", "error")
     });
     still_serving("keystore overwritten with garbage");
+    assert_eq!(up(&tg), Some(0.0), "tokengate_key_source_up while broken");
+    // POST /refresh answers the failure, naming the source.
+    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").expect("POST /refresh");
+    assert_eq!(r.status, 502, "{}", r.body_text());
+    let body: Value = serde_json::from_slice(&r.body).expect("JSON");
+    let keystore = body["sources"]
+        .as_array()
+        .and_then(|l| l.iter().find(|s| s["source"] == "keystore"))
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(
+        (&keystore["issuer"], &keystore["result"], &keystore["field"]),
+        (
+            &json!("am"),
+            &json!("error"),
+            &json!("issuers[0].key_sources[0]")
+        ),
+        "{body:#}"
+    );
+    assert!(
+        keystore["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("not a PKCS#12 file")),
+        "{body:#}"
+    );
+    assert_eq!(
+        keystore["keys"], 1,
+        "the last good key still published: {body:#}"
+    );
     let logs = tg.logs();
     assert!(
         logs.contains("key source failed to load")
@@ -1094,10 +1133,21 @@ fn bad_reloads_keep_the_last_good_keys() {
         "the log says which file failed and why:\n{logs}"
     );
 
-    // Put it back. The content is the last good one, so there is nothing to republish;
-    // after a synchronous `POST /refresh` the failures stop.
+    // Put it back. The content is the last good one, so there is nothing to republish,
+    // but it is a successful reload (counted, logged) and the source is up again.
+    let oks = source_reloads(&tg, "keystore", "ok");
     dir.write("IG_keystore.p12", &good);
     recovered("keystore restored");
+    assert_eq!(up(&tg), Some(1.0), "tokengate_key_source_up once restored");
+    assert_eq!(
+        source_reloads(&tg, "keystore", "ok"),
+        oks + 1.0,
+        "the restored keystore counted as one successful reload"
+    );
+    assert!(
+        tg.logs().contains("key source recovered"),
+        "the recovery is logged"
+    );
 
     // A wrong password in the password file.
     const WRONG: &str = "Wr0ng-Pa55-Also-Secret";

@@ -62,9 +62,17 @@ pub async fn wait_for_signals(app: &Arc<App>) {
         tokio::select! {
             _ = hup.recv() => {
                 tracing::info!("SIGHUP: refreshing keys and config");
+                // Fire and forget: the results are logged, the signal loop goes on.
                 let app = app.clone();
-                // File reads are blocking; keep them off the async workers.
-                let _ = tokio::task::spawn_blocking(move || app.refresh()).await;
+                tokio::spawn(async move {
+                    let report = app.refresh_now().await;
+                    for s in &report.sources {
+                        match &s.error {
+                            Some(error) => tracing::warn!(issuer = %s.issuer, source = s.source, field = %s.field, result = s.result.label(), %error, "SIGHUP refresh"),
+                            None => tracing::info!(issuer = %s.issuer, source = s.source, field = %s.field, result = s.result.label(), keys = s.keys, "SIGHUP refresh"),
+                        }
+                    }
+                });
             }
             _ = term.recv() => { tracing::info!("SIGTERM: draining"); return; }
             _ = int.recv() => { tracing::info!("SIGINT: draining"); return; }

@@ -45,6 +45,8 @@ pub const DEFAULT_CACHE_MAX_TTL: Duration = Duration::from_secs(300);
 pub const DEFAULT_FALLBACK_MAX_KEYS: usize = 16;
 /// `reload.scan_interval` when absent.
 pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// `readiness.grace` when absent.
+pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_secs(30);
 /// `issuers[].required_claims` when absent.
 pub const DEFAULT_REQUIRED_CLAIMS: [&str; 1] = ["exp"];
 /// The token header when `token.from_headers` is absent.
@@ -91,6 +93,8 @@ pub struct Config {
     pub fallback_max_keys: usize,
     /// How often files (keys, revocations, this config) are rescanned.
     pub scan_interval: Duration,
+    /// After this long from start, `/readyz` is 200 as soon as one issuer has keys.
+    pub readiness_grace: Duration,
     /// Whether route prefixes match the path's case (SPEC §4a `path_case`).
     pub path_case: PathCase,
     /// Which override headers `authz_http` takes the checked method and URI from.
@@ -607,6 +611,11 @@ impl Config {
         if scan_interval < Duration::from_millis(100) {
             return Err(cx.err("reload.scan_interval", "must be at least 100ms"));
         }
+        let readiness_grace = cx.duration_or(
+            "readiness.grace",
+            raw.readiness.grace.as_deref(),
+            DEFAULT_READINESS_GRACE,
+        )?;
         let path_case = match raw.path_case.as_deref() {
             None | Some("sensitive") => PathCase::Sensitive,
             Some("insensitive") => PathCase::Insensitive,
@@ -642,6 +651,7 @@ impl Config {
             revoked,
             fallback_max_keys,
             scan_interval,
+            readiness_grace,
             path_case,
             forward_auth,
         })

@@ -31,6 +31,8 @@ pub struct RawConfig {
     #[serde(default)]
     pub reload: RawReload,
     #[serde(default)]
+    pub readiness: RawReadiness,
+    #[serde(default)]
     pub path_case: Option<String>,
     #[serde(default)]
     pub forward_auth: RawForwardAuth,
@@ -193,6 +195,12 @@ pub struct RawForwardAuth {
 #[serde(deny_unknown_fields)]
 pub struct RawReload {
     pub scan_interval: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawReadiness {
+    pub grace: Option<String>,
 }
 
 /// The content of a `revoked.file`.

@@ -217,8 +217,16 @@ impl JwksSource {
 
     /// Fetches now, once, and says why it failed (`check-config`, `verify`, startup).
     pub async fn load_now(&self) -> Result<(), SourceError> {
+        self.fetch_now().await.map(|_| ())
+    }
+
+    /// Fetches now, once, after any fetch in flight (`POST /refresh`): true when the set
+    /// changed, false when it is the same.
+    pub async fn fetch_now(&self) -> Result<bool, SourceError> {
         let mut st = self.state.lock().await;
-        self.fetch(&mut st).await.map(|_| ())
+        self.fetch(&mut st)
+            .await
+            .map(|o| matches!(o, Outcome::Updated { .. }))
     }
 
     /// The single-flight, rate-limited unknown-kid fetch. True when the ring changed.
@@ -254,10 +262,14 @@ impl JwksSource {
                     1
                 };
                 self.metrics.fetches[i].inc();
+                self.issuer
+                    .record_source(self.index, SourceKind::Jwks, true);
                 Ok(outcome)
             }
             Err(e) => {
                 self.metrics.fetches[2].inc();
+                self.issuer
+                    .record_source(self.index, SourceKind::Jwks, false);
                 st.failures = st.failures.saturating_add(1);
                 // A failed JWKS fetch may mean the discovered URL moved: discover again.
                 if matches!(self.location, Location::Discovery(_)) {

@@ -193,6 +193,16 @@ pub struct IssuerKeys {
     writer: Mutex<Writer>,
     ring: ArcSwap<KeyRing>,
     refetchers: Mutex<Vec<Arc<dyn MissRefetch>>>,
+    /// Per source (by index): the outcome of its last load or fetch.
+    health: Mutex<Vec<SourceHealth>>,
+}
+
+/// The outcome of a source's last load or fetch.
+#[derive(Debug, Clone, Copy, Default)]
+struct SourceHealth {
+    kind: Option<SourceKind>,
+    up: Option<bool>,
+    last_success: i64,
 }
 
 struct Writer {
@@ -389,7 +399,32 @@ impl IssuerKeys {
                 ..KeyRing::default()
             }),
             refetchers: Mutex::new(Vec::new()),
+            health: Mutex::new(vec![SourceHealth::default(); sources]),
         }
+    }
+
+    /// Records the outcome of a load or fetch of source `index` and exports the health of
+    /// the issuer's sources of that kind (`tokengate_key_source_up`, up when every one of
+    /// them is; `tokengate_key_source_last_success_timestamp_seconds`, the oldest).
+    /// Returns whether the source was failing before.
+    pub fn record_source(&self, index: usize, kind: SourceKind, ok: bool) -> bool {
+        let now = self.clock.now();
+        let mut health = lock(&self.health);
+        let mut was_failing = false;
+        if let Some(slot) = health.get_mut(index) {
+            was_failing = slot.up == Some(false);
+            slot.kind = Some(kind);
+            slot.up = Some(ok);
+            if ok {
+                slot.last_success = now;
+            }
+        }
+        let same = health.iter().filter(|s| s.kind == Some(kind));
+        let up = same.clone().all(|s| s.up == Some(true));
+        let last = same.map(|s| s.last_success).min().unwrap_or(0);
+        self.metrics
+            .source_health(&self.name, kind.label(), up, last);
+        was_failing
     }
 
     /// The issuer's name.

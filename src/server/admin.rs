@@ -2,11 +2,13 @@
 //!
 //! - `GET /metrics`: Prometheus text format;
 //! - `GET /healthz`: 200 while the process runs;
-//! - `GET /readyz`: 200 when every issuer has at least one usable key, else 503 (the
-//!   body says which issuers are waiting);
+//! - `GET /readyz`: 200 when every issuer has at least one usable key, or, once
+//!   `readiness.grace` has passed since start, when one has; else 503. The body lists
+//!   each issuer, its state and key count;
 //! - `GET /keys`: the key inventory as JSON (SPEC §6);
-//! - `POST /refresh`: reload the config and key files and refetch every JWKS now (the
-//!   same as SIGHUP).
+//! - `POST /refresh`: reload the config and key files and refetch every JWKS now, wait
+//!   for the results and answer them per source: 200 when every source succeeded, 502
+//!   when one failed (SIGHUP does the same and logs the results).
 
 use std::sync::Arc;
 
@@ -55,16 +57,19 @@ async fn healthz() -> http::Response<Body> {
 }
 
 async fn readyz(State(app): State<Arc<App>>) -> http::Response<Body> {
-    let issuers = app.readiness();
-    let ready = issuers.iter().all(|(_, ok)| *ok);
+    let r = app.readiness();
     let body = json!({
-        "ready": ready,
-        "issuers": issuers
+        "ready": r.ready,
+        "issuers": r.issuers
             .iter()
-            .map(|(name, ok)| json!({"issuer": name, "keys_loaded": ok}))
+            .map(|i| json!({
+                "name": i.name,
+                "state": if i.ready { "ready" } else { "unavailable" },
+                "keys": i.keys,
+            }))
             .collect::<Vec<_>>(),
     });
-    let status = if ready {
+    let status = if r.ready {
         StatusCode::OK
     } else {
         StatusCode::SERVICE_UNAVAILABLE
@@ -78,13 +83,16 @@ async fn keys(State(app): State<Arc<App>>) -> http::Response<Body> {
 }
 
 async fn refresh(State(app): State<Arc<App>>) -> http::Response<Body> {
-    // File reads, PKCS#12 decryption and config rebuilds block: keep them off the
-    // async workers.
-    let _ = tokio::task::spawn_blocking(move || app.refresh()).await;
+    let report = app.refresh_now().await;
+    let status = if report.ok() {
+        StatusCode::OK
+    } else {
+        StatusCode::BAD_GATEWAY
+    };
     respond(
-        StatusCode::ACCEPTED,
+        status,
         "application/json",
-        json!({"refresh": "started"}).to_string(),
+        App::report_json(&report).to_string(),
     )
 }
 
