@@ -65,6 +65,8 @@ pub struct Authorizer {
     policy: ArcSwap<Policy>,
     clock: Arc<dyn Clock>,
     metrics: Arc<Metrics>,
+    /// Fallback signature checks, per process (kept across config reloads).
+    budget: verify::FallbackBudget,
 }
 
 /// What a token is judged for: the policy and the route.
@@ -203,6 +205,7 @@ impl Authorizer {
     /// An authorizer starting with `policy`.
     pub fn new(policy: Policy, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
         Self {
+            budget: verify::FallbackBudget::new(policy.config.fallback_rate),
             policy: ArcSwap::from_pointee(policy),
             clock,
             metrics,
@@ -211,6 +214,7 @@ impl Authorizer {
 
     /// Swaps in a new policy (config reload); requests in flight finish on the old one.
     pub fn replace(&self, policy: Policy) {
+        self.budget.set_rate(policy.config.fallback_rate);
         self.policy.store(Arc::new(policy));
     }
 
@@ -371,7 +375,7 @@ impl Authorizer {
         // generation) is remembered, so that a replay costs one hash.
         let remember = |issuer: Option<(usize, u64)>, reason: DenyReason| {
             if let Some(hash) = hash {
-                policy.cache.insert_denial(hash, issuer, reason, now);
+                policy.cache.insert_denial(hash, issuer, reason, now, None);
             }
             Judged::deny(reason.into(), issuer.map(|(i, _)| i))
         };
@@ -400,8 +404,14 @@ impl Authorizer {
             Err(Unverified {
                 reason,
                 generation: Some(g),
+                ttl,
             }) if matches!(reason, DenyReason::BadSignature | DenyReason::UnknownKey) => {
-                return remember(Some((issuer.index, g)), reason);
+                if let Some(hash) = hash {
+                    policy
+                        .cache
+                        .insert_denial(hash, Some((issuer.index, g)), reason, now, ttl);
+                }
+                return deny(reason);
             }
             Err(u) => return deny(u.reason),
         };
@@ -441,12 +451,26 @@ impl Authorizer {
             move |reason| Unverified {
                 reason,
                 generation: Some(generation),
+                ttl: None,
+            }
+        };
+        // A fallback denial rests on the ring it scanned, unless the budget cut the scan
+        // short (then it rests on nothing lasting: not cached, and counted).
+        let scanned = |miss: verify::NoKey, generation: u64, ttl: Option<i64>| {
+            if miss.budget_exhausted {
+                issuer.metrics.budget_exhausted.inc();
+                return Unverified::from(miss.reason);
+            }
+            Unverified {
+                reason: miss.reason,
+                generation: Some(generation),
+                ttl,
             }
         };
         let Some(kid) = jws.kid.clone() else {
-            return verify::with_fallback(jws, &ring, max)
+            return verify::with_fallback(jws, &ring, max, &self.budget)
                 .map(|v| (v, ring.generation))
-                .map_err(at(ring.generation));
+                .map_err(|m| scanned(m, ring.generation, None));
         };
         if let Some(indices) = ring.by_kid(&kid) {
             return verify::with_kid(jws, &ring, indices)
@@ -466,18 +490,24 @@ impl Authorizer {
                 return r.map_err(Unverified::from);
             }
         }
-        let r = verify::with_fallback(jws, &ring, max).map(|v| (v, ring.generation));
+        let r = verify::with_fallback(jws, &ring, max, &self.budget).map(|v| (v, ring.generation));
         misses[if r.is_ok() { 1 } else { 2 }].inc();
-        r.map_err(Unverified::from)
+        // After an unknown-kid refetch, the denial is remembered only until the next
+        // refetch may run (`miss_refetch_interval`): a replay within it could not have
+        // fetched anyway, one after it fetches again.
+        let retry = issuer.miss_refetch_secs();
+        r.map_err(|m| scanned(m, ring.generation, retry))
     }
 }
 
-/// A token the key step refused, and the ring generation the refusal rests on (`None`
-/// when an unknown-kid refetch took part: another moment could have found the key).
+/// A token the key step refused, the ring generation the refusal rests on (`None`: it
+/// rests on nothing that lasts, such as an exhausted fallback budget), and how long it
+/// may be remembered at most (seconds; `None`: the cache's own bound).
 #[derive(Debug)]
 struct Unverified {
     reason: DenyReason,
     generation: Option<u64>,
+    ttl: Option<i64>,
 }
 
 impl From<DenyReason> for Unverified {
@@ -485,6 +515,7 @@ impl From<DenyReason> for Unverified {
         Self {
             reason,
             generation: None,
+            ttl: None,
         }
     }
 }

@@ -156,8 +156,10 @@ impl TokenCache {
         issuer: Option<(usize, u64)>,
         reason: DenyReason,
         now: i64,
+        ttl_secs: Option<i64>,
     ) {
-        let deadline = now.saturating_add(self.max_ttl_secs);
+        let ttl = ttl_secs.map_or(self.max_ttl_secs, |t| t.min(self.max_ttl_secs));
+        let deadline = now.saturating_add(ttl);
         let (issuer, generation) = issuer.map_or((None, 0), |(i, g)| (Some(i), g));
         drop(self.store(hash, generation, issuer, Err(reason), deadline, now));
     }
@@ -279,8 +281,8 @@ mod tests {
     #[test]
     fn a_denial_of_the_key_set_is_forgotten_when_the_ring_moves() {
         let c = cache(100, Duration::from_secs(300));
-        c.insert_denial(hash(1), Some((0, GEN)), DenyReason::BadSignature, NOW);
-        c.insert_denial(hash(2), None, DenyReason::Malformed, NOW);
+        c.insert_denial(hash(1), Some((0, GEN)), DenyReason::BadSignature, NOW, None);
+        c.insert_denial(hash(2), None, DenyReason::Malformed, NOW, None);
         let at = |g: u64| move |_: usize| g;
         let hit = c.get(&hash(1), at(GEN), NOW);
         assert_eq!(
@@ -292,6 +294,27 @@ mod tests {
         assert!(c.get(&hash(2), at(GEN + 7), NOW).is_some());
         // Both end with max_ttl.
         assert!(c.get(&hash(2), at(GEN), NOW + 300).is_none());
+
+        // A denial after an unknown-kid refetch step ends with its own, shorter bound
+        // (`miss_refetch_interval`); a longer one is cut to max_ttl.
+        c.insert_denial(
+            hash(3),
+            Some((0, GEN)),
+            DenyReason::UnknownKey,
+            NOW,
+            Some(10),
+        );
+        c.insert_denial(
+            hash(4),
+            Some((0, GEN)),
+            DenyReason::UnknownKey,
+            NOW,
+            Some(9_999),
+        );
+        assert!(c.get(&hash(3), at(GEN), NOW + 9).is_some());
+        assert!(c.get(&hash(3), at(GEN), NOW + 10).is_none());
+        assert!(c.get(&hash(4), at(GEN), NOW + 299).is_some());
+        assert!(c.get(&hash(4), at(GEN), NOW + 300).is_none());
     }
 
     fn metrics() -> CacheMetrics {

@@ -6,7 +6,7 @@ use std::collections::HashMap;
 use std::sync::Arc;
 
 use crate::alg::AlgSet;
-use crate::config::IssuerConfig;
+use crate::config::{IssuerConfig, KeySourceConfig};
 use crate::decision::DenyReason;
 use crate::keys::IssuerKeys;
 use crate::metrics::IssuerMetrics;
@@ -32,6 +32,26 @@ pub struct Issuers {
     by_iss: HashMap<String, usize>,
     wildcard: Option<usize>,
     algorithms: AlgSet,
+}
+
+// === impl Issuer ===
+
+impl Issuer {
+    /// The shortest `miss_refetch_interval` of its remote JWKS sources, in seconds (None
+    /// without one): how long an unknown-kid denial may be remembered.
+    pub fn miss_refetch_secs(&self) -> Option<i64> {
+        self.config
+            .key_sources
+            .iter()
+            .filter_map(|s| match s {
+                KeySourceConfig::JwksUri { settings, .. }
+                | KeySourceConfig::Discovery { settings, .. } => Some(
+                    i64::try_from(settings.miss_refetch_interval.as_secs()).unwrap_or(i64::MAX),
+                ),
+                _ => None,
+            })
+            .min()
+    }
 }
 
 // === impl Issuers ===

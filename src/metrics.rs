@@ -73,6 +73,7 @@ pub struct Metrics {
     kid_misses: IntCounterVec,
     jwks_fetches: IntCounterVec,
     jwks_last_success: IntGaugeVec,
+    fallback_budget_exhausted: IntCounterVec,
     key_source_reloads: IntCounterVec,
     key_source_up: IntGaugeVec,
     key_source_last_success: IntGaugeVec,
@@ -114,6 +115,8 @@ pub struct IssuerMetrics {
     pub fetches: [IntCounter; 3],
     /// Last successful fetch.
     pub last_success: IntGauge,
+    /// Fallback scans cut short by the per-process budget.
+    pub budget_exhausted: IntCounter,
 }
 
 /// Cache counters.
@@ -267,6 +270,13 @@ impl Metrics {
              (counted at every scan while the source stays broken).",
             &["issuer", "source", "result"],
         );
+        let fallback_budget_exhausted = counter(
+            "tokengate_fallback_budget_exhausted_total",
+            "Tokens denied unknown_key because the per-process budget of fallback signature \
+             checks (fallback.max_verifications_per_second) was spent (count); tokens whose \
+             kid is known never use it.",
+            &["issuer"],
+        );
         let key_source_up = gauge(
             "tokengate_key_source_up",
             "1 when the last load or fetch of the issuer's key sources of this kind (jwks, \
@@ -336,6 +346,7 @@ impl Metrics {
             kid_misses,
             jwks_fetches,
             jwks_last_success,
+            fallback_budget_exhausted,
             key_source_reloads,
             key_source_up,
             key_source_last_success,
@@ -391,12 +402,14 @@ impl Metrics {
     /// they count nothing anyone reads and export no series.
     pub fn issuer(&self, issuer: &str, remote: bool) -> IssuerMetrics {
         let m = |o| self.kid_misses.with_label_values(&[issuer, o]);
+        let budget_exhausted = self.fallback_budget_exhausted.with_label_values(&[issuer]);
         if remote {
             let f = |r| self.jwks_fetches.with_label_values(&[issuer, r]);
             IssuerMetrics {
                 misses: [m("refetch_found"), m("fallback_matched"), m("rejected")],
                 fetches: [f("ok"), f("not_modified"), f("error")],
                 last_success: self.jwks_last_success.with_label_values(&[issuer]),
+                budget_exhausted,
             }
         } else {
             let detached = || {
@@ -408,6 +421,7 @@ impl Metrics {
                 fetches: [detached(), detached(), detached()],
                 last_success: IntGauge::new("detached", "not exported")
                     .unwrap_or_else(|e| unreachable!("a static gauge definition is valid: {e}")),
+                budget_exhausted,
             }
         }
     }

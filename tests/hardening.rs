@@ -1488,6 +1488,146 @@ fn fuzz_seeds_reach_the_interesting_paths() {
 // === helpers ===
 
 /// The fixture issuer (every algorithm, HMAC included) and an anonymous `/public` route.
+/// A flood of made-up kids at more than 10× `fallback.max_verifications_per_second`
+/// (20/s here): the budget-exhausted counter moves, the fallback spends no more signature
+/// checks than the budget allows, every known-kid token sent during the flood is allowed
+/// and counted by kid, and the process stays alive. A replayed forged token costs no
+/// second signature check (its denial is cached).
+#[test]
+fn a_flood_of_made_up_kids_cannot_spend_more_than_the_fallback_budget() {
+    const RATE: f64 = 20.0;
+    let dir = TempDir::new("hardening-budget");
+    let mut config = gate_config();
+    config["fallback"] = json!({"max_verifications_per_second": RATE as u32});
+    let mut tg = Tokengate::start(&dir, config);
+    tg.wait_ready();
+    let fallback_checks = |tg: &Tokengate| {
+        tg.metrics().sum(
+            "tokengate_key_verifications_total",
+            &[("match", "fallback")],
+        )
+    };
+    let claims = |n: usize| {
+        let mut c = mint::claims();
+        c["jti"] = json!(format!("budget-{n}"));
+        c
+    };
+
+    // A replayed forged token (no kid: a full scan, bad_signature) is answered from the
+    // cache the second time.
+    let forged = mint::sign(jsonwebtoken::Algorithm::RS256, "attacker", None, &claims(0));
+    assert_eq!(tg.check_token("/orders", &forged).error(), "bad_signature");
+    let spent = fallback_checks(&tg);
+    assert!(spent >= 1.0);
+    assert_eq!(tg.check_token("/orders", &forged).error(), "bad_signature");
+    assert_eq!(
+        fallback_checks(&tg),
+        spent,
+        "the replay cost a signature check"
+    );
+
+    // The flood: 4 threads × 150 forged tokens with made-up kids, and one thread of 60
+    // fresh tokens with a known kid.
+    let exhausted_before = tg
+        .metrics()
+        .sum("tokengate_fallback_budget_exhausted_total", &[]);
+    let spent_before = fallback_checks(&tg);
+    let kid_ok_before = tg.metrics().sum(
+        "tokengate_key_verifications_total",
+        &[("key", "rsa-1"), ("match", "kid"), ("result", "ok")],
+    );
+    let authz = tg.authz;
+    let started = Instant::now();
+    let (flood, genuine): (Vec<Vec<String>>, Vec<(u16, String)>) = std::thread::scope(|s| {
+        let flooders: Vec<_> = (0..4)
+            .map(|t| {
+                s.spawn(move || {
+                    (0..150)
+                        .map(|i| {
+                            let n = 1000 * (t + 1) + i;
+                            let kid = format!("made-up-{n}");
+                            let token = mint::sign(
+                                jsonwebtoken::Algorithm::RS256,
+                                "attacker",
+                                Some(&kid),
+                                &claims(n),
+                            );
+                            let auth = format!("Bearer {token}");
+                            http::request(authz, "GET", "/orders", &[("authorization", &auth)], b"")
+                                .map_or_else(|| "no answer".to_string(), |r| r.error())
+                        })
+                        .collect::<Vec<_>>()
+                })
+            })
+            .collect();
+        let known = s.spawn(move || {
+            (0..60)
+                .map(|i| {
+                    let token = mint::sign(
+                        jsonwebtoken::Algorithm::RS256,
+                        "rsa-1",
+                        Some("rsa-1"),
+                        &claims(100_000 + i),
+                    );
+                    let auth = format!("Bearer {token}");
+                    http::request(authz, "GET", "/orders", &[("authorization", &auth)], b"")
+                        .map_or((0, "no answer".to_string()), |r| (r.status, r.error()))
+                })
+                .collect::<Vec<_>>()
+        });
+        (
+            flooders
+                .into_iter()
+                .map(|f| f.join().expect("flooder"))
+                .collect(),
+            known.join().expect("known-kid thread"),
+        )
+    });
+    let elapsed = started.elapsed().as_secs_f64();
+    let m = tg.metrics();
+
+    assert!(
+        genuine.iter().all(|(status, _)| *status == 200),
+        "a known-kid token was refused during the flood: {genuine:?}"
+    );
+    assert_eq!(
+        m.sum(
+            "tokengate_key_verifications_total",
+            &[("key", "rsa-1"), ("match", "kid"), ("result", "ok")]
+        ) - kid_ok_before,
+        60.0,
+        "every known-kid token verified by kid"
+    );
+    let answers: Vec<&String> = flood.iter().flatten().collect();
+    assert_eq!(answers.len(), 600);
+    assert!(
+        answers
+            .iter()
+            .all(|e| *e == "unknown_key" || *e == "bad_signature"),
+        "{:?}",
+        answers
+            .iter()
+            .find(|e| **e != "unknown_key" && **e != "bad_signature")
+    );
+    let exhausted = m.sum("tokengate_fallback_budget_exhausted_total", &[]) - exhausted_before;
+    assert!(exhausted > 0.0, "the budget never ran out");
+    // One second's worth in the bucket at the start, then RATE per second.
+    let spent = m.sum(
+        "tokengate_key_verifications_total",
+        &[("match", "fallback")],
+    ) - spent_before;
+    let allowed = RATE * (elapsed + 1.0);
+    assert!(
+        spent <= allowed,
+        "{spent} fallback checks in {elapsed:.2} s, budget {allowed:.0}"
+    );
+    eprintln!(
+        "budget flood: {} forged in {elapsed:.2} s, {exhausted} cut short, {spent} fallback checks",
+        answers.len()
+    );
+    assert_alive(&mut tg);
+}
+
 fn gate_config() -> Value {
     json!({
         "issuers": [fixture_issuer()],

@@ -43,6 +43,8 @@ pub const DEFAULT_CACHE_MAX_ENTRIES: u64 = 100_000;
 pub const DEFAULT_CACHE_MAX_TTL: Duration = Duration::from_secs(300);
 /// `fallback.max_keys` when absent.
 pub const DEFAULT_FALLBACK_MAX_KEYS: usize = 16;
+/// `fallback.max_verifications_per_second` when absent.
+pub const DEFAULT_FALLBACK_RATE: u32 = 500;
 /// `reload.scan_interval` when absent.
 pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
 /// `readiness.grace` when absent.
@@ -91,6 +93,8 @@ pub struct Config {
     pub revoked: RevokedConfig,
     /// Unknown-kid / no-kid fallback.
     pub fallback_max_keys: usize,
+    /// Signature checks per second the fallback may spend, per process (SPEC §9).
+    pub fallback_rate: u32,
     /// How often files (keys, revocations, this config) are rescanned.
     pub scan_interval: Duration,
     /// After this long from start, `/readyz` is 200 as soon as one issuer has keys.
@@ -603,6 +607,16 @@ impl Config {
         if fallback_max_keys > 1024 {
             return Err(cx.err("fallback.max_keys", "must be at most 1024"));
         }
+        let fallback_rate = raw
+            .fallback
+            .max_verifications_per_second
+            .unwrap_or(DEFAULT_FALLBACK_RATE);
+        if fallback_rate == 0 {
+            return Err(cx.err(
+                "fallback.max_verifications_per_second",
+                "must be at least 1 (set fallback.max_keys to limit the keys tried per token)",
+            ));
+        }
         let scan_interval = cx.duration_or(
             "reload.scan_interval",
             raw.reload.scan_interval.as_deref(),
@@ -650,6 +664,7 @@ impl Config {
             cache,
             revoked,
             fallback_max_keys,
+            fallback_rate,
             scan_interval,
             readiness_grace,
             path_case,

@@ -183,6 +183,7 @@ pub struct RawRevoked {
 #[serde(deny_unknown_fields)]
 pub struct RawFallback {
     pub max_keys: Option<usize>,
+    pub max_verifications_per_second: Option<u32>,
 }
 
 #[derive(Debug, Default, Deserialize)]
