@@ -15,8 +15,10 @@ use serde_json::Value;
 use crate::cache::TokenCache;
 use crate::claims::{self, Principal};
 use crate::clock::Clock;
-use crate::config::Config;
-use crate::decision::{AllowReason, Allowed, Claims, Decision, Denial, DenyReason};
+use crate::config::{Config, Mode};
+use crate::decision::{
+    AllowReason, Allowed, Claims, Decision, Denial, DenyReason, SHADOW_DENY_HEADER,
+};
 use crate::issuer::{Issuer, Issuers};
 use crate::keys::{Key, MatchKind};
 use crate::metrics::{DecisionHandles, Listener, Metrics};
@@ -73,6 +75,8 @@ pub struct Authorizer {
 struct Ask<'a> {
     policy: &'a Policy,
     route: Option<&'a Route>,
+    /// Shadow mode applies (a scope denial keeps the allow it would have been).
+    shadow: bool,
 }
 
 struct Judged {
@@ -81,6 +85,9 @@ struct Judged {
     key: Option<Arc<Key>>,
     matched: Option<MatchKind>,
     cached: bool,
+    /// For a valid token refused by the route's scopes: the allow it would get (what
+    /// shadow mode forwards).
+    valid: Option<Allowed>,
 }
 
 // === impl Policy ===
@@ -122,6 +129,7 @@ impl Policy {
             .iter()
             .map(|(h, _)| h.clone())
             .chain(claims_header.clone())
+            .chain(std::iter::once(Arc::from(SHADOW_DENY_HEADER)))
             .collect();
         let cache = TokenCache::new(
             config.cache.max_entries,
@@ -246,6 +254,7 @@ impl Authorizer {
             request::judge(&policy.config, &policy.headers_to_remove, listener, req);
 
         let mut fingerprint = None;
+        let mut mode = policy.config.mode;
         let mut judged = match &judged_request {
             // A request that cannot be read one way only is not judged.
             Err(_) => Judged::deny(DenyReason::InvalidRequest.into(), None),
@@ -253,21 +262,13 @@ impl Authorizer {
                 let route = policy
                     .routes
                     .pick(r.method, &r.path, policy.config.path_case);
+                if let Some(m) = route.and_then(|r| r.config.mode) {
+                    mode = m;
+                }
                 self.judge_request(&policy, route, req.headers, now, &mut fingerprint)
                     .await
             }
         };
-        // Spoofed spellings of forward headers go the way of the forward headers.
-        if let (Decision::Allow(a), Ok(r)) = (&mut judged.decision, &judged_request)
-            && !r.spoofed.is_empty()
-        {
-            a.headers_to_remove = a
-                .headers_to_remove
-                .iter()
-                .cloned()
-                .chain(r.spoofed.iter().cloned())
-                .collect();
-        }
 
         let listener_slot = listener as usize;
         let issuer_slot = judged.issuer.map_or(0, |i| i + 1);
@@ -294,8 +295,44 @@ impl Authorizer {
             key = judged.key.as_ref().map(|k| &*k.id).unwrap_or("-"),
             cached = judged.cached,
             token = %fingerprint.map_or_else(|| "-".to_string(), |f| f.to_string()),
+            shadow = mode == Mode::Shadow,
             "decision"
         );
+        // Shadow mode: the denial is counted as what it is (above), then answered as an
+        // allow that tells the app why it would have been refused.
+        if mode == Mode::Shadow
+            && let Decision::Deny(d) = &judged.decision
+        {
+            let reason = d.reason;
+            let mut allowed = judged.valid.take().unwrap_or_else(|| Allowed {
+                reason: AllowReason::Anonymous,
+                forward_headers: Vec::new(),
+                headers_to_remove: policy.headers_to_remove.clone(),
+                claims: None,
+                shadow_deny: None,
+            });
+            allowed
+                .forward_headers
+                .push((Arc::from(SHADOW_DENY_HEADER), reason.label().to_string()));
+            allowed.shadow_deny = Some(reason);
+            self.metrics.shadow_denial(
+                issuer.as_deref().unwrap_or("-"),
+                listener.label(),
+                reason.label(),
+            );
+            judged.decision = Decision::Allow(allowed);
+        }
+        // Spoofed spellings of forward headers go the way of the forward headers.
+        if let (Decision::Allow(a), Ok(r)) = (&mut judged.decision, &judged_request)
+            && !r.spoofed.is_empty()
+        {
+            a.headers_to_remove = a
+                .headers_to_remove
+                .iter()
+                .cloned()
+                .chain(r.spoofed.iter().cloned())
+                .collect();
+        }
         Verdict {
             decision: judged.decision,
             issuer,
@@ -324,11 +361,13 @@ impl Authorizer {
                         forward_headers: Vec::new(),
                         headers_to_remove: policy.headers_to_remove.clone(),
                         claims: None,
+                        shadow_deny: None,
                     }),
                     issuer: None,
                     key: None,
                     matched: None,
                     cached: false,
+                    valid: None,
                 },
                 _ => Judged::deny(DenyReason::MissingToken.into(), None),
             },
@@ -343,7 +382,15 @@ impl Authorizer {
                         hash
                     });
                 *fingerprint = hash.as_ref().map(Fingerprint::of);
-                let ask = Ask { policy, route };
+                let shadow = route
+                    .and_then(|r| r.config.mode)
+                    .unwrap_or(policy.config.mode)
+                    == Mode::Shadow;
+                let ask = Ask {
+                    policy,
+                    route,
+                    shadow,
+                };
                 self.judge_token(&ask, token, hash, now).await
             }
         }
@@ -536,6 +583,7 @@ impl Judged {
             key: None,
             matched: None,
             cached: false,
+            valid: None,
         }
     }
 
@@ -546,14 +594,17 @@ impl Judged {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
             _ => Ok(()),
         };
-        let decision = match scoped {
-            Ok(()) => Decision::Allow(Allowed {
-                reason: AllowReason::Ok,
-                forward_headers: policy.forward_headers(p, payload_b64),
-                headers_to_remove: policy.headers_to_remove.clone(),
-                claims: Some(Claims::new(payload_b64)),
-            }),
-            Err(denial) => Decision::Deny(denial),
+        let allowed = || Allowed {
+            reason: AllowReason::Ok,
+            forward_headers: policy.forward_headers(p, payload_b64),
+            headers_to_remove: policy.headers_to_remove.clone(),
+            claims: Some(Claims::new(payload_b64)),
+            shadow_deny: None,
+        };
+        let (decision, valid) = match scoped {
+            Ok(()) => (Decision::Allow(allowed()), None),
+            // Kept only where shadow mode may forward it.
+            Err(denial) => (Decision::Deny(denial), ask.shadow.then(allowed)),
         };
         Self {
             decision,
@@ -561,6 +612,7 @@ impl Judged {
             key: Some(p.key.clone()),
             matched: Some(p.matched),
             cached: false,
+            valid,
         }
     }
 }

@@ -107,7 +107,14 @@ pub struct Allowed {
     pub headers_to_remove: Arc<[Arc<str>]>,
     /// The verified claims (absent for anonymous requests).
     pub claims: Option<Claims>,
+    /// Shadow mode (SPEC §9): the request was denied for this reason, and is let through
+    /// with [`SHADOW_DENY_HEADER`] set to it.
+    pub shadow_deny: Option<DenyReason>,
 }
+
+/// The forward header that carries a shadow-mode denial's reason to the app. Like every
+/// forward header, a client's copy never reaches the app.
+pub const SHADOW_DENY_HEADER: &str = "x-tokengate-shadow-deny";
 
 /// The verified claims, kept as the token's own payload segment (base64url JSON) and
 /// decoded only by the listeners that need them as a map (gRPC dynamic metadata).

@@ -74,6 +74,7 @@ pub struct Metrics {
     jwks_fetches: IntCounterVec,
     jwks_last_success: IntGaugeVec,
     fallback_budget_exhausted: IntCounterVec,
+    shadow_denials: IntCounterVec,
     key_source_reloads: IntCounterVec,
     key_source_up: IntGaugeVec,
     key_source_last_success: IntGaugeVec,
@@ -277,6 +278,13 @@ impl Metrics {
              kid is known never use it.",
             &["issuer"],
         );
+        let shadow_denials = counter(
+            "tokengate_shadow_denials_total",
+            "Requests denied in shadow mode and let through with x-tokengate-shadow-deny \
+             (count), by issuer (- when no issuer matched), listener and the deny reason; \
+             tokengate_decisions_total counts them as the denials they are.",
+            &["issuer", "listener", "reason"],
+        );
         let key_source_up = gauge(
             "tokengate_key_source_up",
             "1 when the last load or fetch of the issuer's key sources of this kind (jwks, \
@@ -347,6 +355,7 @@ impl Metrics {
             jwks_fetches,
             jwks_last_success,
             fallback_budget_exhausted,
+            shadow_denials,
             key_source_reloads,
             key_source_up,
             key_source_last_success,
@@ -447,6 +456,13 @@ impl Metrics {
         self.key_source_last_success
             .with_label_values(&[issuer, source])
             .set(last_success);
+    }
+
+    /// Counts a denial answered as an allow in shadow mode.
+    pub fn shadow_denial(&self, issuer: &str, listener: &str, reason: &str) {
+        self.shadow_denials
+            .with_label_values(&[issuer, listener, reason])
+            .inc();
     }
 
     /// Counts a config reload.

@@ -125,6 +125,7 @@ mod tests {
                 scopes_all: vec![],
                 scopes_any: vec![],
                 allow_anonymous: true,
+                mode: None,
             },
             RouteConfig {
                 path_prefix: "/orders".into(),
@@ -132,6 +133,7 @@ mod tests {
                 scopes_all: vec!["orders:write".into()],
                 scopes_any: vec![],
                 allow_anonymous: false,
+                mode: None,
             },
         ]);
         assert!(

@@ -97,8 +97,12 @@ fn allows_with_forward_headers_and_headers_to_remove() {
         claims_b64, payload,
         "claims header carries the verified payload"
     );
-    // Every forward header is set (overwriting client copies): nothing left to remove.
-    assert_eq!(r.header("x-envoy-auth-headers-to-remove"), None);
+    // Every claim forward header is set (overwriting client copies): what is left to
+    // remove is the shadow-mode header, which no allow sets in enforce mode.
+    assert_eq!(
+        r.header("x-envoy-auth-headers-to-remove"),
+        Some("x-tokengate-shadow-deny")
+    );
 
     // Anonymous route: allowed without a token, and still told to strip spoofed headers.
     let r = tg.check("GET", "/public/x", &[("x-auth-subject", "mallory")]);

@@ -764,3 +764,142 @@ fn deploy_envoy_configs_validate() {
         assert!(ok, "{name}: envoy --mode validate failed:\n{out}");
     }
 }
+
+/// The `x-tokengate-shadow-deny` values an answer or an upstream echo carries.
+fn shadow_header(headers: &[String]) -> Option<&str> {
+    headers.first().map(String::as_str)
+}
+
+/// Shadow mode (SPEC §9) on every listener: a request is judged as in enforce (the same
+/// reason in `tokengate_decisions_total`), but a denial is let through with
+/// `x-tokengate-shadow-deny: <reason>` (and the forward headers of a valid token, none
+/// for an invalid one), counted in `tokengate_shadow_denials_total`. A client's copy of
+/// the header never reaches the app; a route in `enforce` still refuses; a request
+/// refused as `invalid_request` reaches the app through the proxy as it came.
+#[test]
+fn shadow_mode_lets_denials_through_with_their_reason_on_every_listener() {
+    let dir = TempDir::new("serving-shadow");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), true, |c| {
+        c["mode"] = json!("shadow");
+        c["routes"] = json!([
+            {"path_prefix": "/public", "allow_anonymous": true},
+            {"path_prefix": "/orders", "methods": ["POST"], "scopes_all": ["orders:write"]},
+            {"path_prefix": "/admin", "mode": "enforce"}
+        ]);
+    });
+    let tg = &gate.tg;
+    let proxy = gate.proxy.expect("no proxy listener");
+    let shadowed = |listener: &str, reason: &str| {
+        tg.metrics().sum(
+            "tokengate_shadow_denials_total",
+            &[("listener", listener), ("reason", reason)],
+        )
+    };
+
+    // authz_http: each denial answered 200 with its reason; the decision still counted
+    // as the denial it is.
+    for (what, headers, reason, subject) in [
+        ("no token", vec![], "missing_token", None),
+        (
+            "expired",
+            vec![("authorization", bearer("EXPIRED"))],
+            "expired",
+            None,
+        ),
+        (
+            "valid, scope missing",
+            vec![("authorization", bearer("SCOPE_READ_ONLY"))],
+            "insufficient_scope",
+            Some("alice"),
+        ),
+    ] {
+        let headers: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
+        let r = tg.check("POST", "/orders/1", &headers);
+        assert_eq!(r.status, 200, "{what}: {}", r.body_text());
+        assert_eq!(r.header("x-tokengate-shadow-deny"), Some(reason), "{what}");
+        assert_eq!(r.header("x-auth-subject"), subject, "{what}");
+        assert_eq!(decided(tg, "authz_http", "deny", reason), 1.0, "{what}");
+        assert_eq!(shadowed("authz_http", reason), 1.0, "{what}");
+    }
+    // An allow carries no shadow header, and strips a client's copy.
+    let r = tg.check(
+        "POST",
+        "/orders/1",
+        &[
+            ("authorization", &bearer("GOOD_RS256")),
+            ("x-tokengate-shadow-deny", "forged"),
+        ],
+    );
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-tokengate-shadow-deny"), None);
+    assert!(
+        r.header("x-envoy-auth-headers-to-remove")
+            .is_some_and(|v| v.split(',').any(|h| h.trim() == "x-tokengate-shadow-deny")),
+        "{:?}",
+        r.headers
+    );
+    // A route in enforce mode refuses as usual (and counts no shadow denial).
+    let r = tg.check("GET", "/admin/x", &[]);
+    assert_eq!(r.status, 401);
+    assert_eq!(shadowed("authz_http", "missing_token"), 1.0);
+
+    // proxy: the app gets the denied request, with the reason, never the client's copy.
+    let r = http::request(
+        proxy,
+        "POST",
+        "/orders/1",
+        &[("x-tokengate-shadow-deny", "forged")],
+        b"",
+    )
+    .expect("proxy answered");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let e = echo(&r);
+    assert_eq!(
+        header_values(&e, "x-tokengate-shadow-deny"),
+        ["missing_token"],
+        "{e:#}"
+    );
+    let r = http::request(
+        proxy,
+        "GET",
+        "/orders/1",
+        &[
+            ("authorization", &bearer("GOOD_RS256")),
+            ("x-tokengate-shadow-deny", "forged"),
+        ],
+        b"",
+    )
+    .expect("proxy answered");
+    let e = echo(&r);
+    assert!(
+        header_values(&e, "x-tokengate-shadow-deny").is_empty(),
+        "{e:#}"
+    );
+    assert_eq!(header_values(&e, "x-auth-subject"), ["alice"]);
+    // invalid_request: the app gets the request as it came.
+    let r = http::request(proxy, "GET", "/public/..%2Forders", &[], b"").expect("proxy answered");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let e = echo(&r);
+    assert_eq!(e["path"], "/public/..%2Forders", "{e:#}");
+    assert_eq!(
+        shadow_header(&header_values(&e, "x-tokengate-shadow-deny")),
+        Some("invalid_request")
+    );
+    assert_eq!(decided(tg, "proxy", "deny", "invalid_request"), 1.0);
+    assert_eq!(shadowed("proxy", "invalid_request"), 1.0);
+
+    // authz_grpc behind real Envoy: the OK answer carries the header to the app.
+    let grpc = gate.grpc.expect("no grpc listener");
+    let envoy = Envoy::start(&dir, "ext-authz-grpc.yaml", upstream.addr, grpc.port());
+    let r = envoy.request("GET", "/orders/2", &[("authorization", &bearer("EXPIRED"))]);
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let e = echo(&r);
+    assert_eq!(
+        shadow_header(&header_values(&e, "x-tokengate-shadow-deny")),
+        Some("expired"),
+        "{e:#}"
+    );
+    assert_eq!(decided(tg, "authz_grpc", "deny", "expired"), 1.0);
+    assert_eq!(shadowed("authz_grpc", "expired"), 1.0);
+}

@@ -101,6 +101,8 @@ pub struct Config {
     pub readiness_grace: Duration,
     /// Whether route prefixes match the path's case (SPEC §4a `path_case`).
     pub path_case: PathCase,
+    /// Enforce or shadow, for requests whose route does not say (SPEC §9).
+    pub mode: Mode,
     /// Which override headers `authz_http` takes the checked method and URI from.
     pub forward_auth: ForwardAuth,
 }
@@ -261,6 +263,17 @@ pub enum KeySourceConfig {
     },
 }
 
+/// Whether denials are answered (SPEC §9 `mode`).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub enum Mode {
+    /// Denials are answered (the default).
+    #[default]
+    Enforce,
+    /// Every request is judged as in enforce, but a denial is answered as an allow with
+    /// `x-tokengate-shadow-deny: <reason>` and counted.
+    Shadow,
+}
+
 /// One route policy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RouteConfig {
@@ -274,6 +287,8 @@ pub struct RouteConfig {
     pub scopes_any: Vec<String>,
     /// Requests without a token pass.
     pub allow_anonymous: bool,
+    /// Enforce or shadow; `None`: the top-level `mode`.
+    pub mode: Option<Mode>,
 }
 
 /// A header that may carry the token.
@@ -505,12 +520,17 @@ impl Config {
                     "an anonymous route cannot require scopes (requests without a token would pass where requests with one could not)",
                 ));
             }
+            let mode = match r.mode.as_deref() {
+                None => None,
+                Some(m) => Some(cx.mode(&format!("{field}.mode"), m)?),
+            };
             routes.push(RouteConfig {
                 path_prefix,
                 methods,
                 scopes_all: r.scopes_all,
                 scopes_any: r.scopes_any,
                 allow_anonymous: r.allow_anonymous,
+                mode,
             });
         }
 
@@ -625,6 +645,10 @@ impl Config {
         if scan_interval < Duration::from_millis(100) {
             return Err(cx.err("reload.scan_interval", "must be at least 100ms"));
         }
+        let mode = match raw.mode.as_deref() {
+            None => Mode::Enforce,
+            Some(m) => cx.mode("mode", m)?,
+        };
         let readiness_grace = cx.duration_or(
             "readiness.grace",
             raw.readiness.grace.as_deref(),
@@ -668,6 +692,7 @@ impl Config {
             scan_interval,
             readiness_grace,
             path_case,
+            mode,
             forward_auth,
         })
     }
@@ -690,6 +715,17 @@ impl Ctx<'_> {
             p.to_path_buf()
         } else {
             self.dir.join(p)
+        }
+    }
+
+    fn mode(&self, field: &str, value: &str) -> Result<Mode, ConfigError> {
+        match value {
+            "enforce" => Ok(Mode::Enforce),
+            "shadow" => Ok(Mode::Shadow),
+            other => Err(self.err(
+                field,
+                format!("{other:?} is not one of \"enforce\", \"shadow\""),
+            )),
         }
     }
 

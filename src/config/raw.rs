@@ -17,6 +17,8 @@ pub struct RawConfig {
     pub upstream: Option<RawUpstream>,
     pub issuers: Vec<RawIssuer>,
     #[serde(default)]
+    pub mode: Option<String>,
+    #[serde(default)]
     pub routes: Vec<RawRoute>,
     #[serde(default)]
     pub token: RawToken,
@@ -133,6 +135,8 @@ pub struct RawRoute {
     pub scopes_any: Vec<String>,
     #[serde(default)]
     pub allow_anonymous: bool,
+    #[serde(default)]
+    pub mode: Option<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]

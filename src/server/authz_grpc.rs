@@ -483,6 +483,7 @@ mod tests {
             forward_headers: vec![("x-auth-subject".into(), "alice".into())],
             headers_to_remove: vec!["x-auth-subject".into(), "x-auth-claims".into()].into(),
             claims: Some(Claims::new(&payload)),
+            shadow_deny: None,
         };
         let resp = respond(&Decision::Allow(allowed));
         assert_eq!(resp.status.as_ref().map(|s| s.code), Some(0));
@@ -517,6 +518,7 @@ mod tests {
             forward_headers: Vec::new(),
             headers_to_remove: vec!["x-auth-subject".into(), "x-auth-scopes".into()].into(),
             claims: None,
+            shadow_deny: None,
         };
         let resp = respond(&Decision::Allow(allowed));
         let Some(HttpResponse::OkResponse(ok)) = &resp.http_response else {

@@ -117,15 +117,22 @@ impl Proxy {
             Decision::Deny(d) => return deny(d),
         };
         // The app gets the path that was judged: the same resolution, which succeeded
-        // for the check to allow.
-        let Ok(resolved) = request::resolve(target) else {
-            return deny(&DenyReason::InvalidRequest.into());
+        // for the check to allow. In shadow mode a request refused as `invalid_request`
+        // goes on as it came (SPEC §9), if its target is a path at all.
+        let url = match request::resolve(target) {
+            Ok(resolved) => {
+                let mut url = format!("{}{}", self.base, resolved.path);
+                if let Some(q) = resolved.query {
+                    url.push('?');
+                    url.push_str(q);
+                }
+                url
+            }
+            Err(_) if allowed.shadow_deny.is_some() && target.starts_with('/') => {
+                format!("{}{target}", self.base)
+            }
+            Err(_) => return deny(&DenyReason::InvalidRequest.into()),
         };
-        let mut url = format!("{}{}", self.base, resolved.path);
-        if let Some(q) = resolved.query {
-            url.push('?');
-            url.push_str(q);
-        }
         let policy = self.authz.policy();
         let token_headers: &[crate::config::HeaderSource] =
             if policy.config.forward.strip_authorization {
