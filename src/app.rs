@@ -328,8 +328,57 @@ impl App {
         policy
             .issuers
             .iter()
-            .flat_map(|i| inventory::entries(&i.keys))
+            .flat_map(|i| inventory::entries(&i.keys, i.config.max_key_age))
             .collect()
+    }
+
+    /// `GET /rotation` (SPEC §9): per issuer, the key that signs (newest `iat`; a
+    /// keystore's first loaded alias), the longest token lifetime seen, and per key its
+    /// use in the last 24 hours, since when it has been unused, its certificate's end (and
+    /// whether that is within 30 days) and whether it is past `max_key_age`.
+    pub fn rotation(&self) -> serde_json::Value {
+        const EXPIRING: i64 = 30 * 86_400;
+        let now = self.clock.now();
+        let ts = |t: Option<i64>| t.map(inventory::rfc3339);
+        let policy = self.authorizer.policy();
+        let issuers: Vec<serde_json::Value> = policy
+            .issuers
+            .iter()
+            .map(|i| {
+                let entries = inventory::entries(&i.keys, i.config.max_key_age);
+                let signing = entries
+                    .iter()
+                    .find(|e| e.state == keys::KeyState::Active)
+                    .map(|e| e.key.clone());
+                let keys: Vec<serde_json::Value> = entries
+                    .iter()
+                    .map(|e| {
+                        let unused_since = e.last_used.or(e.first_seen);
+                        serde_json::json!({
+                            "key": e.key,
+                            "source": e.source,
+                            "thumbprint": (!e.thumbprint.is_empty()).then_some(&e.thumbprint),
+                            "state": e.state.label(),
+                            "last_used": ts(e.last_used),
+                            "validations_1h": e.validations_1h,
+                            "validations_24h": e.validations_24h,
+                            "unused_for_seconds": unused_since.map(|t| now.saturating_sub(t).max(0)),
+                            "not_after": ts(e.not_after),
+                            "expiring_within_30d": e.not_after.is_some_and(|t| t.saturating_sub(now) < EXPIRING),
+                            "past_max_age": e.past_max_age,
+                        })
+                    })
+                    .collect();
+                serde_json::json!({
+                    "name": i.config.name.as_ref(),
+                    "signing_key": signing,
+                    "longest_lifetime_seconds": i.keys.longest_lifetime(),
+                    "max_key_age_seconds": i.config.max_key_age.map(|d| d.as_secs()),
+                    "keys": keys,
+                })
+            })
+            .collect();
+        serde_json::json!({ "issuers": issuers })
     }
 
     /// Refreshes `tokengate_key_info` states and renders `/metrics`.
@@ -812,6 +861,13 @@ fn build_issuer(
 }
 
 fn policy_for(config: &Arc<Config>, issuers: &[IssuerRuntime], metrics: &Metrics) -> Policy {
+    for ir in issuers {
+        let max_age = ir
+            .config
+            .max_key_age
+            .map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
+        metrics.key_max_age(&ir.config.name, max_age);
+    }
     let list = issuers
         .iter()
         .enumerate()

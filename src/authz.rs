@@ -471,6 +471,9 @@ impl Authorizer {
         principal.key.stats.record_use(principal.matched, now);
         let issued = claims::numeric_date(&claims, "iat").ok().flatten();
         principal.key.stats.record_issued(issued.unwrap_or(now));
+        if let (Some(iat), Ok(Some(exp))) = (issued, claims::numeric_date(&claims, "exp")) {
+            issuer.keys.record_lifetime(exp.saturating_sub(iat));
+        }
         let judged = Judged::allow_or_scope(ask, &principal, jws.payload_b64);
         if let Some(hash) = hash {
             policy.cache.insert(hash, generation, principal, now);

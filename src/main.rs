@@ -70,6 +70,11 @@ enum Command {
         #[arg(long)]
         now: Option<i64>,
     },
+    /// Key rotation: `rotation plan` says whose tokens a candidate config would break.
+    Rotation {
+        #[command(subcommand)]
+        action: RotationCommand,
+    },
     /// Print the key inventory.
     Keys {
         /// Config file (else TOKENGATE_CONFIG).
@@ -78,6 +83,32 @@ enum Command {
         /// Read the inventory of a running instance (its admin URL) instead.
         #[arg(long, conflicts_with = "config")]
         admin: Option<String>,
+        /// Print JSON instead of a table.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Debug, Subcommand)]
+enum RotationCommand {
+    /// Compare the live config's keys with a candidate's, with the traffic each live key
+    /// verified in the window; exit 0 when no key in use is lost, 1 otherwise.
+    Plan {
+        /// The config in force.
+        #[arg(long)]
+        config: PathBuf,
+        /// The config about to be applied.
+        #[arg(long)]
+        candidate: PathBuf,
+        /// Admin URL of a running instance (repeat for several; counts are summed).
+        #[arg(long)]
+        admin: Vec<String>,
+        /// Prometheus URL: traffic fleet-wide from tokengate_key_verifications_total.
+        #[arg(long)]
+        prometheus: Option<String>,
+        /// How far back traffic counts.
+        #[arg(long, default_value = "24h")]
+        window: String,
         /// Print JSON instead of a table.
         #[arg(long)]
         json: bool,
@@ -119,6 +150,27 @@ fn main() -> ExitCode {
                     now,
                 };
                 cmd::verify::run(args, env).await
+            }
+            Command::Rotation {
+                action:
+                    RotationCommand::Plan {
+                        config,
+                        candidate,
+                        admin,
+                        prometheus,
+                        window,
+                        json,
+                    },
+            } => {
+                let args = cmd::rotation::Args {
+                    config,
+                    candidate,
+                    admin,
+                    prometheus,
+                    window,
+                    json,
+                };
+                cmd::rotation::run(args, env).await
             }
             Command::Keys {
                 config,

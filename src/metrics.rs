@@ -70,6 +70,8 @@ pub struct Metrics {
     key_last_used: IntGaugeVec,
     key_info: IntGaugeVec,
     key_not_after: IntGaugeVec,
+    key_first_seen: IntGaugeVec,
+    key_max_age: IntGaugeVec,
     kid_misses: IntCounterVec,
     jwks_fetches: IntCounterVec,
     jwks_last_success: IntGaugeVec,
@@ -246,6 +248,18 @@ impl Metrics {
              from certificates only).",
             &["issuer", "source", "key"],
         );
+        let key_first_seen = gauge(
+            "tokengate_key_first_seen_timestamp_seconds",
+            "Unix time, in seconds, tokengate first loaded this key (its age, for the \
+             cryptoperiod: keys older than the issuer's max_key_age).",
+            &["issuer", "source", "key"],
+        );
+        let key_max_age = gauge(
+            "tokengate_key_max_age_seconds",
+            "The issuer's max_key_age (cryptoperiod), in seconds: an active key older than \
+             this is flagged past_max_age (issuers without one export no series).",
+            &["issuer"],
+        );
         let kid_misses = counter(
             "tokengate_kid_misses_total",
             "Tokens whose kid was not in the issuer's key set (count), by outcome \
@@ -351,6 +365,8 @@ impl Metrics {
             key_last_used,
             key_info,
             key_not_after,
+            key_first_seen,
+            key_max_age,
             kid_misses,
             jwks_fetches,
             jwks_last_success,
@@ -458,6 +474,23 @@ impl Metrics {
             .set(last_success);
     }
 
+    /// Exports when a key was first loaded.
+    pub fn key_first_seen(&self, issuer: &str, source: &str, key: &str, t: i64) {
+        self.key_first_seen
+            .with_label_values(&[issuer, source, key])
+            .set(t);
+    }
+
+    /// Exports an issuer's `max_key_age` (or removes it when it has none).
+    pub fn key_max_age(&self, issuer: &str, seconds: Option<i64>) {
+        match seconds {
+            Some(s) => self.key_max_age.with_label_values(&[issuer]).set(s),
+            None => {
+                let _ = self.key_max_age.remove_label_values(&[issuer]);
+            }
+        }
+    }
+
     /// Counts a denial answered as an allow in shadow mode.
     pub fn shadow_denial(&self, issuer: &str, listener: &str, reason: &str) {
         self.shadow_denials
@@ -539,6 +572,7 @@ impl Metrics {
         for (source, key) in old.keys.difference(&now.keys) {
             let k = [issuer, *source, key.as_str()];
             let _ = self.key_not_after.remove_label_values(&k);
+            let _ = self.key_first_seen.remove_label_values(&k);
             let _ = self.key_last_used.remove_label_values(&k);
             for m in ["kid", "fallback"] {
                 for r in ["ok", "bad_signature"] {

@@ -245,3 +245,65 @@ fn demo_prints_curl_lines_that_behave_as_printed() {
     let _ = child.kill();
     let _ = child.wait();
 }
+
+/// `rotation plan` refuses bad input with exit 2 and says what is wrong: an invalid
+/// candidate (file and field), an unreachable `--admin` (the URL), a malformed `--window`,
+/// no traffic source at all.
+#[test]
+fn rotation_plan_bad_input_is_exit_2_naming_it() {
+    let dir = TempDir::new("cli-plan");
+    let live = fixture_config(&dir);
+    let mut broken = fixture_issuer();
+    broken["bogus_field"] = json!(1);
+    let candidate = dir.write("candidate.json", json!({"issuers": [broken]}).to_string());
+    let candidate = candidate.to_string_lossy().into_owned();
+    let down = crate::support::ClosedPort::new();
+    let admin = format!("http://{}", down.addr);
+    let plan = |args: &[&str]| {
+        let mut all = vec!["rotation", "plan", "--config", &live];
+        all.extend_from_slice(args);
+        run(&all, None)
+    };
+
+    let (code, _, err) = plan(&["--candidate", &candidate, "--admin", &admin]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("candidate.json") && err.contains("issuers[0]") && err.contains("bogus_field"),
+        "{err}"
+    );
+
+    let (code, _, err) = plan(&["--candidate", &live, "--admin", &admin]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains(&admin),
+        "the unreachable admin URL is named: {err}"
+    );
+
+    let (code, _, err) = plan(&["--candidate", &live, "--admin", &admin, "--window", "soon"]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--window") && err.contains("\"soon\""),
+        "{err}"
+    );
+
+    let (code, _, err) = plan(&["--candidate", &live]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--admin") && err.contains("--prometheus"),
+        "{err}"
+    );
+
+    let (code, _, err) = plan(&[
+        "--candidate",
+        &live,
+        "--prometheus",
+        &admin,
+        "--window",
+        "24h",
+    ]);
+    assert_eq!(code, 2, "{err}");
+    assert!(
+        err.contains("--prometheus") && err.contains(&admin),
+        "{err}"
+    );
+}

@@ -295,6 +295,47 @@ fn assert_no_valid_request_denied(stats: &TrafficStats, tg: &Tokengate) {
 // ---------------------------------------------------------------------------------------
 // The running process: config, reloads, metrics, /keys.
 
+/// `tokengate rotation plan --config <tg's config> --candidate <candidate> --admin <tg>
+/// --window <window> --json`: the exit code and the plan.
+fn rotation_plan(tg: &Tokengate, dir: &TempDir, candidate: &Value, window: &str) -> (i32, Value) {
+    let next = dir.write("candidate.json", candidate.to_string());
+    let admin = format!("http://{}", tg.admin);
+    let (config, next) = (
+        tg.config.to_string_lossy().into_owned(),
+        next.to_string_lossy().into_owned(),
+    );
+    let (code, out, err) = crate::support::run(
+        &[
+            "rotation",
+            "plan",
+            "--config",
+            &config,
+            "--candidate",
+            &next,
+            "--admin",
+            &admin,
+            "--window",
+            window,
+            "--json",
+        ],
+        None,
+    );
+    let doc = serde_json::from_str(&out).unwrap_or_else(|e| {
+        panic!("rotation plan printed no JSON ({e}), exit {code}:\n{out}\n{err}")
+    });
+    (code, doc)
+}
+
+/// The verdict of `key` in a plan (`?` when it has none).
+fn verdict(plan: &Value, key: &str) -> String {
+    plan["keys"]
+        .as_array()
+        .and_then(|l| l.iter().find(|k| k["key"] == key))
+        .and_then(|k| k["verdict"].as_str())
+        .unwrap_or("?")
+        .to_string()
+}
+
 /// `authz_http` and `admin` on loopback ports the kernel picks (read back by `Tokengate`).
 fn listeners() -> Value {
     json!({"authz_http": ANY_PORT, "admin": ANY_PORT, "authz_grpc": null})
@@ -514,6 +555,29 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
         "a new-key token before the mapping names it",
     );
 
+    // Before each step, the plan: adding the new alias loses nothing.
+    let (code, doc) = rotation_plan(
+        &tg,
+        &dir,
+        &config(&["verification-key", "verification-key-new"]),
+        "1h",
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(verdict(&doc, "verification-key"), "kept", "{doc:#}");
+    assert_eq!(verdict(&doc, "verification-key-new"), "added", "{doc:#}");
+    // Removing the old alias now would refuse the tokens that still flow.
+    let (code, doc) = rotation_plan(&tg, &dir, &config(&["verification-key-new"]), "1h");
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(
+        verdict(&doc, "verification-key"),
+        "retire-in-use",
+        "{doc:#}"
+    );
+    assert!(
+        doc["tokens_refused"].as_f64().is_some_and(|n| n > 0.0),
+        "{doc:#}"
+    );
+
     // 3.4 Mapping: old first (active), new after it (valid). No restart.
     reconfigure(
         &tg,
@@ -574,6 +638,17 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
         key_entry(&tg, "verification-key")["validations"],
         seen["validations"]
     );
+    // The plan agrees once the old key has verified nothing for a whole window (2 s
+    // here, so the test need not wait an hour): retire-safe, exit 0.
+    let candidate = config(&["verification-key-new"]);
+    tg.wait_for(
+        || rotation_plan(&tg, &dir, &candidate, "2s").0 == 0,
+        "the plan to call the old key retire-safe",
+    );
+    let (_, doc) = rotation_plan(&tg, &dir, &candidate, "2s");
+    assert_eq!(verdict(&doc, "verification-key"), "retire-safe", "{doc:#}");
+    assert_eq!(verdict(&doc, "verification-key-new"), "kept", "{doc:#}");
+    assert_eq!(doc["tokens_refused"], 0.0, "{doc:#}");
 
     // Deprovision: remove the old alias from the mapping (SIGHUP this time).
     reconfigure(
@@ -736,6 +811,12 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
         );
     }
 
+    // The plan while old-key tokens flow: dropping the old alias would refuse them.
+    let only_new = config(&["symmetric-key-new"]);
+    let (code, doc) = rotation_plan(&tg, &dir, &only_new, "1h");
+    assert_eq!(code, 1, "{doc:#}");
+    assert_eq!(verdict(&doc, "symmetric-key"), "retire-in-use", "{doc:#}");
+
     // 3. The new key becomes active; the signer switches to it.
     reconfigure(
         &tg,
@@ -750,6 +831,13 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
     traffic.switch(new.clone());
     traffic.wait_served(&tg, "new", 30);
     let seen = key_entry(&tg, "symmetric-key");
+    // Once the old key has verified nothing for a window (2 s here): retire-safe.
+    tg.wait_for(
+        || rotation_plan(&tg, &dir, &only_new, "2s").0 == 0,
+        "the plan to call the old shared key retire-safe",
+    );
+    let (_, doc) = rotation_plan(&tg, &dir, &only_new, "2s");
+    assert_eq!(verdict(&doc, "symmetric-key"), "retire-safe", "{doc:#}");
 
     // 4.1 Decommission: the mapping holds only the new key.
     reconfigure(&tg, &dir, &config(&["symmetric-key-new"]), Trigger::Scan);

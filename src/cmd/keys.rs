@@ -108,6 +108,9 @@ fn entry_from_json(v: &serde_json::Value) -> Option<KeyEntry> {
         first_seen: ts("first_seen"),
         last_used: ts("last_used"),
         validations: v["validations"].as_u64().unwrap_or(0),
+        validations_1h: v["validations_1h"].as_u64().unwrap_or(0),
+        validations_24h: v["validations_24h"].as_u64().unwrap_or(0),
+        past_max_age: v["past_max_age"].as_bool().unwrap_or(false),
         validations_kid: v["validations_by_match"]["kid"].as_u64().unwrap_or(0),
         validations_fallback: v["validations_by_match"]["fallback"].as_u64().unwrap_or(0),
         fetched_at: ts("fetched_at"),
@@ -116,7 +119,7 @@ fn entry_from_json(v: &serde_json::Value) -> Option<KeyEntry> {
 }
 
 /// Parses the `YYYY-MM-DDTHH:MM:SSZ` form that [`inventory::rfc3339`] writes.
-fn parse_rfc3339(s: &str) -> Option<i64> {
+pub(crate) fn parse_rfc3339(s: &str) -> Option<i64> {
     let b = s.as_bytes();
     if b.len() != 20 || b[4] != b'-' || b[7] != b'-' || b[10] != b'T' || b[19] != b'Z' {
         return None;

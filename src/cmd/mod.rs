@@ -4,6 +4,7 @@
 pub mod check_config;
 pub mod demo;
 pub mod keys;
+pub mod rotation;
 pub mod serve;
 pub mod verify;
 

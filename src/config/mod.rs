@@ -182,6 +182,8 @@ pub struct IssuerConfig {
     pub leeway: Duration,
     /// Longest accepted `exp - iat`.
     pub max_lifetime: Option<Duration>,
+    /// Cryptoperiod: an active key older than this is flagged (SPEC §9).
+    pub max_key_age: Option<Duration>,
     /// Certificate validity rule.
     pub certificate_validity: CertificateValidity,
     /// Where its keys come from, in order.
@@ -823,6 +825,10 @@ impl Ctx<'_> {
             None => None,
             Some(v) => Some(parse_duration(v).map_err(|r| self.err(&f("max_lifetime"), r))?),
         };
+        let max_key_age = match ri.max_key_age.as_deref() {
+            None => None,
+            Some(v) => Some(parse_duration(v).map_err(|r| self.err(&f("max_key_age"), r))?),
+        };
         let certificate_validity = match ri.certificate_validity.as_deref() {
             None | Some("iat") => CertificateValidity::Iat,
             Some("now") => CertificateValidity::Now,
@@ -858,6 +864,7 @@ impl Ctx<'_> {
                 .unwrap_or_else(|| DEFAULT_REQUIRED_CLAIMS.map(String::from).to_vec()),
             leeway,
             max_lifetime,
+            max_key_age,
             certificate_validity,
             key_sources,
         })

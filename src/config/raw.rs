@@ -92,6 +92,8 @@ pub struct RawIssuer {
     #[serde(default)]
     pub max_lifetime: Option<String>,
     #[serde(default)]
+    pub max_key_age: Option<String>,
+    #[serde(default)]
     pub certificate_validity: Option<String>,
     #[serde(default)]
     pub key_sources: Vec<RawKeySource>,

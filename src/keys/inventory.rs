@@ -37,6 +37,13 @@ pub struct KeyEntry {
     pub last_used: Option<i64>,
     /// Accepted tokens.
     pub validations: u64,
+    /// Accepted tokens in the last hour.
+    pub validations_1h: u64,
+    /// Accepted tokens in the last 24 hours.
+    pub validations_24h: u64,
+    /// An active key older than the issuer's `max_key_age` (from its certificate's
+    /// `not_before`, else `first_seen`).
+    pub past_max_age: bool,
     /// Accepted tokens found by kid.
     pub validations_kid: u64,
     /// Accepted tokens found by fallback.
@@ -48,9 +55,12 @@ pub struct KeyEntry {
 }
 
 /// The inventory of one issuer: current keys in ring order, then keys its sources were
-/// told to publish but do not hold, then retired keys.
-pub fn entries(issuer: &IssuerKeys) -> Vec<KeyEntry> {
+/// told to publish but do not hold, then retired keys. `max_key_age`: the issuer's
+/// cryptoperiod, if it has one.
+pub fn entries(issuer: &IssuerKeys, max_key_age: Option<std::time::Duration>) -> Vec<KeyEntry> {
     let ring = issuer.ring();
+    let now = issuer.clock().now();
+    let max_age = max_key_age.map(|d| i64::try_from(d.as_secs()).unwrap_or(i64::MAX));
     // For a JWK set, "active" is the key that verified the token with the newest `iat`
     // (per source; the first such key in source order on a tie): it moves only when a
     // token issued later verifies under another key.
@@ -80,7 +90,13 @@ pub fn entries(issuer: &IssuerKeys) -> Vec<KeyEntry> {
         } else {
             KeyState::Valid
         };
-        out.push(entry(issuer.name(), k, state, None));
+        let mut e = entry(issuer.name(), k, state, None, now);
+        e.past_max_age = state == KeyState::Active
+            && max_age.is_some_and(|max| {
+                let born = e.not_before.or(e.first_seen).unwrap_or(now);
+                now.saturating_sub(born) > max
+            });
+        out.push(e);
     }
     for (_, kind, id) in &ring.missing {
         out.push(KeyEntry {
@@ -97,6 +113,9 @@ pub fn entries(issuer: &IssuerKeys) -> Vec<KeyEntry> {
             first_seen: None,
             last_used: None,
             validations: 0,
+            validations_1h: 0,
+            validations_24h: 0,
+            past_max_age: false,
             validations_kid: 0,
             validations_fallback: 0,
             fetched_at: None,
@@ -109,13 +128,15 @@ pub fn entries(issuer: &IssuerKeys) -> Vec<KeyEntry> {
             &r.key,
             KeyState::Retired,
             Some(r.retired_at),
+            now,
         ));
     }
     out
 }
 
-fn entry(issuer: &str, k: &Key, state: KeyState, retired_at: Option<i64>) -> KeyEntry {
+fn entry(issuer: &str, k: &Key, state: KeyState, retired_at: Option<i64>, now: i64) -> KeyEntry {
     let (kid, fallback) = k.stats.validations_by_match();
+    let (validations_1h, validations_24h) = k.stats.recent_validations(now);
     KeyEntry {
         issuer: issuer.to_string(),
         source: k.source.label(),
@@ -130,6 +151,9 @@ fn entry(issuer: &str, k: &Key, state: KeyState, retired_at: Option<i64>) -> Key
         first_seen: Some(k.stats.first_seen),
         last_used: k.stats.last_used(),
         validations: k.stats.validations(),
+        validations_1h,
+        validations_24h,
+        past_max_age: false,
         validations_kid: kid,
         validations_fallback: fallback,
         fetched_at: k
@@ -183,6 +207,9 @@ pub fn to_json(entries: &[KeyEntry]) -> Value {
                 "first_seen": ts(e.first_seen),
                 "last_used": ts(e.last_used),
                 "validations": e.validations,
+                "validations_1h": e.validations_1h,
+                "validations_24h": e.validations_24h,
+                "past_max_age": e.past_max_age,
                 "validations_by_match": {"kid": e.validations_kid, "fallback": e.validations_fallback},
                 "fetched_at": ts(e.fetched_at),
                 "retired_at": ts(e.retired_at),

@@ -109,9 +109,81 @@ pub struct KeyStats {
     last_used: AtomicI64,
     /// The newest `iat` of a token this key verified (0: none yet).
     newest_iat: AtomicI64,
+    /// Validations per minute of the last hour and per hour of the last day.
+    windows: UsageWindows,
     validations: AtomicU64,
     by_match: [AtomicU64; 2],
     metrics: KeyMetrics,
+}
+
+/// Per-key usage in bounded memory: 60 per-minute and 24 per-hour counters, each word
+/// holding its period's number (upper 32 bits) and count (lower 32 bits), updated without
+/// a lock. A counter whose period is over starts again at 1.
+#[derive(Debug)]
+struct UsageWindows {
+    minutes: [AtomicU64; 60],
+    hours: [AtomicU64; 24],
+}
+
+impl Default for UsageWindows {
+    fn default() -> Self {
+        Self {
+            minutes: std::array::from_fn(|_| AtomicU64::new(0)),
+            hours: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl UsageWindows {
+    fn record(&self, now: i64) {
+        let now = u64::try_from(now).unwrap_or(0);
+        bump(&self.minutes, now / 60);
+        bump(&self.hours, now / 3600);
+    }
+
+    /// (last 60 minutes, last 24 hours).
+    fn sums(&self, now: i64) -> (u64, u64) {
+        let now = u64::try_from(now).unwrap_or(0);
+        (
+            window_sum(&self.minutes, now / 60),
+            window_sum(&self.hours, now / 3600),
+        )
+    }
+}
+
+/// Counts one use in period `period`'s slot.
+fn bump(slots: &[AtomicU64], period: u64) {
+    let Some(slot) = slots.get(usize::try_from(period % slots.len() as u64).unwrap_or(0)) else {
+        return;
+    };
+    let tag = (period & 0xffff_ffff) << 32;
+    let mut cur = slot.load(Ordering::Relaxed);
+    loop {
+        let next = if cur & !0xffff_ffff == tag {
+            cur.saturating_add(1).min(tag | 0xffff_ffff)
+        } else {
+            tag | 1
+        };
+        match slot.compare_exchange_weak(cur, next, Ordering::Relaxed, Ordering::Relaxed) {
+            Ok(_) => return,
+            Err(seen) => cur = seen,
+        }
+    }
+}
+
+/// The counts of the slots whose period is one of the last `slots.len()` up to `period`.
+fn window_sum(slots: &[AtomicU64], period: u64) -> u64 {
+    let len = slots.len() as u64;
+    slots
+        .iter()
+        .map(|s| s.load(Ordering::Relaxed))
+        .filter(|w| {
+            let p = w >> 32;
+            let now = period & 0xffff_ffff;
+            now.wrapping_sub(p) & 0xffff_ffff < len && *w != 0
+        })
+        .map(|w| w & 0xffff_ffff)
+        .sum()
 }
 
 /// A key in a ring.
@@ -195,6 +267,8 @@ pub struct IssuerKeys {
     refetchers: Mutex<Vec<Arc<dyn MissRefetch>>>,
     /// Per source (by index): the outcome of its last load or fetch.
     health: Mutex<Vec<SourceHealth>>,
+    /// The longest `exp - iat` of a token accepted (0: none yet).
+    longest_lifetime: AtomicI64,
 }
 
 /// The outcome of a source's last load or fetch.
@@ -266,6 +340,7 @@ impl KeyStats {
             first_seen,
             last_used: AtomicI64::new(0),
             newest_iat: AtomicI64::new(0),
+            windows: UsageWindows::default(),
             validations: AtomicU64::new(0),
             by_match: [AtomicU64::new(0), AtomicU64::new(0)],
             metrics,
@@ -283,6 +358,7 @@ impl KeyStats {
     pub fn record_use(&self, matched: MatchKind, now: i64) {
         self.validations.fetch_add(1, Ordering::Relaxed);
         self.by_match[matched as usize].fetch_add(1, Ordering::Relaxed);
+        self.windows.record(now);
         if self.last_used.swap(now, Ordering::Relaxed) != now {
             self.metrics.last_used(now);
         }
@@ -308,6 +384,12 @@ impl KeyStats {
             0 => None,
             t => Some(t),
         }
+    }
+
+    /// Tokens accepted with this key in the last hour and the last 24 hours (by minute
+    /// and by hour: the 24-hour figure may include up to one hour more).
+    pub fn recent_validations(&self, now: i64) -> (u64, u64) {
+        self.windows.sums(now)
     }
 
     /// Tokens accepted with this key.
@@ -400,6 +482,20 @@ impl IssuerKeys {
             }),
             refetchers: Mutex::new(Vec::new()),
             health: Mutex::new(vec![SourceHealth::default(); sources]),
+            longest_lifetime: AtomicI64::new(0),
+        }
+    }
+
+    /// Notes the lifetime (`exp - iat`) of an accepted token.
+    pub fn record_lifetime(&self, seconds: i64) {
+        self.longest_lifetime.fetch_max(seconds, Ordering::Relaxed);
+    }
+
+    /// The longest `exp - iat` of a token accepted since start (None: none yet).
+    pub fn longest_lifetime(&self) -> Option<i64> {
+        match self.longest_lifetime.load(Ordering::Relaxed) {
+            0 => None,
+            t => Some(t),
         }
     }
 
@@ -605,7 +701,13 @@ impl IssuerKeys {
     /// Re-exports `tokengate_key_info` (states change as keys are used, so the admin
     /// listener calls this before each scrape too).
     pub fn export_key_info(&self) {
-        let rows = inventory::entries(self)
+        let entries = inventory::entries(self, None);
+        for e in &entries {
+            if let Some(t) = e.first_seen {
+                self.metrics.key_first_seen(&self.name, e.source, &e.key, t);
+            }
+        }
+        let rows = entries
             .into_iter()
             .map(|e| KeyInfoRow {
                 source: e.source,

@@ -6,6 +6,9 @@
 //!   `readiness.grace` has passed since start, when one has; else 503. The body lists
 //!   each issuer, its state and key count;
 //! - `GET /keys`: the key inventory as JSON (SPEC §6);
+//! - `GET /rotation`: the live half of a rotation plan (SPEC §9): the signing key, keys
+//!   still in use and since when the others are unused, the longest token lifetime
+//!   seen, expiring certificates, keys past `max_key_age`;
 //! - `POST /refresh`: reload the config and key files and refetch every JWKS now, wait
 //!   for the results and answer them per source: 200 when every source succeeded, 502
 //!   when one failed (SIGHUP does the same and logs the results).
@@ -29,6 +32,7 @@ pub fn router(app: Arc<App>) -> Router {
         .route("/healthz", get(healthz))
         .route("/readyz", get(readyz))
         .route("/keys", get(keys))
+        .route("/rotation", get(rotation))
         .route("/refresh", post(refresh))
         .with_state(app)
         .layer(axum::middleware::from_fn(host_rule))
@@ -80,6 +84,14 @@ async fn readyz(State(app): State<Arc<App>>) -> http::Response<Body> {
 async fn keys(State(app): State<Arc<App>>) -> http::Response<Body> {
     let body = inventory::to_json(&app.inventory());
     respond(StatusCode::OK, "application/json", body.to_string())
+}
+
+async fn rotation(State(app): State<Arc<App>>) -> http::Response<Body> {
+    respond(
+        StatusCode::OK,
+        "application/json",
+        app.rotation().to_string(),
+    )
 }
 
 async fn refresh(State(app): State<Arc<App>>) -> http::Response<Body> {
