@@ -226,6 +226,45 @@ fn demo_prints_curl_lines_that_behave_as_printed() {
         "{keys}: {answer}"
     );
 
+    // The rotation the demo offers: a new signing key, whose token passes (one refetch);
+    // /rotation lists both keys; the plan says the old one is still in use.
+    let line_with = |needle: &str| {
+        lines
+            .iter()
+            .find(|l| l.starts_with("  ") && l.contains(needle))
+            .map(|l| l.split('#').next().unwrap_or_default().trim().to_string())
+            .unwrap_or_else(|| panic!("no line with {needle}: {lines:#?}"))
+    };
+    let rotated = Command::new("sh")
+        .args(["-c", &format!("{} -s", line_with("/demo/rotate"))])
+        .output()
+        .expect("curl");
+    let rotated = String::from_utf8_lossy(&rotated.stdout).into_owned();
+    assert!(
+        rotated.contains("demo-es256-2 signs from now on"),
+        "{rotated}"
+    );
+    let new_curl = rotated
+        .lines()
+        .find(|l| l.starts_with("curl -i -H"))
+        .unwrap_or_else(|| panic!("no curl line: {rotated}"));
+    assert_eq!(status(new_curl), "200", "the new key's token: {new_curl}");
+    let rotation = run(&line_with("/rotation"));
+    assert!(
+        rotation.contains("\"demo-es256-1\"") && rotation.contains("\"demo-es256-2\""),
+        "{rotation}"
+    );
+    let plan = Command::new("sh")
+        .args(["-c", &format!("{} --json", line_with("rotation plan"))])
+        .output()
+        .expect("rotation plan");
+    let plan_out = String::from_utf8_lossy(&plan.stdout);
+    assert_eq!(plan.status.code(), Some(1), "{plan_out}");
+    assert!(
+        plan_out.contains("\"verdict\":\"retire-in-use\""),
+        "the first key verified a token a moment ago: {plan_out}"
+    );
+
     // No framework noise: at `info`, one line per listener, without colour codes.
     let log = std::fs::read_to_string(&stderr).unwrap_or_default();
     let log_lines: Vec<&str> = log.lines().collect();

@@ -1387,6 +1387,39 @@ tests:
         values: '0+6x800'
       - series: 'tokengate_decisions_total{job="tokengate",instance="b",issuer="main",listener="authz_http",decision="deny",reason="bad_signature"}'
         values: '0+30x800'
+      # Key sources: main's keystore fails from 6m on; its jwks_file is caught
+      # half-written by two scans at 11m and 12m, then loads again.
+      - series: 'tokengate_key_source_up{job="tokengate",instance="a",issuer="main",source="keystore"}'
+        values: '1x5 0x794'
+      - series: 'tokengate_key_source_up{job="tokengate",instance="a",issuer="main",source="jwks_file"}'
+        values: '1x10 0x1 1x788'
+      # Cryptoperiod: issuer `aged` has max_key_age 3h; its active `signer` was first
+      # loaded at 1m, the merely valid `previous` at 1m too, the active `fresh` (another
+      # source) at 3h. Issuer `ageless` sets no max_key_age: no max_age series.
+      - series: 'tokengate_key_max_age_seconds{job="tokengate",instance="a",issuer="aged"}'
+        values: '10800x800'
+      - series: 'tokengate_key_first_seen_timestamp_seconds{job="tokengate",instance="a",issuer="aged",source="keystore",key="signer"}'
+        values: '60x800'
+      - series: 'tokengate_key_info{job="tokengate",instance="a",issuer="aged",source="keystore",key="signer",kty="RSA",alg="-",thumbprint="t7",state="active"}'
+        values: '1x800'
+      - series: 'tokengate_key_first_seen_timestamp_seconds{job="tokengate",instance="a",issuer="aged",source="keystore",key="previous"}'
+        values: '60x800'
+      - series: 'tokengate_key_info{job="tokengate",instance="a",issuer="aged",source="keystore",key="previous",kty="RSA",alg="-",thumbprint="t8",state="valid"}'
+        values: '1x800'
+      - series: 'tokengate_key_first_seen_timestamp_seconds{job="tokengate",instance="a",issuer="aged",source="jwks",key="fresh"}'
+        values: '10800x800'
+      - series: 'tokengate_key_info{job="tokengate",instance="a",issuer="aged",source="jwks",key="fresh",kty="EC",alg="ES256",thumbprint="t9",state="active"}'
+        values: '1x800'
+      - series: 'tokengate_key_first_seen_timestamp_seconds{job="tokengate",instance="a",issuer="ageless",source="keystore",key="signer"}'
+        values: '60x800'
+      - series: 'tokengate_key_info{job="tokengate",instance="a",issuer="ageless",source="keystore",key="signer",kty="RSA",alg="-",thumbprint="t10",state="active"}'
+        values: '1x800'
+      # Fallback budget: spent on main's tokens 100 times a minute from 11m to 31m;
+      # never on quiet's.
+      - series: 'tokengate_fallback_budget_exhausted_total{job="tokengate",instance="a",issuer="main"}'
+        values: '0x10 0+100x20 2000x769'
+      - series: 'tokengate_fallback_budget_exhausted_total{job="tokengate",instance="a",issuer="quiet"}'
+        values: '0x800'
       # Scrapes: b stops answering at 11m; c is another job's target.
       - series: 'up{job="tokengate",instance="a"}'
         values: '1x800'
@@ -1398,12 +1431,19 @@ tests:
       - {alertname: TokengateJwksRefreshFailing, eval_time: 30m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: down}}]}
       - {alertname: TokengateJwksStale, eval_time: 30m, exp_alerts: []}
       - {alertname: TokengateJwksStale, eval_time: 13h, exp_alerts: [{exp_labels: {severity: critical, job: tokengate, instance: a, issuer: stale}}]}
+      - {alertname: TokengateKeySourceDown, eval_time: 15m, exp_alerts: []}
+      - {alertname: TokengateKeySourceDown, eval_time: 30m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: main, source: keystore}}]}
       - {alertname: TokengateActiveKeyCertificateExpiring, eval_time: 30m, exp_alerts: []}
       - {alertname: TokengateActiveKeyCertificateExpiring, eval_time: 13h, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: main, source: pem, key: old}}]}
+      - {alertname: TokengateKeyPastMaxAge, eval_time: 4h, exp_alerts: []}
+      - {alertname: TokengateKeyPastMaxAge, eval_time: 5h, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: aged, source: keystore, key: signer}}]}
       - {alertname: TokengateRetiredKeyStillInUse, eval_time: 19m, exp_alerts: []}
       - {alertname: TokengateRetiredKeyStillInUse, eval_time: 23m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: rot, source: jwks, key: rsa-old}}]}
       - {alertname: TokengateRetiredKeyStillInUse, eval_time: 30m, exp_alerts: []}
       - {alertname: TokengateFallbackRateHigh, eval_time: 30m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: main}}]}
+      - {alertname: TokengateFallbackBudgetExhausted, eval_time: 14m, exp_alerts: []}
+      - {alertname: TokengateFallbackBudgetExhausted, eval_time: 25m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: main}}]}
+      - {alertname: TokengateFallbackBudgetExhausted, eval_time: 40m, exp_alerts: []}
       - {alertname: TokengateDenyRateHigh, eval_time: 30m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a}}]}
       - {alertname: TokengateDown, eval_time: 30m, exp_alerts: [{exp_labels: {severity: critical, job: tokengate, instance: b}}]}
       - {alertname: TokengateKeysUnavailable, eval_time: 30m, exp_alerts: [{exp_labels: {severity: critical, job: tokengate, instance: a, issuer: down}}]}
