@@ -331,3 +331,91 @@ fn keys_unavailable_is_503_and_not_ready() {
     assert_eq!(r.header("retry-after"), Some("5"));
     assert_eq!(r.header("cache-control"), Some("no-store"));
 }
+
+/// `GET /rotation` and the cryptoperiod: the signing key, each key's recent use and idle
+/// time, the longest token lifetime seen, and `past_max_age` for an active key older than
+/// `max_key_age` (here 1 s, so every active key is past it), also in `/keys` and as
+/// `tokengate_key_max_age_seconds`.
+#[test]
+fn rotation_reports_signing_key_use_lifetime_and_max_age() {
+    let dir = TempDir::new("http-rotation");
+    let mut issuer = crate::support::fixture_issuer();
+    issuer["max_key_age"] = json!("1s");
+    let tg = Tokengate::start(&dir, json!({ "issuers": [issuer] }));
+    tg.wait_ready();
+    assert_eq!(tg.check_token("/x", &token("GOOD_RS256")).status, 200);
+
+    let r = http::get(tg.admin, "/rotation").expect("/rotation");
+    assert_eq!(r.status, 200);
+    let doc: Value = serde_json::from_slice(&r.body).expect("JSON");
+    let main = &doc["issuers"][0];
+    assert_eq!(main["name"], "main", "{doc:#}");
+    // GOOD_RS256: iat 1700000000, exp 4102444800.
+    assert_eq!(
+        main["longest_lifetime_seconds"], 2_402_444_800_i64,
+        "{doc:#}"
+    );
+    assert_eq!(main["max_key_age_seconds"], 1, "{doc:#}");
+    let keys = main["keys"].as_array().cloned().unwrap_or_default();
+    let key = |id: &str| {
+        keys.iter()
+            .find(|k| k["key"] == id)
+            .cloned()
+            .unwrap_or_default()
+    };
+    let rsa1 = key("rsa-1");
+    assert_eq!(
+        rsa1["state"], "active",
+        "the key of the newest iat: {doc:#}"
+    );
+    assert_eq!(
+        (&rsa1["validations_1h"], &rsa1["validations_24h"]),
+        (&json!(1), &json!(1))
+    );
+    assert!(
+        rsa1["last_used"].is_string()
+            && rsa1["unused_for_seconds"].as_i64().is_some_and(|s| s < 60)
+    );
+    assert_eq!(
+        key("rsa-2")["past_max_age"],
+        false,
+        "only active keys are flagged: {doc:#}"
+    );
+    assert_eq!(main["signing_key"], "rsa-1", "{doc:#}");
+    // rsa-1 was first loaded moments ago; once it is older than 1 s it is past the
+    // cryptoperiod, in /rotation and /keys. A valid key of any age never is.
+    tg.wait_for(
+        || {
+            let r = http::get(tg.admin, "/rotation").expect("/rotation");
+            let doc: Value = serde_json::from_slice(&r.body).unwrap_or_default();
+            doc["issuers"][0]["keys"]
+                .as_array()
+                .and_then(|l| l.iter().find(|k| k["key"] == "rsa-1"))
+                .is_some_and(|k| k["past_max_age"] == true)
+        },
+        "rsa-1 past max_key_age in /rotation",
+    );
+    let inventory = tg.keys();
+    let entry = |id: &str| {
+        inventory["keys"]
+            .as_array()
+            .and_then(|l| l.iter().find(|k| k["key"] == id))
+            .cloned()
+            .unwrap_or_default()
+    };
+    assert_eq!(entry("rsa-1")["past_max_age"], true, "{inventory:#}");
+    assert_eq!(entry("pem-1")["past_max_age"], false, "{inventory:#}");
+    assert_eq!(entry("rsa-1")["use"], "sig");
+    let m = tg.metrics();
+    assert_eq!(
+        m.value("tokengate_key_max_age_seconds", &[("issuer", "main")]),
+        Some(1.0)
+    );
+    assert!(
+        m.value(
+            "tokengate_key_first_seen_timestamp_seconds",
+            &[("key", "rsa-1")]
+        )
+        .is_some_and(|t| t > 1.7e9)
+    );
+}

@@ -847,14 +847,16 @@ struct Prometheus {
 }
 
 impl Prometheus {
-    fn start(dir: &TempDir, target: SocketAddr) -> Prometheus {
+    fn start(dir: &TempDir, targets: &[SocketAddr]) -> Prometheus {
+        let targets: Vec<String> = targets.iter().map(|t| format!("\"{t}\"")).collect();
+        let targets = targets.join(", ");
         let rules = repo("deploy/prometheus/tokengate-rules.yaml");
         let config = dir.write(
             "prometheus.yml",
             format!(
                 "global:\n  scrape_interval: 1s\n  scrape_timeout: 1s\n  evaluation_interval: 1s\n\
                  rule_files:\n  - {rules:?}\n\
-                 scrape_configs:\n  - job_name: tokengate\n    static_configs:\n      - targets: [\"{target}\"]\n",
+                 scrape_configs:\n  - job_name: tokengate\n    static_configs:\n      - targets: [{targets}]\n",
                 rules = rules.to_string_lossy()
             ),
         );
@@ -1019,7 +1021,7 @@ fn substitute(expr: &str) -> String {
 #[test]
 fn prometheus_evaluates_every_dashboard_and_rule_expression() {
     let s = start("obs-prometheus");
-    let prom = Prometheus::start(&s.dir, s.tg.admin);
+    let prom = Prometheus::start(&s.dir, &[s.tg.admin]);
     prom.wait_for(Duration::from_secs(20), "up == 1", || {
         prom.samples(r#"up{job="tokengate"} == 1"#).len() == 1
     });
@@ -1494,4 +1496,95 @@ fn alert_rules_pass_promtool_and_fire_on_what_they_name() {
             );
         }
     }
+}
+
+/// Fleet mode (SPEC §9): two instances scraped by one real Prometheus; `rotation plan
+/// --prometheus` counts the tokens either of them verified, per key: instance a verifies
+/// only rsa-1 tokens, instance b only rsa-2 tokens, and a candidate JWK set without both
+/// loses the traffic of both.
+#[test]
+fn rotation_plan_counts_the_traffic_of_the_whole_fleet_through_prometheus() {
+    let dir = TempDir::new("obs-fleet");
+    let live_keys = dir.write("live.jwks.json", jwks_of(&["rsa-1", "rsa-2"]));
+    let next_keys = dir.write("next.jwks.json", jwks_of(&["ec-p256"]));
+    let config = |keys: &PathBuf| {
+        json!({
+            "issuers": [{
+                "name": "main", "issuer": MAIN_ISS, "audiences": ["orders-api"],
+                "algorithms": ["RS256", "ES256"], "require_typ": ["at+jwt"],
+                "key_sources": [{ "jwks_file": keys.to_string_lossy() }]
+            }]
+        })
+    };
+    let (dir_a, dir_b) = (TempDir::new("obs-fleet-a"), TempDir::new("obs-fleet-b"));
+    let a = Tokengate::start(&dir_a, config(&live_keys));
+    let b = Tokengate::start(&dir_b, config(&live_keys));
+    a.wait_ready();
+    b.wait_ready();
+    let prom = Prometheus::start(&dir, &[a.admin, b.admin]);
+    prom.wait_for(Duration::from_secs(30), "both instances scraped", || {
+        prom.samples("sum(up{job=\"tokengate\"})")
+            .first()
+            .is_some_and(|(_, v)| *v == 2.0)
+    });
+
+    for (tg, key, n) in [(&a, "rsa-1", 3), (&b, "rsa-2", 2)] {
+        for i in 0..n {
+            let mut claims = mint::claims();
+            claims["jti"] = json!(format!("fleet-{key}-{i}"));
+            let token = mint::sign(jsonwebtoken::Algorithm::RS256, key, Some(key), &claims);
+            assert_eq!(tg.check_token("/x", &token).status, 200);
+        }
+    }
+    prom.wait_for(Duration::from_secs(30), "the traffic scraped", || {
+        let total = |key: &str| {
+            prom.samples(&format!(
+                "sum(tokengate_key_verifications_total{{key=\"{key}\",result=\"ok\"}})"
+            ))
+            .first()
+            .map_or(0.0, |(_, v)| *v)
+        };
+        total("rsa-1") == 3.0 && total("rsa-2") == 2.0
+    });
+
+    let live = a.config.to_string_lossy().into_owned();
+    let next = dir.write("next.json", config(&next_keys).to_string());
+    let next = next.to_string_lossy().into_owned();
+    let url = format!("http://{}", prom.addr);
+    let (code, out, err) = support::run(
+        &[
+            "rotation",
+            "plan",
+            "--config",
+            &live,
+            "--candidate",
+            &next,
+            "--prometheus",
+            &url,
+            "--window",
+            "10m",
+            "--json",
+        ],
+        None,
+    );
+    assert_eq!(code, 1, "{out}\n{err}");
+    let plan: Value = serde_json::from_str(&out).expect("plan JSON");
+    let row = |key: &str| {
+        plan["keys"]
+            .as_array()
+            .and_then(|l| l.iter().find(|k| k["key"] == key))
+            .cloned()
+            .unwrap_or_default()
+    };
+    for key in ["rsa-1", "rsa-2"] {
+        let r = row(key);
+        assert_eq!(r["verdict"], "retire-in-use", "{plan:#}");
+        // increase() extrapolates: the count is near, not exactly, what was sent.
+        assert!(r["tokens"].as_f64().is_some_and(|t| t > 0.0), "{plan:#}");
+    }
+    assert_eq!(row("ec-p256")["verdict"], "added", "{plan:#}");
+    assert!(
+        plan["tokens_refused"].as_f64().is_some_and(|t| t > 0.0),
+        "{plan:#}"
+    );
 }

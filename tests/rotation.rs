@@ -32,7 +32,7 @@
 //! - `certificate_validity`: `iat`, `now`, `off` against a certificate valid in the past,
 //!   2020-01-01 to 2020-02-01 (fixture `ig-keystore-validity.p12`).
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 use std::io::Read as _;
 use std::net::SocketAddr;
 use std::path::Path;
@@ -967,10 +967,46 @@ fn drill_jwks_file_rotation_without_restart() {
     assert_allowed(&tg, &new.token(true), "new kid, published");
     assert_allowed(&tg, &new.token(false), "new key, no kid");
 
-    // The issuer signs with the new key; for a JWKS "active" follows use.
+    // The issuer signs with the new key; for a JWK set "active" is the key of the newest
+    // `iat` seen.
     traffic.switch(new.clone());
     traffic.wait_served(&tg, "new", 20);
     wait_state(&tg, "2025-07", "active");
+
+    // The overlap: tokens the old key signed before the switch (an older `iat`) still
+    // arrive beside new ones. `tokengate_key_info`'s states hold still across 20 scrapes
+    // (no series churn while both keys carry traffic).
+    let mut seen_states = BTreeSet::new();
+    for i in 0..20 {
+        let earlier = json!({"iat": mint::now() - 60 - i});
+        assert_allowed(
+            &tg,
+            &old.token_with(true, earlier),
+            "an old-key token in flight",
+        );
+        assert_allowed(&tg, &new.token(true), "a new-key token");
+        let m = tg.metrics();
+        let states: Vec<(String, String)> = m
+            .samples
+            .iter()
+            .filter(|(n, l, _)| {
+                n == "tokengate_key_info" && l.get("issuer").is_some_and(|i| i == "am")
+            })
+            .map(|(_, l, _)| (l["key"].clone(), l["state"].clone()))
+            .collect();
+        seen_states.insert(states);
+    }
+    assert_eq!(
+        seen_states.len(),
+        1,
+        "key_info states changed between scrapes: {seen_states:#?}"
+    );
+    let states = seen_states.into_iter().next().unwrap_or_default();
+    assert!(
+        states.contains(&("2025-07".to_string(), "active".to_string()))
+            && states.contains(&("2025-01".to_string(), "valid".to_string())),
+        "{states:?}"
+    );
     let seen = key_entry(&tg, "2025-01");
     assert_eq!(seen["state"], "valid", "{seen:#}");
     traffic.wait_served(&tg, "new", 20);

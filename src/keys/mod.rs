@@ -813,3 +813,28 @@ pub(crate) fn test_key() -> Arc<Key> {
     })
     .clone()
 }
+
+#[cfg(test)]
+mod window_tests {
+    use super::UsageWindows;
+
+    #[test]
+    fn usage_windows_count_the_last_hour_and_day_in_bounded_slots() {
+        let w = UsageWindows::default();
+        let t0: i64 = 1_800_000_000;
+        for _ in 0..3 {
+            w.record(t0);
+        }
+        w.record(t0 + 59 * 60);
+        assert_eq!(w.sums(t0 + 59 * 60), (4, 4));
+        // 61 minutes on: the first three fall out of the hour, not out of the day.
+        assert_eq!(w.sums(t0 + 61 * 60), (1, 4));
+        // A slot reused 60 minutes later starts again.
+        w.record(t0 + 60 * 60);
+        assert_eq!(w.sums(t0 + 60 * 60).0, 2);
+        // 25 hours on: nothing left.
+        assert_eq!(w.sums(t0 + 25 * 3600), (0, 0));
+        // Never used: nothing.
+        assert_eq!(UsageWindows::default().sums(t0), (0, 0));
+    }
+}
