@@ -419,3 +419,35 @@ fn rotation_reports_signing_key_use_lifetime_and_max_age() {
         .is_some_and(|t| t > 1.7e9)
     );
 }
+
+/// The verified-token cache is the policy's (SPEC §4): a config reload that changes an
+/// issuer's policy never lets a cached result of the old policy answer — right after a
+/// synchronous `POST /refresh`, a token allowed (and cached) a moment before is judged
+/// by the new audience.
+#[test]
+fn a_policy_change_never_answers_from_the_old_policy_cache() {
+    let dir = TempDir::new("http-policy-cache");
+    let tg = Tokengate::start(
+        &dir,
+        json!({ "issuers": [crate::support::fixture_issuer()] }),
+    );
+    tg.wait_ready();
+    let good = token("GOOD_RS256");
+    assert_eq!(tg.check_token("/x", &good).status, 200);
+    assert_eq!(
+        tg.check_token("/x", &good).status,
+        200,
+        "now from the cache"
+    );
+
+    let mut issuer = crate::support::fixture_issuer();
+    issuer["audiences"] = json!(["another-api"]);
+    let mut config: Value =
+        serde_json::from_str(&std::fs::read_to_string(&tg.config).expect("config")).expect("JSON");
+    config["issuers"] = json!([issuer]);
+    dir.write("config.json", config.to_string());
+    let r = http::request(tg.admin, "POST", "/refresh", &[], b"").expect("POST /refresh");
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    let r = tg.check_token("/x", &good);
+    assert_eq!((r.status, r.error()), (401, "bad_audience".to_string()));
+}
