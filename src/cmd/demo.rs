@@ -311,5 +311,6 @@ async fn run_inner(
     let _ = jwks_stop.send(true);
     let _ = jwks_task.await;
     drop(Arc::clone(&app));
+    let _ = std::fs::remove_dir_all(&dir);
     Ok(())
 }

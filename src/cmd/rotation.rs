@@ -152,7 +152,7 @@ pub async fn run(args: Args, env: EnvLookup) -> Exit {
             p.error
         ));
     }
-    let live = live_app.inventory();
+    let mut live = live_app.inventory();
     let candidate = candidate_app.inventory();
     for e in candidate.iter().filter(|e| e.state == KeyState::Missing) {
         eprintln!(
@@ -163,18 +163,28 @@ pub async fn run(args: Args, env: EnvLookup) -> Exit {
 
     let usage_by_key = match &args.prometheus {
         Some(url) => prometheus_usage(url, window, &live).await,
-        None => admin_usage(&args.admin, window).await,
+        None => admin_usage(&args.admin, window)
+            .await
+            .map(|(tokens, states)| {
+                // The running instance knows which key is active (a JWK set's active key
+                // is the one of the newest `iat` it has seen); a fresh load does not.
+                for e in &mut live {
+                    if let Some(state) = states.get(&(e.issuer.clone(), e.thumbprint.clone())) {
+                        e.state = *state;
+                    }
+                }
+                tokens
+            }),
     };
     let tokens = match usage_by_key {
         Ok(t) => t,
         Err(e) => return usage(&e),
     };
     let rows = plan(&live, &candidate, &tokens);
-    let refused: f64 = rows
+    let refused = rows
         .iter()
         .filter(|r| r.verdict.loses_traffic())
-        .map(|r| r.tokens)
-        .sum();
+        .fold(0.0, |sum, r| sum + r.tokens);
     if args.json {
         println!("{}", to_json(&args.window, &rows, refused));
     } else {
@@ -282,10 +292,12 @@ pub fn plan(
 /// counts for a window up to an hour, else the 24-hour counts; none for a key whose last
 /// use is older than the window (so a key whose traffic stopped is `retire-safe` as soon
 /// as the window has passed, whatever the counting granularity).
+/// Also the states the instances report, by (issuer, thumbprint) (the first instance's
+/// for a key several report).
 async fn admin_usage(
     urls: &[String],
     window: Duration,
-) -> Result<BTreeMap<(String, String), f64>, String> {
+) -> Result<(BTreeMap<(String, String), f64>, States), String> {
     let field = if window <= Duration::from_secs(3600) {
         "validations_1h"
     } else {
@@ -295,6 +307,7 @@ async fn admin_usage(
     let now = crate::clock::Clock::now(&crate::clock::SystemClock);
     let window_secs = i64::try_from(window.as_secs()).unwrap_or(i64::MAX);
     let mut out = BTreeMap::new();
+    let mut states = BTreeMap::new();
     for base in urls {
         let url = format!("{}/keys", base.trim_end_matches('/'));
         let doc = get_json(&client, &url).await?;
@@ -315,12 +328,26 @@ async fn admin_usage(
             } else {
                 0.0
             };
+            let state = match k["state"].as_str() {
+                Some("active") => Some(KeyState::Active),
+                Some("valid") => Some(KeyState::Valid),
+                Some("revoked") => Some(KeyState::Revoked),
+                _ => None,
+            };
+            if let Some(state) = state {
+                states
+                    .entry((issuer.to_string(), thumbprint.to_string()))
+                    .or_insert(state);
+            }
             *out.entry((issuer.to_string(), thumbprint.to_string()))
                 .or_insert(0.0) += n;
         }
     }
-    Ok(out)
+    Ok((out, states))
 }
+
+/// Key states by (issuer, thumbprint).
+type States = BTreeMap<(String, String), KeyState>;
 
 /// Tokens per (issuer, thumbprint) fleet-wide: Prometheus' increase of the per-key
 /// verification counters over the window, attributed to the live keys by (issuer, key).
