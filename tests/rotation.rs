@@ -326,6 +326,31 @@ fn rotation_plan(tg: &Tokengate, dir: &TempDir, candidate: &Value, window: &str)
     (code, doc)
 }
 
+/// The table `rotation plan` prints for the candidate last written by [`rotation_plan`].
+fn rotation_plan_table(tg: &Tokengate, dir: &TempDir, window: &str) -> String {
+    let (config, next) = (
+        tg.config.to_string_lossy().into_owned(),
+        dir.path("candidate.json").to_string_lossy().into_owned(),
+    );
+    let admin = format!("http://{}", tg.admin);
+    let (_, out, err) = crate::support::run(
+        &[
+            "rotation",
+            "plan",
+            "--config",
+            &config,
+            "--candidate",
+            &next,
+            "--admin",
+            &admin,
+            "--window",
+            window,
+        ],
+        None,
+    );
+    format!("{out}{err}")
+}
+
 /// The verdict of `key` in a plan (`?` when it has none).
 fn verdict(plan: &Value, key: &str) -> String {
     plan["keys"]
@@ -568,6 +593,10 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
     // Removing the old alias now would refuse the tokens that still flow.
     let (code, doc) = rotation_plan(&tg, &dir, &config(&["verification-key-new"]), "1h");
     assert_eq!(code, 1, "{doc:#}");
+    eprintln!(
+        "rotation plan before removing the old alias, as printed:\n{}",
+        rotation_plan_table(&tg, &dir, "1h")
+    );
     assert_eq!(
         verdict(&doc, "verification-key"),
         "retire-in-use",
@@ -609,7 +638,17 @@ fn drill_signed_access_tokens_keystore_rotation_without_restart() {
     traffic.switch(new.clone());
     traffic.wait_served(&tg, "new", 20);
 
-    // PingGateway side: move the new alias first (it becomes the active key).
+    // PingGateway side: move the new alias first (it becomes the active key). The plan:
+    // both keys stay.
+    let (code, doc) = rotation_plan(
+        &tg,
+        &dir,
+        &config(&["verification-key-new", "verification-key"]),
+        "1h",
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(verdict(&doc, "verification-key"), "kept", "{doc:#}");
+    assert_eq!(verdict(&doc, "verification-key-new"), "kept", "{doc:#}");
     reconfigure(
         &tg,
         &dir,
