@@ -146,6 +146,14 @@ struct IssuerRuntime {
     remotes: Vec<Arc<JwksSource>>,
 }
 
+/// A remote JWKS source and what reports about it say.
+struct Remote {
+    issuer: String,
+    field: String,
+    keys: Arc<IssuerKeys>,
+    source: Arc<JwksSource>,
+}
+
 enum Local {
     File(FileSource),
     Keystore(KeystoreSource),
@@ -221,8 +229,8 @@ impl App {
 
     /// Starts the refresh loops of remote sources and the file scan loop.
     pub fn start_background(self: &Arc<Self>) {
-        for r in self.remotes() {
-            r.spawn();
+        for r in self.remote_sources() {
+            r.source.spawn();
         }
         let weak = Arc::downgrade(self);
         self.runtime.spawn(async move {
@@ -240,24 +248,14 @@ impl App {
 
     /// Fetches every remote source once, now; returns the failures.
     pub async fn load_remote_now(&self) -> Vec<SourceProblem> {
-        let list: Vec<(String, String, Arc<JwksSource>)> = {
-            let st = keys::lock(&self.state);
-            st.issuers
-                .iter()
-                .enumerate()
-                .flat_map(|(i, ir)| {
-                    ir.remotes.iter().map(move |r| {
-                        (
-                            ir.config.name.to_string(),
-                            format!("issuers[{i}].key_sources[{}]", r.index()),
-                            r.clone(),
-                        )
-                    })
-                })
-                .collect()
-        };
         let mut problems = Vec::new();
-        for (issuer, field, source) in list {
+        for Remote {
+            issuer,
+            field,
+            source,
+            ..
+        } in self.remote_sources()
+        {
             if let Err(error) = source.load_now().await {
                 problems.push(SourceProblem {
                     issuer,
@@ -407,25 +405,9 @@ impl App {
         let mut sources = tokio::task::spawn_blocking(move || app.rescan())
             .await
             .unwrap_or_default();
-        let remotes: Vec<(String, String, Arc<IssuerKeys>, Arc<JwksSource>)> = {
-            let st = keys::lock(&self.state);
-            st.issuers
-                .iter()
-                .enumerate()
-                .flat_map(|(i, ir)| {
-                    ir.remotes.iter().map(move |r| {
-                        (
-                            ir.config.name.to_string(),
-                            format!("issuers[{i}].key_sources[{}]", r.index()),
-                            ir.keys.clone(),
-                            r.clone(),
-                        )
-                    })
-                })
-                .collect()
-        };
+        let remotes = self.remote_sources();
         let mut fetches = tokio::task::JoinSet::new();
-        for (n, (_, _, _, source)) in remotes.iter().enumerate() {
+        for (n, Remote { source, .. }) in remotes.iter().enumerate() {
             let source = source.clone();
             fetches.spawn(async move { (n, source.fetch_now().await) });
         }
@@ -437,7 +419,16 @@ impl App {
                 *slot = Some(result);
             }
         }
-        for ((issuer, field, keys, source), result) in remotes.into_iter().zip(results) {
+        for (
+            Remote {
+                issuer,
+                field,
+                keys,
+                source,
+            },
+            result,
+        ) in remotes.into_iter().zip(results)
+        {
             let result =
                 result.unwrap_or_else(|| Err(SourceError::Fetch("the fetch task failed".into())));
             sources.push(SourceRefresh {
@@ -501,11 +492,20 @@ impl App {
         out
     }
 
-    fn remotes(&self) -> Vec<Arc<JwksSource>> {
+    /// Every remote JWKS source, with its issuer and where it is configured.
+    fn remote_sources(&self) -> Vec<Remote> {
         let st = keys::lock(&self.state);
         st.issuers
             .iter()
-            .flat_map(|i| i.remotes.iter().cloned())
+            .enumerate()
+            .flat_map(|(i, ir)| {
+                ir.remotes.iter().map(move |r| Remote {
+                    issuer: ir.config.name.to_string(),
+                    field: format!("issuers[{i}].key_sources[{}]", r.index()),
+                    keys: ir.keys.clone(),
+                    source: r.clone(),
+                })
+            })
             .collect()
     }
 

@@ -480,26 +480,7 @@ fn table(window: &str, rows: &[Row], refused: f64) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for row in &cells {
-        for (w, c) in widths.iter_mut().zip(row.iter()) {
-            *w = (*w).max(c.chars().count());
-        }
-    }
-    let mut out = String::new();
-    let mut line = |cells: &[&str]| {
-        let mut l = String::new();
-        for (c, w) in cells.iter().zip(widths.iter()) {
-            let _ = write!(l, "{c:<w$}  ");
-        }
-        out.push_str(l.trim_end());
-        out.push('\n');
-    };
-    line(&header);
-    for row in &cells {
-        let refs: Vec<&str> = row.iter().map(String::as_str).collect();
-        line(&refs);
-    }
+    let mut out = crate::keys::inventory::render_table(&header, &cells);
     let lost = rows.iter().filter(|r| r.verdict.loses_traffic()).count();
     if lost == 0 {
         let _ = writeln!(

@@ -253,29 +253,29 @@ pub fn table(entries: &[KeyEntry]) -> String {
             ]
         })
         .collect();
-    let mut widths = header.map(str::len);
-    for r in &rows {
-        for (w, c) in widths.iter_mut().zip(r.iter()) {
+    render_table(&header, &rows)
+}
+
+/// A plain-text table: columns padded to their widest cell, two spaces apart.
+pub fn render_table<R: AsRef<[String]>>(header: &[&str], rows: &[R]) -> String {
+    let mut widths: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for r in rows {
+        for (w, c) in widths.iter_mut().zip(r.as_ref()) {
             *w = (*w).max(c.chars().count());
         }
     }
     let mut out = String::new();
-    let mut line = |cells: &[&str]| {
+    let mut line = |cells: &mut dyn Iterator<Item = &str>| {
         let mut l = String::new();
-        for (i, (c, w)) in cells.iter().zip(widths.iter()).enumerate() {
-            if i + 1 == cells.len() {
-                l.push_str(c);
-            } else {
-                let _ = write!(l, "{c:<w$}  ");
-            }
+        for (c, w) in cells.zip(widths.iter()) {
+            let _ = write!(l, "{c:<w$}  ");
         }
         out.push_str(l.trim_end());
         out.push('\n');
     };
-    line(&header);
-    for r in &rows {
-        let cells: Vec<&str> = r.iter().map(String::as_str).collect();
-        line(&cells);
+    line(&mut header.iter().copied());
+    for r in rows {
+        line(&mut r.as_ref().iter().map(String::as_str));
     }
     out
 }
