@@ -825,6 +825,17 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
         source_reloads(&tg, "keystore", "ok")
     });
 
+    // The plan first: adding the new alias loses nothing.
+    let (code, doc) = rotation_plan(
+        &tg,
+        &dir,
+        &config(&["symmetric-key", "symmetric-key-new"]),
+        "1h",
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(verdict(&doc, "symmetric-key"), "kept", "{doc:#}");
+    assert_eq!(verdict(&doc, "symmetric-key-new"), "added", "{doc:#}");
+
     // 2.3 Mapping ["symmetric-key", "symmetric-key-new"]: both validate.
     reconfigure(
         &tg,
@@ -856,7 +867,16 @@ fn drill_shared_symmetric_key_rotation_without_restart() {
     assert_eq!(code, 1, "{doc:#}");
     assert_eq!(verdict(&doc, "symmetric-key"), "retire-in-use", "{doc:#}");
 
-    // 3. The new key becomes active; the signer switches to it.
+    // 3. The new key becomes active; the signer switches to it. The plan: both stay.
+    let (code, doc) = rotation_plan(
+        &tg,
+        &dir,
+        &config(&["symmetric-key-new", "symmetric-key"]),
+        "1h",
+    );
+    assert_eq!(code, 0, "{doc:#}");
+    assert_eq!(verdict(&doc, "symmetric-key"), "kept", "{doc:#}");
+    assert_eq!(verdict(&doc, "symmetric-key-new"), "kept", "{doc:#}");
     reconfigure(
         &tg,
         &dir,
