@@ -281,8 +281,28 @@ fn demo_prints_curl_lines_that_behave_as_printed() {
         !log.contains('\u{1b}'),
         "colour codes in a log file:\n{log}"
     );
-    let _ = child.kill();
-    let _ = child.wait();
+
+    // Stopped (SIGTERM), it removes the directory of its live and candidate configs.
+    let plan_line = line_with("rotation plan");
+    let live = plan_line
+        .split_whitespace()
+        .skip_while(|w| *w != "--config")
+        .nth(1)
+        .map(std::path::PathBuf::from)
+        .expect("the plan line names the live config");
+    assert!(live.exists(), "{}", live.display());
+    let killed = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .expect("kill");
+    assert!(killed.success());
+    let status = child.wait().expect("wait");
+    assert_eq!(status.code(), Some(0), "the demo exits 0 on SIGTERM");
+    assert!(
+        !live.parent().is_some_and(|d| d.exists()),
+        "the demo left {} behind",
+        live.display()
+    );
 }
 
 /// `rotation plan` refuses bad input with exit 2 and says what is wrong: an invalid
