@@ -275,7 +275,7 @@ fn readiness_waits_for_every_issuer_until_the_grace_period_ends() {
         json!([{"jwks_uri": format!("http://{}/jwks.json", down.addr), "timeout": "1s"}]);
     let cfg = json!({
         "issuers": [crate::support::fixture_issuer(), dead],
-        "readiness": {"grace": "2s"}
+        "readiness": {"grace": "5s"}
     });
     let tg = Tokengate::start(&dir, cfg);
     let r = http::get(tg.admin, "/readyz").expect("/readyz");
