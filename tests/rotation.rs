@@ -295,31 +295,34 @@ fn assert_no_valid_request_denied(stats: &TrafficStats, tg: &Tokengate) {
 // ---------------------------------------------------------------------------------------
 // The running process: config, reloads, metrics, /keys.
 
-/// `tokengate rotation plan --config <tg's config> --candidate <candidate> --admin <tg>
-/// --window <window> --json`: the exit code and the plan.
-fn rotation_plan(tg: &Tokengate, dir: &TempDir, candidate: &Value, window: &str) -> (i32, Value) {
-    let next = dir.write("candidate.json", candidate.to_string());
-    let admin = format!("http://{}", tg.admin);
+/// `tokengate rotation plan --config <tg's config> --candidate <dir>/candidate.json
+/// --admin <tg> --window <window> [extra]`: (exit code, stdout, stderr).
+fn run_plan(tg: &Tokengate, dir: &TempDir, window: &str, extra: &[&str]) -> (i32, String, String) {
     let (config, next) = (
         tg.config.to_string_lossy().into_owned(),
-        next.to_string_lossy().into_owned(),
+        dir.path("candidate.json").to_string_lossy().into_owned(),
     );
-    let (code, out, err) = crate::support::run(
-        &[
-            "rotation",
-            "plan",
-            "--config",
-            &config,
-            "--candidate",
-            &next,
-            "--admin",
-            &admin,
-            "--window",
-            window,
-            "--json",
-        ],
-        None,
-    );
+    let admin = format!("http://{}", tg.admin);
+    let mut args = vec![
+        "rotation",
+        "plan",
+        "--config",
+        &config,
+        "--candidate",
+        &next,
+        "--admin",
+        &admin,
+        "--window",
+        window,
+    ];
+    args.extend_from_slice(extra);
+    crate::support::run(&args, None)
+}
+
+/// [`run_plan`] of `candidate` with `--json`: the exit code and the plan.
+fn rotation_plan(tg: &Tokengate, dir: &TempDir, candidate: &Value, window: &str) -> (i32, Value) {
+    dir.write("candidate.json", candidate.to_string());
+    let (code, out, err) = run_plan(tg, dir, window, &["--json"]);
     let doc = serde_json::from_str(&out).unwrap_or_else(|e| {
         panic!("rotation plan printed no JSON ({e}), exit {code}:\n{out}\n{err}")
     });
@@ -328,26 +331,7 @@ fn rotation_plan(tg: &Tokengate, dir: &TempDir, candidate: &Value, window: &str)
 
 /// The table `rotation plan` prints for the candidate last written by [`rotation_plan`].
 fn rotation_plan_table(tg: &Tokengate, dir: &TempDir, window: &str) -> String {
-    let (config, next) = (
-        tg.config.to_string_lossy().into_owned(),
-        dir.path("candidate.json").to_string_lossy().into_owned(),
-    );
-    let admin = format!("http://{}", tg.admin);
-    let (_, out, err) = crate::support::run(
-        &[
-            "rotation",
-            "plan",
-            "--config",
-            &config,
-            "--candidate",
-            &next,
-            "--admin",
-            &admin,
-            "--window",
-            window,
-        ],
-        None,
-    );
+    let (_, out, err) = run_plan(tg, dir, window, &[]);
     format!("{out}{err}")
 }
 
