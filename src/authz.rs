@@ -593,6 +593,25 @@ impl Judged {
     /// The allow (or the scope denial) of a verified principal.
     fn allow_or_scope(ask: &Ask<'_>, p: &Principal, payload_b64: &str) -> Self {
         let (policy, route) = (ask.policy, ask.route);
+        // A route that names its issuers refuses a valid token of another one, cached or
+        // not (`routes[].issuers`).
+        let issuer_ok = route.is_none_or(|r| {
+            r.config.issuers.is_empty()
+                || policy
+                    .issuers
+                    .get(p.issuer)
+                    .is_some_and(|i| r.config.issuers.contains(&i.config.name))
+        });
+        if !issuer_ok {
+            return Self {
+                decision: Decision::Deny(DenyReason::BadIssuer.into()),
+                issuer: Some(p.issuer),
+                key: Some(p.key.clone()),
+                matched: Some(p.matched),
+                cached: false,
+                valid: None,
+            };
+        }
         let scoped = match route {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
             _ => Ok(()),

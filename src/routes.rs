@@ -126,6 +126,8 @@ mod tests {
                 scopes_any: vec![],
                 allow_anonymous: true,
                 mode: None,
+                name: "public".into(),
+                issuers: vec![],
             },
             RouteConfig {
                 path_prefix: "/orders".into(),
@@ -134,6 +136,8 @@ mod tests {
                 scopes_any: vec![],
                 allow_anonymous: false,
                 mode: None,
+                name: "orders".into(),
+                issuers: vec![],
             },
         ]);
         assert!(

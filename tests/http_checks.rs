@@ -451,3 +451,54 @@ fn a_policy_change_never_answers_from_the_old_policy_cache() {
     let r = tg.check_token("/x", &good);
     assert_eq!((r.status, r.error()), (401, "bad_audience".to_string()));
 }
+
+/// `routes[].issuers`: a route that names its issuers refuses a valid token of another
+/// one (`bad_issuer`, 401 `invalid_token`), also when that token is answered from the
+/// cache; the other routes take either.
+#[test]
+fn a_route_that_names_its_issuers_refuses_a_valid_token_of_another() {
+    let dir = TempDir::new("http-route-issuers");
+    let mut other = crate::support::fixture_issuer();
+    other["name"] = json!("other");
+    other["issuer"] = json!("https://other.example");
+    let cfg = json!({
+        "issuers": [crate::support::fixture_issuer(), other],
+        "routes": [{"path_prefix": "/billing", "name": "billing", "issuers": ["other"]}]
+    });
+    let tg = Tokengate::start(&dir, cfg);
+    tg.wait_ready();
+    let mut claims = crate::support::mint::claims();
+    claims["iss"] = json!("https://other.example");
+    let other_token = crate::support::mint::sign(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1",
+        Some("rsa-1"),
+        &claims,
+    );
+    let main_token = token("GOOD_RS256");
+
+    // Cached as allowed on a route without issuers first.
+    assert_eq!(tg.check_token("/x", &main_token).status, 200);
+    let r = tg.check_token("/billing/1", &main_token);
+    assert_eq!((r.status, r.error()), (401, "bad_issuer".to_string()));
+    assert!(
+        r.header("www-authenticate")
+            .is_some_and(|v| v.contains("error=\"invalid_token\"")),
+        "{:?}",
+        r.headers
+    );
+    assert_eq!(tg.check_token("/billing/1", &other_token).status, 200);
+    assert_eq!(tg.check_token("/x", &other_token).status, 200);
+    let m = tg.metrics();
+    assert_eq!(
+        m.value(
+            "tokengate_decisions_total",
+            &[
+                ("issuer", "main"),
+                ("listener", "authz_http"),
+                ("reason", "bad_issuer")
+            ]
+        ),
+        Some(1.0)
+    );
+}

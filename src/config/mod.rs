@@ -291,6 +291,10 @@ pub struct RouteConfig {
     pub allow_anonymous: bool,
     /// Enforce or shadow; `None`: the top-level `mode`.
     pub mode: Option<Mode>,
+    /// The route's name (`route-<index>` by default): letters, digits, `-_.`.
+    pub name: Arc<str>,
+    /// Only tokens of these issuers (by name) pass; empty: any configured issuer.
+    pub issuers: Vec<Arc<str>>,
 }
 
 /// A header that may carry the token.
@@ -492,8 +496,36 @@ impl Config {
         }
 
         let mut routes = Vec::with_capacity(raw.routes.len());
+        let mut route_names = BTreeSet::new();
         for (i, r) in raw.routes.into_iter().enumerate() {
             let field = format!("routes[{i}]");
+            let name = r.name.unwrap_or_else(|| format!("route-{i}"));
+            if name.is_empty()
+                || !name
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+            {
+                return Err(cx.err(
+                    &format!("{field}.name"),
+                    format!("{name:?}: a route name is letters, digits, '-', '_' and '.'"),
+                ));
+            }
+            if !route_names.insert(name.clone()) {
+                return Err(cx.err(
+                    &format!("{field}.name"),
+                    format!("the name {name:?} is used by another route"),
+                ));
+            }
+            let mut route_issuers = Vec::new();
+            for (j, n) in r.issuers.unwrap_or_default().into_iter().enumerate() {
+                if !names.iter().any(|known| **known == *n) {
+                    return Err(cx.err(
+                        &format!("{field}.issuers[{j}]"),
+                        format!("no issuer is named {n:?}"),
+                    ));
+                }
+                route_issuers.push(Arc::<str>::from(n));
+            }
             let path_prefix = r.path_prefix.unwrap_or_else(|| "/".into());
             if !path_prefix.starts_with('/') {
                 return Err(cx.err(&format!("{field}.path_prefix"), "must start with '/'"));
@@ -533,6 +565,8 @@ impl Config {
                 scopes_any: r.scopes_any,
                 allow_anonymous: r.allow_anonymous,
                 mode,
+                name: name.into(),
+                issuers: route_issuers,
             });
         }
 

@@ -139,6 +139,10 @@ pub struct RawRoute {
     pub allow_anonymous: bool,
     #[serde(default)]
     pub mode: Option<String>,
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub issuers: Option<Vec<String>>,
 }
 
 #[derive(Debug, Default, Deserialize)]

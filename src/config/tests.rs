@@ -142,3 +142,51 @@ fn parses_durations() {
         assert!(parse_duration(bad).is_err(), "{bad}");
     }
 }
+
+#[test]
+fn routes_have_names_and_may_name_their_issuers() {
+    let c = parse(
+        r#"{"issuers":[{"name":"am","key_sources":[{"jwks_file":"jwks.json"}]}],
+            "routes":[{"path_prefix":"/a"},{"path_prefix":"/b","name":"billing.v2","issuers":["am"]}]}"#,
+    )
+    .unwrap();
+    assert_eq!(&*c.routes[0].name, "route-0");
+    assert!(c.routes[0].issuers.is_empty());
+    assert_eq!(&*c.routes[1].name, "billing.v2");
+    assert_eq!(c.routes[1].issuers, vec![Arc::<str>::from("am")]);
+
+    for (routes, field, reason) in [
+        (
+            r#"[{"issuers":["nobody"]}]"#,
+            "routes[0].issuers[0]",
+            "no issuer is named \"nobody\"",
+        ),
+        (
+            r#"[{"name":"a b"}]"#,
+            "routes[0].name",
+            "a route name is letters",
+        ),
+        (
+            r#"[{"name":""}]"#,
+            "routes[0].name",
+            "a route name is letters",
+        ),
+        (
+            r#"[{"name":"x"},{"name":"x"}]"#,
+            "routes[1].name",
+            "used by another route",
+        ),
+        (
+            r#"[{"name":"route-1"},{}]"#,
+            "routes[1].name",
+            "used by another route",
+        ),
+    ] {
+        let json = format!(
+            r#"{{"issuers":[{{"name":"am","key_sources":[{{"jwks_file":"jwks.json"}}]}}],"routes":{routes}}}"#
+        );
+        let e = parse(&json).unwrap_err();
+        assert_eq!(e.field, field, "{routes}: {e}");
+        assert!(e.reason.contains(reason), "{routes}: {e}");
+    }
+}
