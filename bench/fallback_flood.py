@@ -28,9 +28,10 @@ import time
 import urllib.request
 from pathlib import Path
 
+import tgproc
+
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
-TOKENGATE = ROOT / "target" / "release" / "tokengate"
 LOADGEN = ROOT / "bench" / "loadgen" / "target" / "release" / "loadgen"
 
 
@@ -62,26 +63,7 @@ def start(work, budget):
         }],
         "fallback": {"max_verifications_per_second": budget},
     }
-    path = work / f"tg-{budget}.json"
-    path.write_text(json.dumps(config))
-    log_path = work / f"tg-{budget}.log"
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", str(TOKENGATE), "--log-format", "json", "serve", "--config", str(path)],
-        stdout=subprocess.DEVNULL, stderr=log_path.open("w"))
-    addrs, deadline = {}, time.time() + 10
-    while time.time() < deadline and len(addrs) < 2:
-        for line in log_path.read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("message") == "listening":
-                addrs[rec["listener"]] = rec["addr"]
-        time.sleep(0.05)
-    if len(addrs) < 2:
-        proc.kill()
-        sys.exit(f"tokengate did not start: {log_path.read_text()}")
-    return proc, addrs
+    return tgproc.serve(work, f"tg-{budget}", config)
 
 
 def loadgen(url, tokens, rate, duration):

@@ -21,18 +21,17 @@ import argparse
 import json
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+import tgproc
 
 ROOT = Path(__file__).resolve().parent.parent
 DATA = ROOT / "bench" / "data"
-TOKENGATE = ROOT / "target" / "release" / "tokengate"
+TOKENGATE = tgproc.TOKENGATE
 LOADGEN = ROOT / "bench" / "loadgen" / "target" / "release" / "loadgen"
 CONNECTIONS = 8
 
@@ -47,33 +46,7 @@ def start_tokengate(work):
         }],
         "cache": {"max_entries": 100000},
     }
-    path = work / "tokengate.json"
-    path.write_text(json.dumps(config))
-    log = open(work / "tokengate.log", "w")
-    proc = subprocess.Popen(
-        ["taskset", "-c", "0", str(TOKENGATE), "--log-level", "info", "--log-format", "json",
-         "serve", "--config", str(path)],
-        stdout=subprocess.DEVNULL, stderr=log)
-    addrs = {}
-    deadline = time.time() + 10
-    while time.time() < deadline and not {"authz_http", "admin"} <= addrs.keys():
-        for line in (work / "tokengate.log").read_text().splitlines():
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            if rec.get("message") == "listening":
-                addrs[rec["listener"]] = rec["addr"]
-        time.sleep(0.05)
-    if not {"authz_http", "admin"} <= addrs.keys():
-        proc.kill()
-        sys.exit(f"tokengate did not report its listeners: {(work / 'tokengate.log').read_text()}")
-    while time.time() < deadline:
-        try:
-            urllib.request.urlopen(f"http://{addrs['admin']}/readyz", timeout=1)
-            break
-        except OSError:
-            time.sleep(0.05)
+    proc, addrs = tgproc.serve(work, "tokengate", config)
     return proc, addrs["authz_http"]
 
 

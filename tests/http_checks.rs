@@ -268,9 +268,7 @@ fn admin_reports_health_readiness_keys_and_metrics() {
 fn readiness_waits_for_every_issuer_until_the_grace_period_ends() {
     let dir = TempDir::new("http-readiness");
     let down = crate::support::ClosedPort::new();
-    let mut dead = crate::support::fixture_issuer();
-    dead["name"] = json!("down");
-    dead["issuer"] = json!("https://down.example");
+    let mut dead = issuer_as("down", "https://down.example");
     dead["key_sources"] =
         json!([{"jwks_uri": format!("http://{}/jwks.json", down.addr), "timeout": "1s"}]);
     let cfg = json!({
@@ -303,15 +301,7 @@ fn readiness_waits_for_every_issuer_until_the_grace_period_ends() {
 
     tg.wait_ready();
     assert_eq!(tg.check_token("/x", &token("GOOD_RS256")).status, 200);
-    let mut claims = crate::support::mint::claims();
-    claims["iss"] = json!("https://down.example");
-    let t = crate::support::mint::sign(
-        jsonwebtoken::Algorithm::RS256,
-        "rsa-1",
-        Some("rsa-1"),
-        &claims,
-    );
-    let r = tg.check_token("/x", &t);
+    let r = tg.check_token("/x", &token_of("https://down.example"));
     assert_eq!((r.status, r.error()), (503, "keys_unavailable".to_string()));
 }
 
@@ -458,23 +448,14 @@ fn a_policy_change_never_answers_from_the_old_policy_cache() {
 #[test]
 fn a_route_that_names_its_issuers_refuses_a_valid_token_of_another() {
     let dir = TempDir::new("http-route-issuers");
-    let mut other = crate::support::fixture_issuer();
-    other["name"] = json!("other");
-    other["issuer"] = json!("https://other.example");
+    let other = issuer_as("other", "https://other.example");
     let cfg = json!({
         "issuers": [crate::support::fixture_issuer(), other],
         "routes": [{"path_prefix": "/billing", "name": "billing", "issuers": ["other"]}]
     });
     let tg = Tokengate::start(&dir, cfg);
     tg.wait_ready();
-    let mut claims = crate::support::mint::claims();
-    claims["iss"] = json!("https://other.example");
-    let other_token = crate::support::mint::sign(
-        jsonwebtoken::Algorithm::RS256,
-        "rsa-1",
-        Some("rsa-1"),
-        &claims,
-    );
+    let other_token = token_of("https://other.example");
     let main_token = token("GOOD_RS256");
 
     // Cached as allowed on a route without issuers first.
@@ -501,4 +482,24 @@ fn a_route_that_names_its_issuers_refuses_a_valid_token_of_another() {
         ),
         Some(1.0)
     );
+}
+
+/// The fixture issuer under another name and `iss` (the same key sources).
+fn issuer_as(name: &str, iss: &str) -> Value {
+    let mut issuer = crate::support::fixture_issuer();
+    issuer["name"] = json!(name);
+    issuer["issuer"] = json!(iss);
+    issuer
+}
+
+/// A valid token of issuer `iss`, signed by fixture key rsa-1 under its kid.
+fn token_of(iss: &str) -> String {
+    let mut claims = crate::support::mint::claims();
+    claims["iss"] = json!(iss);
+    crate::support::mint::sign(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1",
+        Some("rsa-1"),
+        &claims,
+    )
 }
