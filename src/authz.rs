@@ -5,13 +5,14 @@
 //! duration and logs one event, identifying the token only by a fingerprint.
 
 use std::borrow::Cow;
-use std::sync::Arc;
+use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use serde_json::Value;
 
+use crate::audit::{self, AuditLog};
 use crate::cache::TokenCache;
 use crate::claims::{self, Principal};
 use crate::clock::Clock;
@@ -44,6 +45,8 @@ pub struct Verdict {
     pub cached: bool,
     /// First 8 hex digits of the token's SHA-256.
     pub fingerprint: Option<Fingerprint>,
+    /// The name of the route that matched.
+    pub route: Option<Arc<str>>,
 }
 
 /// Everything a decision depends on that a config reload replaces at once.
@@ -69,6 +72,8 @@ pub struct Authorizer {
     metrics: Arc<Metrics>,
     /// Fallback signature checks, per process (kept across config reloads).
     budget: verify::FallbackBudget,
+    /// The decision log's writer, started by the first policy that turns it on.
+    audit: OnceLock<AuditLog>,
 }
 
 /// What a token is judged for: the policy and the route.
@@ -88,6 +93,8 @@ struct Judged {
     /// For a valid token refused by the route's scopes: the allow it would get (what
     /// shadow mode forwards).
     valid: Option<Allowed>,
+    /// The valid token's subject (kept only while the decision log is on).
+    subject: Option<Arc<str>>,
 }
 
 // === impl Policy ===
@@ -212,18 +219,36 @@ impl std::fmt::Debug for Policy {
 impl Authorizer {
     /// An authorizer starting with `policy`.
     pub fn new(policy: Policy, clock: Arc<dyn Clock>, metrics: Arc<Metrics>) -> Self {
-        Self {
+        let authorizer = Self {
             budget: verify::FallbackBudget::new(policy.config.fallback_rate),
             policy: ArcSwap::from_pointee(policy),
             clock,
             metrics,
-        }
+            audit: OnceLock::new(),
+        };
+        authorizer.start_audit();
+        authorizer
     }
 
     /// Swaps in a new policy (config reload); requests in flight finish on the old one.
     pub fn replace(&self, policy: Policy) {
         self.budget.set_rate(policy.config.fallback_rate);
         self.policy.store(Arc::new(policy));
+        self.start_audit();
+    }
+
+    /// Starts the decision log's writer once a policy turns it on (it then stays, idle
+    /// while a later policy turns the log off).
+    fn start_audit(&self) {
+        if self.policy.load().config.audit.is_none() || self.audit.get().is_some() {
+            return;
+        }
+        match AuditLog::start(self.metrics.audit_dropped.clone()) {
+            Ok(log) => {
+                let _ = self.audit.set(log);
+            }
+            Err(e) => tracing::error!(error = %e, "cannot start the decision log's writer"),
+        }
     }
 
     /// The current policy.
@@ -255,6 +280,7 @@ impl Authorizer {
 
         let mut fingerprint = None;
         let mut mode = policy.config.mode;
+        let mut route_name = None;
         let mut judged = match &judged_request {
             // A request that cannot be read one way only is not judged.
             Err(_) => Judged::deny(DenyReason::InvalidRequest.into(), None),
@@ -265,6 +291,7 @@ impl Authorizer {
                 if let Some(m) = route.and_then(|r| r.config.mode) {
                     mode = m;
                 }
+                route_name = route.map(|r| r.config.name.clone());
                 self.judge_request(&policy, route, req.headers, now, &mut fingerprint)
                     .await
             }
@@ -298,6 +325,37 @@ impl Authorizer {
             shadow = mode == Mode::Shadow,
             "decision"
         );
+        if listener != Listener::Cli
+            && let (Some(log), Some(audit)) = (self.audit.get(), &policy.config.audit)
+            && AuditLog::sampled(audit.sample)
+        {
+            let (method, path) = match &judged_request {
+                Ok(r) => (r.method, audit::bounded_path(&r.path)),
+                Err(_) => (req.method, audit::bounded_path(req.target)),
+            };
+            log.write(&audit::Record {
+                time: audit::now_rfc3339(),
+                target: audit::TARGET,
+                listener: listener.label(),
+                route: route_name.as_deref(),
+                method,
+                path: &path,
+                decision: if judged.decision.is_allowed() {
+                    "allow"
+                } else {
+                    "deny"
+                },
+                reason: judged.decision.label(),
+                enforced: mode == Mode::Enforce,
+                issuer: issuer.as_deref(),
+                key: judged.key.as_ref().map(|k| &*k.id),
+                matched: judged.matched.map(MatchKind::label),
+                subject: judged.subject.as_deref(),
+                fingerprint: fingerprint.map(|f| f.to_string()),
+                trace_id: None,
+                latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
+            });
+        }
         // Shadow mode: the denial is counted as what it is (above), then answered as an
         // allow that tells the app why it would have been refused.
         if mode == Mode::Shadow
@@ -340,6 +398,7 @@ impl Authorizer {
             matched: judged.matched,
             cached: judged.cached,
             fingerprint,
+            route: route_name,
         }
     }
 
@@ -368,19 +427,22 @@ impl Authorizer {
                     matched: None,
                     cached: false,
                     valid: None,
+                    subject: None,
                 },
                 _ => Judged::deny(DenyReason::MissingToken.into(), None),
             },
             Ok(Some(token)) => {
                 // The token's hash keys the cache and identifies the token in logs; with
                 // neither in use, skip it.
-                let hash = (policy.cache.enabled() || tracing::enabled!(tracing::Level::DEBUG))
-                    .then(|| {
-                        let d = digest::digest(&digest::SHA256, token.as_bytes());
-                        let mut hash = [0u8; 32];
-                        hash.copy_from_slice(d.as_ref());
-                        hash
-                    });
+                let hash = (policy.cache.enabled()
+                    || policy.config.audit.is_some()
+                    || tracing::enabled!(tracing::Level::DEBUG))
+                .then(|| {
+                    let d = digest::digest(&digest::SHA256, token.as_bytes());
+                    let mut hash = [0u8; 32];
+                    hash.copy_from_slice(d.as_ref());
+                    hash
+                });
                 *fingerprint = hash.as_ref().map(Fingerprint::of);
                 let shadow = route
                     .and_then(|r| r.config.mode)
@@ -468,6 +530,13 @@ impl Authorizer {
                 Err(reason) => return deny(reason),
             };
         principal.set_forward(policy.forward_values(&claims));
+        if let Some(audit) = &policy.config.audit {
+            let subject = match claims.get(&audit.subject_claim) {
+                Some(ClaimValue::Str(s)) => Some(Arc::from(&**s)),
+                _ => None,
+            };
+            principal.extra = Some(Box::new(claims::Extra { subject }));
+        }
         principal.key.stats.record_use(principal.matched, now);
         let issued = claims::numeric_date(&claims, "iat").ok().flatten();
         principal.key.stats.record_issued(issued.unwrap_or(now));
@@ -587,12 +656,14 @@ impl Judged {
             matched: None,
             cached: false,
             valid: None,
+            subject: None,
         }
     }
 
     /// The allow (or the scope denial) of a verified principal.
     fn allow_or_scope(ask: &Ask<'_>, p: &Principal, payload_b64: &str) -> Self {
         let (policy, route) = (ask.policy, ask.route);
+        let subject = p.extra.as_ref().and_then(|e| e.subject.clone());
         // A route that names its issuers refuses a valid token of another one, cached or
         // not (`routes[].issuers`).
         let issuer_ok = route.is_none_or(|r| {
@@ -610,6 +681,7 @@ impl Judged {
                 matched: Some(p.matched),
                 cached: false,
                 valid: None,
+                subject,
             };
         }
         let scoped = match route {
@@ -635,6 +707,7 @@ impl Judged {
             matched: Some(p.matched),
             cached: false,
             valid,
+            subject,
         }
     }
 }

@@ -34,6 +34,16 @@ pub struct Principal {
     /// control characters), then the scopes from `scopes_at` on.
     text: Box<str>,
     scopes_at: u32,
+    /// What only some policies keep (the audit subject, the claims rules read): one
+    /// pointer when none is kept.
+    pub extra: Option<Box<Extra>>,
+}
+
+/// The parts of a [`Principal`] that only some policies need.
+#[derive(Debug, Default)]
+pub struct Extra {
+    /// The `audit.subject_claim` value, when the decision log is on and it is a string.
+    pub subject: Option<Arc<str>>,
 }
 
 /// Leads a present forward-header value in [`Principal`]'s text.
@@ -98,6 +108,7 @@ impl Principal {
             valid_until: exp,
             text: scopes.into(),
             scopes_at: 0,
+            extra: None,
         };
         p.set_forward(forward.iter().map(|v| v.map(Cow::Borrowed)));
         p
@@ -107,6 +118,9 @@ impl Principal {
     /// the ring and not counted): what the verified-token cache weighs it by.
     pub fn heap_size(&self) -> usize {
         self.text.len()
+            + self.extra.as_ref().map_or(0, |e| {
+                std::mem::size_of::<Extra>() + e.subject.as_ref().map_or(0, |s| s.len() + 16)
+            })
     }
 }
 
@@ -229,6 +243,7 @@ pub fn check(
         valid_until,
         text: scopes.into_boxed_str(),
         scopes_at: 0,
+        extra: None,
     })
 }
 

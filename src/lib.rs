@@ -36,6 +36,7 @@
 
 pub mod alg;
 pub mod app;
+pub mod audit;
 pub mod authz;
 pub mod cache;
 pub mod claims;

@@ -77,6 +77,11 @@ pub struct Metrics {
     jwks_last_success: IntGaugeVec,
     fallback_budget_exhausted: IntCounterVec,
     shadow_denials: IntCounterVec,
+    rule_denials: IntCounterVec,
+    /// Decision-log lines dropped because the writer's buffer was full (§12).
+    pub audit_dropped: IntCounter,
+    /// Span batches the OTLP exporter failed to deliver (§12).
+    pub telemetry_export_errors: IntCounter,
     key_source_reloads: IntCounterVec,
     key_source_up: IntGaugeVec,
     key_source_last_success: IntGaugeVec,
@@ -299,6 +304,26 @@ impl Metrics {
              tokengate_decisions_total counts them as the denials they are.",
             &["issuer", "listener", "reason"],
         );
+        let rule_denials = counter(
+            "tokengate_rule_denials_total",
+            "Valid tokens refused rule_failed because one of the route's CEL rules was not \
+             true (count), by route name.",
+            &["route"],
+        );
+        let audit_dropped = counter(
+            "tokengate_audit_dropped_total",
+            "Decision-log lines dropped because the writer could not keep up (count); the \
+             decisions themselves were never delayed.",
+            &[],
+        )
+        .with_label_values(&[] as &[&str]);
+        let telemetry_export_errors = counter(
+            "tokengate_telemetry_export_errors_total",
+            "Batches of tokengate.check spans the OTLP exporter failed to deliver (count); \
+             decisions are never delayed or changed by tracing.",
+            &[],
+        )
+        .with_label_values(&[] as &[&str]);
         let key_source_up = gauge(
             "tokengate_key_source_up",
             "1 when the last load or fetch of the issuer's key sources of this kind (jwks, \
@@ -372,6 +397,9 @@ impl Metrics {
             jwks_last_success,
             fallback_budget_exhausted,
             shadow_denials,
+            rule_denials,
+            audit_dropped,
+            telemetry_export_errors,
             key_source_reloads,
             key_source_up,
             key_source_last_success,
@@ -496,6 +524,11 @@ impl Metrics {
         self.shadow_denials
             .with_label_values(&[issuer, listener, reason])
             .inc();
+    }
+
+    /// The rule-denial counter of route `name` (resolved once per config load).
+    pub fn rule_denials(&self, route: &str) -> IntCounter {
+        self.rule_denials.with_label_values(&[route])
     }
 
     /// Counts a config reload.

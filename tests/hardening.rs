@@ -1185,8 +1185,9 @@ fn key_files_that_never_end_are_refused() {
 
 // === secrets ===
 
-/// At `--log-level trace`, over authz_http, the proxy, a remote JWKS, a keystore and the
-/// admin endpoints: no log line, no `/keys` or `/metrics` output and no `check-config`
+/// At `--log-level trace` with the decision log on, over authz_http, the proxy, a remote
+/// JWKS, a keystore and the admin endpoints: no log or decision-log line, no `/keys` or
+/// `/metrics` output and no `check-config`
 /// error holds a token used, a JWK `n`/`x`/`y`/`k` value of the fixtures, the HMAC
 /// secret or the keystore password (right or wrong).
 #[test]
@@ -1213,7 +1214,8 @@ fn secrets_never_reach_logs_errors_or_the_inventory() {
         "issuers": [issuer],
         "routes": [{"path_prefix": "/public", "allow_anonymous": true}],
         "token": {"from_headers": [{"name": "authorization", "prefix": "Bearer "}], "from_cookies": ["session"]},
-        "forward": {"claims_header": "x-auth-claims"}
+        "forward": {"claims_header": "x-auth-claims"},
+        "audit": {"enabled": true}
     });
     let path = dir.write("config.json", config.to_string());
     let mut tg = Tokengate::spawn(path.clone(), &["--log-level", "trace"]);
@@ -1287,6 +1289,11 @@ fn secrets_never_reach_logs_errors_or_the_inventory() {
     let _ = tg.wait_exit();
     let logs = tg.logs();
     assert!(logs.contains("TRACE"), "not running at trace level?");
+    let decision_log = tg.stdout();
+    assert!(
+        decision_log.lines().count() >= used.len() * 4,
+        "the decision log is missing lines:\n{decision_log}"
+    );
 
     // check-config with a wrong keystore password, and with the right one.
     let wrong = "Wr0ng-Keystore-Pa55";
@@ -1363,6 +1370,7 @@ fn secrets_never_reach_logs_errors_or_the_inventory() {
     }
     let outputs = [
         ("the trace log", &logs),
+        ("the decision log", &decision_log),
         ("/keys", &inventory),
         ("/metrics", &metrics),
         ("check-config with a wrong password", &wrong_output),

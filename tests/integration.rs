@@ -53,3 +53,7 @@ mod bypass;
 /// The same classes end to end through the shipped nginx and Envoy configs, with an
 /// echo app behind them.
 mod bypass_e2e;
+
+/// Policy beyond scopes and what each check tells the operator (SPEC §12): CEL rules
+/// and the decision log.
+mod policy;

@@ -13,7 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgSet};
-use raw::{RawConfig, RawIssuer, RawKeySource, Setting};
+use raw::{RawConfig, RawIssuer, RawKeySource, RawTelemetry, Setting};
 
 /// `listeners.proxy` when `upstream` is set and the field is absent.
 pub const DEFAULT_PROXY: &str = "0.0.0.0:8080";
@@ -105,6 +105,41 @@ pub struct Config {
     pub mode: Mode,
     /// Which override headers `authz_http` takes the checked method and URI from.
     pub forward_auth: ForwardAuth,
+    /// The decision log (SPEC §12); `None`: off.
+    pub audit: Option<AuditConfig>,
+    /// OpenTelemetry traces (SPEC §12); `None`: off.
+    pub telemetry: Option<TelemetryConfig>,
+}
+
+/// `audit`: one JSON line per (sampled) decision.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AuditConfig {
+    /// The probability that a decision is logged, in [0, 1].
+    pub sample: f64,
+    /// The claim that names the subject.
+    pub subject_claim: String,
+}
+
+/// `telemetry`: where and how `tokengate.check` spans are exported.
+#[derive(Debug, Clone, PartialEq)]
+pub struct TelemetryConfig {
+    /// The collector, e.g. `http://collector:4317`.
+    pub otlp_endpoint: String,
+    /// OTLP over gRPC or over HTTP with protobuf bodies.
+    pub protocol: OtlpProtocol,
+    /// The share of checks without a sampled parent that get a span, in [0, 1].
+    pub sample_ratio: f64,
+    /// The `service.name` resource attribute.
+    pub service_name: String,
+}
+
+/// `telemetry.protocol`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum OtlpProtocol {
+    /// `grpc` (the default; port 4317 by convention).
+    Grpc,
+    /// `http/protobuf` (port 4318 by convention; `/v1/traces` is appended).
+    HttpProtobuf,
 }
 
 /// How route prefixes compare with the judged path.
@@ -712,6 +747,25 @@ impl Config {
             }
         };
 
+        let audit = match raw.audit.enabled {
+            None | Some(false) => None,
+            Some(true) => {
+                let sample = raw.audit.sample.unwrap_or(1.0);
+                if !(0.0..=1.0).contains(&sample) {
+                    return Err(cx.err("audit.sample", "must be between 0.0 and 1.0"));
+                }
+                let subject_claim = raw.audit.subject_claim.unwrap_or_else(|| "sub".into());
+                if subject_claim.is_empty() {
+                    return Err(cx.err("audit.subject_claim", "the claim name is empty"));
+                }
+                Some(AuditConfig {
+                    sample,
+                    subject_claim,
+                })
+            }
+        };
+        let telemetry = cx.telemetry(raw.telemetry)?;
+
         Ok(Config {
             file: file.to_path_buf(),
             digest: None,
@@ -730,6 +784,8 @@ impl Config {
             path_case,
             mode,
             forward_auth,
+            audit,
+            telemetry,
         })
     }
 }
@@ -737,6 +793,45 @@ impl Config {
 // === impl Ctx ===
 
 impl Ctx<'_> {
+    fn telemetry(&self, raw: RawTelemetry) -> Result<Option<TelemetryConfig>, ConfigError> {
+        let protocol = match raw.protocol.as_deref() {
+            None | Some("grpc") => OtlpProtocol::Grpc,
+            Some("http/protobuf") => OtlpProtocol::HttpProtobuf,
+            Some(other) => {
+                return Err(self.err(
+                    "telemetry.protocol",
+                    format!("{other:?} is not one of \"grpc\", \"http/protobuf\""),
+                ));
+            }
+        };
+        let sample_ratio = raw.sample_ratio.unwrap_or(0.01);
+        if !(0.0..=1.0).contains(&sample_ratio) {
+            return Err(self.err("telemetry.sample_ratio", "must be between 0.0 and 1.0"));
+        }
+        let service_name = raw.service_name.unwrap_or_else(|| "tokengate".into());
+        if service_name.is_empty() {
+            return Err(self.err("telemetry.service_name", "must not be empty"));
+        }
+        let Some(endpoint) = raw.otlp_endpoint else {
+            return Ok(None);
+        };
+        let url = endpoint.parse::<http::Uri>().ok().filter(|u| {
+            matches!(u.scheme_str(), Some("http" | "https")) && u.authority().is_some()
+        });
+        if url.is_none() {
+            return Err(self.err(
+                "telemetry.otlp_endpoint",
+                format!("{endpoint:?} is not an http:// or https:// URL (e.g. \"http://collector:4317\")"),
+            ));
+        }
+        Ok(Some(TelemetryConfig {
+            otlp_endpoint: endpoint,
+            protocol,
+            sample_ratio,
+            service_name,
+        }))
+    }
+
     fn err(&self, field: &str, reason: impl Into<String>) -> ConfigError {
         ConfigError {
             file: self.file.to_path_buf(),

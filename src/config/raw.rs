@@ -38,6 +38,10 @@ pub struct RawConfig {
     pub path_case: Option<String>,
     #[serde(default)]
     pub forward_auth: RawForwardAuth,
+    #[serde(default)]
+    pub audit: RawAudit,
+    #[serde(default)]
+    pub telemetry: RawTelemetry,
 }
 
 /// A listener address: absent (default), `null` (off) or an address.
@@ -143,6 +147,8 @@ pub struct RawRoute {
     pub name: Option<String>,
     #[serde(default)]
     pub issuers: Option<Vec<String>>,
+    #[serde(default)]
+    pub rules: Vec<String>,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -212,6 +218,23 @@ pub struct RawReload {
 #[serde(deny_unknown_fields)]
 pub struct RawReadiness {
     pub grace: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawAudit {
+    pub enabled: Option<bool>,
+    pub sample: Option<f64>,
+    pub subject_claim: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTelemetry {
+    pub otlp_endpoint: Option<String>,
+    pub protocol: Option<String>,
+    pub sample_ratio: Option<f64>,
+    pub service_name: Option<String>,
 }
 
 /// The content of a `revoked.file`.

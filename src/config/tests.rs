@@ -190,3 +190,51 @@ fn routes_have_names_and_may_name_their_issuers() {
         assert!(e.reason.contains(reason), "{routes}: {e}");
     }
 }
+
+#[test]
+fn audit_and_telemetry_are_off_by_default_and_checked_when_on() {
+    let c = parse(MINIMAL).unwrap();
+    assert!(c.audit.is_none() && c.telemetry.is_none());
+    let with = |extra: &str| {
+        parse(&format!(
+            r#"{{"issuers":[{{"name":"am","key_sources":[{{"jwks_file":"jwks.json"}}]}}],{extra}}}"#
+        ))
+    };
+    let c =
+        with(r#""audit":{"enabled":true},"telemetry":{"otlp_endpoint":"http://c:4317"}"#).unwrap();
+    assert_eq!(
+        c.audit,
+        Some(AuditConfig {
+            sample: 1.0,
+            subject_claim: "sub".into()
+        })
+    );
+    let t = c.telemetry.unwrap();
+    assert_eq!(
+        (t.protocol, t.sample_ratio, t.service_name.as_str()),
+        (OtlpProtocol::Grpc, 0.01, "tokengate")
+    );
+    for (extra, field) in [
+        (r#""audit":{"enabled":true,"sample":1.5}"#, "audit.sample"),
+        (
+            r#""audit":{"enabled":true,"subject_claim":""}"#,
+            "audit.subject_claim",
+        ),
+        (r#""audit":{"enabled":true,"who":"x"}"#, "audit"),
+        (
+            r#""telemetry":{"otlp_endpoint":"collector:4317"}"#,
+            "telemetry.otlp_endpoint",
+        ),
+        (
+            r#""telemetry":{"otlp_endpoint":"http://c:4317","protocol":"http/json"}"#,
+            "telemetry.protocol",
+        ),
+        (
+            r#""telemetry":{"otlp_endpoint":"http://c:4317","sample_ratio":-1}"#,
+            "telemetry.sample_ratio",
+        ),
+    ] {
+        let e = with(extra).unwrap_err();
+        assert!(e.field.starts_with(field), "{extra}: {e}");
+    }
+}

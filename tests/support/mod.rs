@@ -188,6 +188,8 @@ pub struct Tokengate {
     pub config: PathBuf,
     /// Where stderr (the logs) goes.
     pub log: PathBuf,
+    /// Where stdout (the decision log) goes.
+    pub out: PathBuf,
 }
 
 impl Tokengate {
@@ -215,6 +217,8 @@ impl Tokengate {
     pub fn spawn(config: PathBuf, extra: &[&str]) -> Tokengate {
         let log = config.with_extension("log");
         let log_file = std::fs::File::create(&log).expect("log file");
+        let out = config.with_extension("out");
+        let out_file = std::fs::File::create(&out).expect("stdout file");
         let mut args: Vec<&str> = vec!["--log-level", "debug", "serve", "--config"];
         let cfg = config.to_string_lossy().into_owned();
         args.push(&cfg);
@@ -223,7 +227,7 @@ impl Tokengate {
             .args(&args)
             .env_remove("TOKENGATE_CONFIG")
             .stdin(Stdio::null())
-            .stdout(Stdio::null())
+            .stdout(out_file)
             .stderr(log_file)
             .spawn()
             .expect("spawn tokengate");
@@ -235,6 +239,7 @@ impl Tokengate {
             addrs: HashMap::new(),
             config,
             log,
+            out,
         };
         let wanted = configured_listeners(&tg.config);
         tg.wait_for(
@@ -313,6 +318,29 @@ impl Tokengate {
             let _ = f.read_to_string(&mut s);
         }
         s
+    }
+
+    /// Everything written to stdout so far.
+    pub fn stdout(&self) -> String {
+        std::fs::read_to_string(&self.out).unwrap_or_default()
+    }
+
+    /// The decision-log lines written so far, each parsed as JSON (a line that is not
+    /// JSON fails the test).
+    pub fn audit_lines(&self) -> Vec<Value> {
+        self.stdout()
+            .lines()
+            .map(|l| {
+                serde_json::from_str(l)
+                    .unwrap_or_else(|e| panic!("a decision-log line is not JSON ({e}): {l}"))
+            })
+            .collect()
+    }
+
+    /// Waits until at least `n` decision-log lines were written, and returns them.
+    pub fn wait_audit_lines(&self, n: usize) -> Vec<Value> {
+        self.wait_for(|| self.stdout().lines().count() >= n, "decision-log lines");
+        self.audit_lines()
     }
 
     /// Sends a signal to the process.
