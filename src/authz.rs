@@ -26,6 +26,7 @@ use crate::metrics::{DecisionHandles, Listener, Metrics};
 use crate::request;
 pub use crate::request::RequestView;
 use crate::routes::{Route, Routes};
+use crate::rules::{RuleClaims, RuleInput};
 use crate::token::extract::{Headers, extract};
 use crate::token::jws::{self, ClaimSet, ClaimValue};
 use crate::verify::{self, VerifiedToken};
@@ -76,12 +77,16 @@ pub struct Authorizer {
     audit: OnceLock<AuditLog>,
 }
 
-/// What a token is judged for: the policy and the route.
-struct Ask<'a> {
+/// What a token is judged for: the policy, the route and the request (for its rules).
+struct Ask<'a, H: ?Sized> {
     policy: &'a Policy,
     route: Option<&'a Route>,
     /// Shadow mode applies (a scope denial keeps the allow it would have been).
     shadow: bool,
+    /// The judged method and path.
+    method: &'a str,
+    path: &'a str,
+    headers: &'a H,
 }
 
 struct Judged {
@@ -144,7 +149,7 @@ impl Policy {
             metrics.cache(),
         );
         Self {
-            routes: Routes::new(&config.routes),
+            routes: Routes::new(&config.routes, metrics),
             issuers,
             cache,
             handles,
@@ -292,7 +297,7 @@ impl Authorizer {
                     mode = m;
                 }
                 route_name = route.map(|r| r.config.name.clone());
-                self.judge_request(&policy, route, req.headers, now, &mut fingerprint)
+                self.judge_request(&policy, route, r, req.headers, now, &mut fingerprint)
                     .await
             }
         };
@@ -407,6 +412,7 @@ impl Authorizer {
         &self,
         policy: &Policy,
         route: Option<&Route>,
+        judged: &request::Judged<'_>,
         headers: &H,
         now: i64,
         fingerprint: &mut Option<Fingerprint>,
@@ -452,15 +458,18 @@ impl Authorizer {
                     policy,
                     route,
                     shadow,
+                    method: judged.method,
+                    path: &judged.path,
+                    headers,
                 };
                 self.judge_token(&ask, token, hash, now).await
             }
         }
     }
 
-    async fn judge_token(
+    async fn judge_token<H: Headers + ?Sized + Sync>(
         &self,
-        ask: &Ask<'_>,
+        ask: &Ask<'_, H>,
         token: &str,
         hash: Option<[u8; 32]>,
         now: i64,
@@ -530,12 +539,21 @@ impl Authorizer {
                 Err(reason) => return deny(reason),
             };
         principal.set_forward(policy.forward_values(&claims));
-        if let Some(audit) = &policy.config.audit {
-            let subject = match claims.get(&audit.subject_claim) {
-                Some(ClaimValue::Str(s)) => Some(Arc::from(&**s)),
-                _ => None,
-            };
-            principal.extra = Some(Box::new(claims::Extra { subject }));
+        let subject =
+            policy
+                .config
+                .audit
+                .as_ref()
+                .and_then(|a| match claims.get(&a.subject_claim) {
+                    Some(ClaimValue::Str(s)) => Some(Arc::from(&**s)),
+                    _ => None,
+                });
+        let rule_claims = policy.routes.any_rules().then(|| RuleClaims::of(&claims));
+        if subject.is_some() || rule_claims.is_some() {
+            principal.extra = Some(Box::new(claims::Extra {
+                subject,
+                rule_claims,
+            }));
         }
         principal.key.stats.record_use(principal.matched, now);
         let issued = claims::numeric_date(&claims, "iat").ok().flatten();
@@ -661,7 +679,11 @@ impl Judged {
     }
 
     /// The allow (or the scope denial) of a verified principal.
-    fn allow_or_scope(ask: &Ask<'_>, p: &Principal, payload_b64: &str) -> Self {
+    fn allow_or_scope<H: Headers + ?Sized>(
+        ask: &Ask<'_, H>,
+        p: &Principal,
+        payload_b64: &str,
+    ) -> Self {
         let (policy, route) = (ask.policy, ask.route);
         let subject = p.extra.as_ref().and_then(|e| e.subject.clone());
         // A route that names its issuers refuses a valid token of another one, cached or
@@ -684,8 +706,21 @@ impl Judged {
                 subject,
             };
         }
+        // Scopes, then rules (which see this request, cached token or not).
         let scoped = match route {
-            Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()),
+            Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()).and_then(|()| {
+                let input = RuleInput {
+                    method: ask.method,
+                    path: ask.path,
+                    headers: ask.headers,
+                    issuer: policy.issuers.get(p.issuer).map_or("-", |i| &i.config.name),
+                    key: &p.key.id,
+                };
+                r.check_rules(
+                    p.extra.as_ref().and_then(|e| e.rule_claims.as_ref()),
+                    &input,
+                )
+            }),
             _ => Ok(()),
         };
         let allowed = || Allowed {

@@ -10,6 +10,7 @@ use serde_json::Value;
 use crate::config::{CertificateValidity, IssuerConfig};
 use crate::decision::DenyReason;
 use crate::keys::{Key, MatchKind};
+use crate::rules::RuleClaims;
 use crate::token::jws::{ClaimSet, ClaimValue};
 use crate::verify::VerifiedToken;
 
@@ -44,6 +45,8 @@ pub struct Principal {
 pub struct Extra {
     /// The `audit.subject_claim` value, when the decision log is on and it is a string.
     pub subject: Option<Arc<str>>,
+    /// The claims as route rules see them, when some route has rules.
+    pub rule_claims: Option<RuleClaims>,
 }
 
 /// Leads a present forward-header value in [`Principal`]'s text.
@@ -119,7 +122,9 @@ impl Principal {
     pub fn heap_size(&self) -> usize {
         self.text.len()
             + self.extra.as_ref().map_or(0, |e| {
-                std::mem::size_of::<Extra>() + e.subject.as_ref().map_or(0, |s| s.len() + 16)
+                std::mem::size_of::<Extra>()
+                    + e.subject.as_ref().map_or(0, |s| s.len() + 16)
+                    + e.rule_claims.as_ref().map_or(0, RuleClaims::heap_size)
             })
     }
 }

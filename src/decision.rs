@@ -53,6 +53,8 @@ pub enum DenyReason {
     BadType,
     /// The token is valid but lacks the scopes the route requires.
     InsufficientScope,
+    /// The token is valid and has the scopes, but one of the route's rules is not true.
+    RuleFailed,
     /// The issuer's keys have never loaded: the token was not judged.
     KeysUnavailable,
 }
@@ -149,7 +151,7 @@ impl AllowReason {
 
 impl DenyReason {
     /// Every deny reason, in SPEC order.
-    pub const ALL: [DenyReason; 17] = [
+    pub const ALL: [DenyReason; 18] = [
         DenyReason::MissingToken,
         DenyReason::InvalidRequest,
         DenyReason::Malformed,
@@ -166,6 +168,7 @@ impl DenyReason {
         DenyReason::BadAudience,
         DenyReason::BadType,
         DenyReason::InsufficientScope,
+        DenyReason::RuleFailed,
         DenyReason::KeysUnavailable,
     ];
 
@@ -231,6 +234,13 @@ impl DenyReason {
                 "insufficient_scope",
                 InsufficientScope,
                 "the token lacks the required scope",
+            ),
+            // Names no rule: which rule failed is the operator's to know (the decision
+            // log and the metric by route), not the client's.
+            DenyReason::RuleFailed => (
+                "rule_failed",
+                InsufficientScope,
+                "the request is not allowed by the route's policy",
             ),
             DenyReason::KeysUnavailable => (
                 "keys_unavailable",

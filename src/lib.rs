@@ -49,6 +49,7 @@ pub mod keys;
 pub mod metrics;
 pub mod request;
 pub mod routes;
+pub mod rules;
 pub mod server;
 pub mod token;
 pub mod verify;

@@ -10,8 +10,13 @@
 
 use std::sync::Arc;
 
+use prometheus::IntCounter;
+
 use crate::config::{PathCase, RouteConfig};
 use crate::decision::{Denial, DenyReason};
+use crate::metrics::Metrics;
+use crate::rules::{RuleClaims, RuleInput};
+use crate::token::extract::Headers;
 
 /// The configured routes, in order.
 #[derive(Debug, Clone, Default)]
@@ -26,13 +31,15 @@ pub struct Route {
     pub config: RouteConfig,
     /// The `scope` value of an `insufficient_scope` challenge.
     scope_hint: Option<Arc<str>>,
+    /// `tokengate_rule_denials_total{route}`, for a route with rules.
+    rule_denials: Option<IntCounter>,
 }
 
 // === impl Routes ===
 
 impl Routes {
-    /// Prepares the routes.
-    pub fn new(list: &[RouteConfig]) -> Self {
+    /// Prepares the routes, resolving the rule-denial counter of each route with rules.
+    pub fn new(list: &[RouteConfig], metrics: &Metrics) -> Self {
         Self {
             list: list
                 .iter()
@@ -42,10 +49,16 @@ impl Routes {
                     Route {
                         config: r.clone(),
                         scope_hint: (!wanted.is_empty()).then(|| wanted.join(" ").into()),
+                        rule_denials: (!r.rules.is_empty()).then(|| metrics.rule_denials(&r.name)),
                     }
                 })
                 .collect(),
         }
+    }
+
+    /// True when some route has rules (verified tokens then keep their claims for them).
+    pub fn any_rules(&self) -> bool {
+        self.list.iter().any(|r| !r.config.rules.is_empty())
     }
 
     /// The first route matching `method` and the resolved `path`.
@@ -77,6 +90,28 @@ impl Route {
                 scope: self.scope_hint.clone(),
             })
         }
+    }
+}
+
+impl Route {
+    /// Runs the route's rules, in order, on a valid token's claims; the first that is
+    /// not true refuses the request (`rule_failed`) and is counted.
+    pub fn check_rules<H: Headers + ?Sized>(
+        &self,
+        claims: Option<&RuleClaims>,
+        input: &RuleInput<'_, H>,
+    ) -> Result<(), Denial> {
+        if self.config.rules.is_empty() {
+            return Ok(());
+        }
+        let passed = claims.is_some_and(|c| self.config.rules.iter().all(|r| r.allows(c, input)));
+        if passed {
+            return Ok(());
+        }
+        if let Some(c) = &self.rule_denials {
+            c.inc();
+        }
+        Err(DenyReason::RuleFailed.into())
     }
 }
 
@@ -118,28 +153,34 @@ mod tests {
 
     #[test]
     fn first_matching_route_wins() {
-        let routes = Routes::new(&[
-            RouteConfig {
-                path_prefix: "/public".into(),
-                methods: vec![],
-                scopes_all: vec![],
-                scopes_any: vec![],
-                allow_anonymous: true,
-                mode: None,
-                name: "public".into(),
-                issuers: vec![],
-            },
-            RouteConfig {
-                path_prefix: "/orders".into(),
-                methods: vec!["POST".into()],
-                scopes_all: vec!["orders:write".into()],
-                scopes_any: vec![],
-                allow_anonymous: false,
-                mode: None,
-                name: "orders".into(),
-                issuers: vec![],
-            },
-        ]);
+        let metrics = Metrics::new();
+        let routes = Routes::new(
+            &[
+                RouteConfig {
+                    path_prefix: "/public".into(),
+                    methods: vec![],
+                    scopes_all: vec![],
+                    scopes_any: vec![],
+                    allow_anonymous: true,
+                    mode: None,
+                    name: "public".into(),
+                    issuers: vec![],
+                    rules: vec![],
+                },
+                RouteConfig {
+                    path_prefix: "/orders".into(),
+                    methods: vec!["POST".into()],
+                    scopes_all: vec!["orders:write".into()],
+                    scopes_any: vec![],
+                    allow_anonymous: false,
+                    mode: None,
+                    name: "orders".into(),
+                    issuers: vec![],
+                    rules: vec![],
+                },
+            ],
+            &metrics,
+        );
         assert!(
             routes
                 .pick("GET", "/public/x", PathCase::Sensitive)

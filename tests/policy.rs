@@ -3,7 +3,7 @@
 
 use serde_json::{Value, json};
 
-use crate::support::{TempDir, Tokengate, fixture_issuer, http, token};
+use crate::support::{TempDir, Tokengate, fixture_issuer, http, mint, token};
 
 /// The fields of a decision-log line (SPEC §12), and nothing else.
 const AUDIT_FIELDS: [&str; 16] = [
@@ -214,4 +214,103 @@ fn the_decision_log_honours_sample_and_reload() {
         seen,
         "lines written after audit was turned off"
     );
+}
+
+/// The config block of `docs/policy.md` ("Five rules you will want").
+fn guide_config() -> Value {
+    let text = std::fs::read_to_string(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/policy.md"),
+    )
+    .expect("docs/policy.md");
+    let block = text
+        .split("<!-- policy-example -->")
+        .nth(1)
+        .and_then(|rest| rest.split("```json").nth(1))
+        .and_then(|rest| rest.split("```").next())
+        .expect("the policy example block");
+    serde_json::from_str(block).expect("the policy example is JSON")
+}
+
+/// A token of the fixture issuer with these claims added.
+fn token_with(extra: Value) -> String {
+    let mut claims = mint::claims();
+    for (k, v) in extra.as_object().expect("an object") {
+        claims[k] = v.clone();
+    }
+    mint::sign(
+        jsonwebtoken::Algorithm::RS256,
+        "rsa-1",
+        Some("rsa-1"),
+        &claims,
+    )
+}
+
+/// Each rule of the guide's example, run from `docs/policy.md` itself: one request it
+/// allows and one it refuses `rule_failed`.
+#[test]
+fn the_guide_examples_allow_and_deny() {
+    let dir = TempDir::new("policy-guide");
+    let mut cfg = guide_config();
+    cfg["issuers"] = json!([fixture_issuer()]);
+    let tg = Tokengate::start(&dir, cfg);
+    tg.wait_ready();
+    let billing = token_with(json!({"groups": ["billing"]}));
+    let ops = token_with(json!({"groups": ["ops"]}));
+    let no_groups = token_with(json!({}));
+    let mfa = token_with(json!({"acr": "urn:example:mfa"}));
+    let pwd = token_with(json!({"acr": "urn:example:pwd"}));
+    let acme = token_with(json!({"tenant": "acme"}));
+    let ui = token_with(json!({"client_id": "reporting-ui"}));
+    let other = token_with(json!({"client_id": "mobile"}));
+    let org = token_with(json!({"org": "o-17"}));
+
+    /// Method, path, token, more headers, the status wanted.
+    type Case<'a> = (&'a str, &'a str, &'a String, &'a [(&'a str, &'a str)], u16);
+    let cases: [Case<'_>; 16] = [
+        ("POST", "/invoices", &billing, &[], 200),
+        ("POST", "/invoices", &ops, &[], 403),
+        ("POST", "/invoices", &no_groups, &[], 403),
+        ("GET", "/invoices", &ops, &[], 200),
+        ("GET", "/accounts/1", &pwd, &[], 200),
+        ("PUT", "/accounts/1", &pwd, &[], 403),
+        ("PUT", "/accounts/1", &mfa, &[], 200),
+        ("GET", "/tenants/acme/orders", &acme, &[], 200),
+        ("GET", "/tenants/acme-corp/orders", &acme, &[], 403),
+        ("GET", "/tenants/acme/../evil/x", &acme, &[], 400),
+        ("GET", "/reports/q3", &ui, &[], 200),
+        ("GET", "/reports/q3", &other, &[], 403),
+        ("GET", "/orgs/x", &org, &[("x-org-id", "o-17")], 200),
+        ("GET", "/orgs/x", &org, &[("x-org-id", "o-18")], 403),
+        ("GET", "/orgs/x", &org, &[], 403),
+        ("GET", "/orgs/x", &no_groups, &[], 403),
+    ];
+    for (method, path, token, extra, want) in cases {
+        let auth = format!("Bearer {token}");
+        let mut headers = vec![("authorization", auth.as_str())];
+        headers.extend_from_slice(extra);
+        let r = tg.check(method, path, &headers);
+        assert_eq!(
+            r.status,
+            want,
+            "{method} {path} {extra:?}: {}",
+            r.body_text()
+        );
+        if want == 403 {
+            assert_eq!(r.error(), "rule_failed", "{method} {path}");
+        }
+    }
+    let m = tg.metrics();
+    for (route, n) in [
+        ("invoices-write", 2.0),
+        ("accounts", 1.0),
+        ("tenants", 1.0),
+        ("reports", 1.0),
+        ("orgs", 3.0),
+    ] {
+        assert_eq!(
+            m.value("tokengate_rule_denials_total", &[("route", route)]),
+            Some(n),
+            "{route}"
+        );
+    }
 }

@@ -903,3 +903,146 @@ fn shadow_mode_lets_denials_through_with_their_reason_on_every_listener() {
     assert_eq!(decided(tg, "authz_grpc", "deny", "expired"), 1.0);
     assert_eq!(shadowed("authz_grpc", "expired"), 1.0);
 }
+
+/// A route's CEL rules (SPEC §12) on every listener: a failed rule is the same 403
+/// (`insufficient_scope`, a description naming no rule) from `authz_http`, the proxy
+/// and `authz_grpc` behind real Envoy; a rule sees each request, so a cached token is
+/// judged again by the new request's headers; a rule never lets a denied token through.
+#[test]
+fn rule_failed_is_the_same_403_on_every_listener() {
+    let dir = TempDir::new("serving-rules");
+    let upstream = Upstream::start(Mode::Echo);
+    let gate = start(&dir, Some(&upstream.url()), true, |c| {
+        c["routes"] = json!([
+            {"name": "invoices", "path_prefix": "/invoices", "rules": [
+                "has(claims.groups) && 'billing' in claims.groups",
+                "request.headers['x-tenant'] == claims.tenant"
+            ]},
+            {"name": "open", "path_prefix": "/open", "rules": ["true"]}
+        ]);
+    });
+    let tg = &gate.tg;
+    let proxy = gate.proxy.expect("no proxy listener");
+    let mint = |groups: Value| {
+        let mut claims = crate::support::mint::claims();
+        claims["groups"] = groups;
+        claims["tenant"] = json!("acme");
+        format!(
+            "Bearer {}",
+            crate::support::mint::sign(
+                jsonwebtoken::Algorithm::RS256,
+                "rsa-1",
+                Some("rsa-1"),
+                &claims
+            )
+        )
+    };
+    let billing = mint(json!(["billing", "ops"]));
+    let ops = mint(json!(["ops"]));
+
+    // authz_http: allowed, then the same (now cached) token with another tenant header.
+    let ok = tg.check(
+        "GET",
+        "/invoices/1",
+        &[("authorization", &billing), ("x-tenant", "acme")],
+    );
+    assert_eq!(ok.status, 200, "{}", ok.body_text());
+    let refused = tg.check(
+        "GET",
+        "/invoices/1",
+        &[("authorization", &billing), ("x-tenant", "evil")],
+    );
+    assert_eq!(
+        (refused.status, refused.error()),
+        (403, "rule_failed".into())
+    );
+    let challenge = refused
+        .header("www-authenticate")
+        .expect("a challenge")
+        .to_string();
+    assert_eq!(
+        challenge,
+        "Bearer realm=\"tokengate\", error=\"insufficient_scope\", \
+         error_description=\"the request is not allowed by the route's policy\""
+    );
+    assert!(
+        tg.metrics()
+            .value("tokengate_token_cache_requests_total", &[("result", "hit")])
+            .is_some_and(|v| v >= 1.0),
+        "the second check was not answered from the cache"
+    );
+    let again = tg.check(
+        "GET",
+        "/invoices/1",
+        &[("authorization", &billing), ("x-tenant", "acme")],
+    );
+    assert_eq!(again.status, 200, "the cached token, the right header");
+    let r = tg.check(
+        "GET",
+        "/invoices/1",
+        &[("authorization", &ops), ("x-tenant", "acme")],
+    );
+    assert_eq!(r.status, 403, "not in the billing group");
+
+    // The proxy and Envoy's gRPC ext_authz give the same answer.
+    let r = http::request(
+        proxy,
+        "GET",
+        "/invoices/2",
+        &[("authorization", &ops), ("x-tenant", "acme")],
+        b"",
+    )
+    .expect("proxy answered");
+    assert_eq!(r.status, 403);
+    assert_eq!(r.header("www-authenticate"), Some(challenge.as_str()));
+    let grpc = gate.grpc.expect("no grpc listener");
+    // The shipped config sends only the token's headers; a rule's header must be added.
+    let envoy = Envoy::start_with(
+        &dir,
+        "ext-authz-grpc.yaml",
+        upstream.addr,
+        grpc.port(),
+        |doc| {
+            let allowed = &mut envoy::ext_authz_filter(doc)["allowed_headers"]["patterns"];
+            allowed
+                .as_array_mut()
+                .expect("allowed_headers patterns")
+                .push(json!({"exact": "x-tenant"}));
+        },
+    );
+    let r = envoy.request(
+        "GET",
+        "/invoices/3",
+        &[("authorization", &billing), ("x-tenant", "evil")],
+    );
+    assert_eq!(r.status, 403, "{}", r.body_text());
+    assert_eq!(r.header("www-authenticate"), Some(challenge.as_str()));
+    let r = envoy.request(
+        "GET",
+        "/invoices/3",
+        &[("authorization", &billing), ("x-tenant", "acme")],
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+    assert_eq!(echo(&r)["path"], "/invoices/3");
+    for listener in ["authz_http", "proxy", "authz_grpc"] {
+        assert!(
+            decided(tg, listener, "deny", "rule_failed") >= 1.0,
+            "{listener}"
+        );
+    }
+    assert_eq!(
+        tg.metrics()
+            .value("tokengate_rule_denials_total", &[("route", "invoices")]),
+        Some(4.0)
+    );
+
+    // Rules run on valid tokens only: `true` lets no invalid or missing token through.
+    let r = tg.check("GET", "/open/x", &[("authorization", &bearer("EXPIRED"))]);
+    assert_eq!((r.status, r.error()), (401, "expired".into()));
+    assert_eq!(tg.check("GET", "/open/x", &[]).status, 401);
+    assert_eq!(
+        tg.check("GET", "/open/x", &[("authorization", &ops)])
+            .status,
+        200
+    );
+}

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgSet};
+use crate::rules::Rule;
 use raw::{RawConfig, RawIssuer, RawKeySource, RawTelemetry, Setting};
 
 /// `listeners.proxy` when `upstream` is set and the field is absent.
@@ -47,6 +48,8 @@ pub const DEFAULT_FALLBACK_MAX_KEYS: usize = 16;
 pub const DEFAULT_FALLBACK_RATE: u32 = 500;
 /// `reload.scan_interval` when absent.
 pub const DEFAULT_SCAN_INTERVAL: Duration = Duration::from_secs(10);
+/// Rules one route may have.
+pub const MAX_ROUTE_RULES: usize = 32;
 /// `readiness.grace` when absent.
 pub const DEFAULT_READINESS_GRACE: Duration = Duration::from_secs(30);
 /// `issuers[].required_claims` when absent.
@@ -330,6 +333,8 @@ pub struct RouteConfig {
     pub name: Arc<str>,
     /// Only tokens of these issuers (by name) pass; empty: any configured issuer.
     pub issuers: Vec<Arc<str>>,
+    /// CEL rules, all of which must be true (SPEC §12).
+    pub rules: Vec<Arc<Rule>>,
 }
 
 /// A header that may carry the token.
@@ -589,6 +594,24 @@ impl Config {
                     "an anonymous route cannot require scopes (requests without a token would pass where requests with one could not)",
                 ));
             }
+            if r.allow_anonymous && !r.rules.is_empty() {
+                return Err(cx.err(
+                    &format!("{field}.allow_anonymous"),
+                    "an anonymous route cannot have rules (requests without a token would pass where requests with one could not)",
+                ));
+            }
+            if r.rules.len() > MAX_ROUTE_RULES {
+                return Err(cx.err(
+                    &format!("{field}.rules"),
+                    format!("at most {MAX_ROUTE_RULES} rules per route"),
+                ));
+            }
+            let mut rules = Vec::with_capacity(r.rules.len());
+            for (j, source) in r.rules.iter().enumerate() {
+                let rule = Rule::compile(source)
+                    .map_err(|why| cx.err(&format!("{field}.rules[{j}]"), why))?;
+                rules.push(Arc::new(rule));
+            }
             let mode = match r.mode.as_deref() {
                 None => None,
                 Some(m) => Some(cx.mode(&format!("{field}.mode"), m)?),
@@ -602,6 +625,7 @@ impl Config {
                 mode,
                 name: name.into(),
                 issuers: route_issuers,
+                rules,
             });
         }
 

@@ -538,6 +538,7 @@ mod tests {
             (DenyReason::MissingToken, 401, 16),
             (DenyReason::Expired, 401, 16),
             (DenyReason::InsufficientScope, 403, 7),
+            (DenyReason::RuleFailed, 403, 7),
             (DenyReason::InvalidRequest, 400, 3),
             (DenyReason::KeysUnavailable, 503, 14),
         ];

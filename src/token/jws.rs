@@ -156,6 +156,11 @@ impl<'p> ClaimSet<'p> {
             .map(|(_, v)| v)
     }
 
+    /// Every member, in order (a repeated name repeats).
+    pub fn members(&self) -> impl Iterator<Item = (&str, &ClaimValue<'p>)> {
+        self.members.iter().map(|(k, v)| (&**k, v))
+    }
+
     /// Whether member `name` is present (even as `null`).
     pub fn contains(&self, name: &str) -> bool {
         self.members.iter().any(|(k, _)| same_name(k, name))

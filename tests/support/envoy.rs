@@ -205,6 +205,20 @@ fn set_address(socket_address: &mut Value, addr: SocketAddr) {
     sa.insert("port_value".into(), Value::from(addr.port()));
 }
 
+/// The `typed_config` of the bootstrap's ext_authz HTTP filter (to add headers to
+/// `allowed_headers`, say).
+pub fn ext_authz_filter(doc: &mut Value) -> &mut Value {
+    let filters = list(
+        doc,
+        "/static_resources/listeners/0/filter_chains/0/filters/0/typed_config/http_filters",
+    );
+    let f = filters
+        .iter_mut()
+        .find(|f| f["name"] == "envoy.filters.http.ext_authz")
+        .expect("the bootstrap has no ext_authz filter");
+    &mut f["typed_config"]
+}
+
 /// A running Envoy; killed on drop.
 pub struct Envoy {
     child: Child,
@@ -225,6 +239,18 @@ impl Envoy {
     /// `upstream`, tokengate's authz listener (`authz_http` or `authz_grpc`, whichever
     /// the file asks) on `authz_port`; waits until Envoy is ready.
     pub fn start(dir: &TempDir, config: &str, upstream: SocketAddr, authz_port: u16) -> Envoy {
+        Self::start_with(dir, config, upstream, authz_port, |_| {})
+    }
+
+    /// [`Envoy::start`], with `patch` applied to the bootstrap (as JSON) after its
+    /// addresses are changed.
+    pub fn start_with(
+        dir: &TempDir,
+        config: &str,
+        upstream: SocketAddr,
+        authz_port: u16,
+        patch: impl FnOnce(&mut Value),
+    ) -> Envoy {
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let to = Addresses {
             listen: any,
@@ -232,7 +258,10 @@ impl Envoy {
             upstream,
             authz: SocketAddr::from(([127, 0, 0, 1], authz_port)),
         };
-        let doc = render_envoy(&format!("envoy/{config}"), |doc| point(doc, &to));
+        let doc = render_envoy(&format!("envoy/{config}"), |doc| {
+            point(doc, &to);
+            patch(doc);
+        });
         let config = dir.write("envoy.json", doc.to_string());
         let log = dir.path("envoy.log");
         let stdout = dir.path("envoy.stdout");

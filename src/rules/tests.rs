@@ -1,0 +1,161 @@
+use super::*;
+
+fn claims(json: &str) -> RuleClaims {
+    let set: ClaimSet<'_> = serde_json::from_str(json).expect("claims JSON");
+    RuleClaims::of(&set)
+}
+
+fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
+    pairs
+        .iter()
+        .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+        .collect()
+}
+
+/// Evaluates `rule` for these claims on `method path` with `hdrs`, issuer `am`, key `k1`.
+fn eval(rule: &str, claims_json: &str, method: &str, path: &str, hdrs: &[(&str, &str)]) -> bool {
+    let rule = Rule::compile(rule).unwrap_or_else(|e| panic!("{rule}: {e}"));
+    let h = headers(hdrs);
+    let input = RuleInput {
+        method,
+        path,
+        headers: h.as_slice(),
+        issuer: "am",
+        key: "k1",
+    };
+    rule.allows(&claims(claims_json), &input)
+}
+
+const ALICE: &str = r#"{"sub":"alice","groups":["billing","ops"],"acr":"urn:mfa","tenant":"acme",
+    "client_id":"web-app","level":3,"profile":{"region":"eu"},"big":18446744073709551615}"#;
+
+#[test]
+fn each_variable_is_seen() {
+    let get = |rule: &str| {
+        eval(
+            rule,
+            ALICE,
+            "POST",
+            "/t/acme/invoices",
+            &[("X-Tenant", "acme")],
+        )
+    };
+    assert!(get("claims.sub == 'alice'"));
+    assert!(get("claims.level >= 2 && claims.level + 1 == 4"));
+    assert!(get("claims.profile.region == 'eu'"));
+    assert!(get("claims.big > 0u"));
+    assert!(get("request.method == 'POST'"));
+    assert!(get("request.path.startsWith('/t/acme/')"));
+    assert!(get("request.headers['x-tenant'] == 'acme'"));
+    assert!(get("token.issuer == 'am' && token.key == 'k1'"));
+    assert!(!get("token.issuer == 'other'"));
+}
+
+#[test]
+fn the_guide_examples_allow_and_deny() {
+    // Group membership.
+    let group = "has(claims.groups) && 'billing' in claims.groups";
+    assert!(eval(group, ALICE, "POST", "/invoices", &[]));
+    assert!(!eval(
+        group,
+        r#"{"groups":["ops"]}"#,
+        "POST",
+        "/invoices",
+        &[]
+    ));
+    // acr for writes.
+    let acr = "request.method in ['GET', 'HEAD'] || claims.acr == 'urn:mfa'";
+    assert!(eval(acr, r#"{"acr":"urn:pwd"}"#, "GET", "/x", &[]));
+    assert!(!eval(acr, r#"{"acr":"urn:pwd"}"#, "DELETE", "/x", &[]));
+    assert!(eval(acr, ALICE, "DELETE", "/x", &[]));
+    // Tenant from the path against the claim.
+    let tenant = "request.path.startsWith('/tenants/' + claims.tenant + '/')";
+    assert!(eval(tenant, ALICE, "GET", "/tenants/acme/orders", &[]));
+    assert!(!eval(tenant, ALICE, "GET", "/tenants/acme2/orders", &[]));
+    // Client id allowlist.
+    let client = "claims.client_id in ['web-app', 'batch']";
+    assert!(eval(client, ALICE, "GET", "/", &[]));
+    assert!(!eval(
+        client,
+        r#"{"client_id":"intruder"}"#,
+        "GET",
+        "/",
+        &[]
+    ));
+    // A header equal to a claim.
+    let header = "request.headers['x-tenant'] == claims.tenant";
+    assert!(eval(header, ALICE, "GET", "/", &[("x-tenant", "acme")]));
+    assert!(!eval(header, ALICE, "GET", "/", &[("x-tenant", "evil")]));
+    assert!(!eval(header, ALICE, "GET", "/", &[]), "absent header");
+}
+
+#[test]
+fn errors_and_non_booleans_are_false() {
+    // A missing claim, a type mismatch, a non-boolean result.
+    assert!(!eval("'billing' in claims.groups", "{}", "GET", "/", &[]));
+    assert!(!eval(
+        "!('billing' in claims.groups)",
+        "{}",
+        "GET",
+        "/",
+        &[]
+    ));
+    assert!(!eval("'billing' in claims.sub", ALICE, "GET", "/", &[]));
+    assert!(!eval("claims.sub", ALICE, "GET", "/", &[]));
+    assert!(!eval("claims.level / 0 == 1", ALICE, "GET", "/", &[]));
+    // Only the first value of a repeated header.
+    assert!(eval(
+        "request.headers['x-a'] == '1'",
+        "{}",
+        "GET",
+        "/",
+        &[("x-a", "1"), ("X-A", "2")]
+    ));
+}
+
+#[test]
+fn compile_errors_give_the_position() {
+    let err = |src: &str| Rule::compile(src).err().unwrap_or_default();
+    let e = err("claims.groups.exists(g, g == ");
+    assert!(e.starts_with("line 1, column "), "{e}");
+    let e = err("claims.sub == 'a' &&\n  claims.x.matches('a+')");
+    assert!(e.starts_with("line 2, column "), "{e}");
+    assert!(e.contains("\"matches\" is not available"), "{e}");
+    let e = err("claim.sub == 'a'");
+    assert_eq!(
+        e,
+        "line 1, column 1: unknown name \"claim\"; rules see claims, request and token"
+    );
+    let e = err("claims.groups.all(g, claims.groups.exists(h, h == g))");
+    assert!(e.contains("inside another one"), "{e}");
+    assert!(err("timestamp('2026-01-01T00:00:00Z') > 0").contains("not available"));
+    assert!(err(&"1 == 1 && ".repeat(500)).contains("longer than"));
+    assert!(
+        err("claims.a.?b").starts_with("line 1"),
+        "optional syntax is off"
+    );
+    // Comprehension variables are names only inside their macro.
+    assert!(Rule::compile("claims.groups.exists(g, g == 'x')").is_ok());
+    assert!(err("claims.groups.exists(g, g == 'x') || g == 'y'").contains("unknown name \"g\""));
+}
+
+#[test]
+fn claims_beyond_the_caps_fail_every_rule() {
+    let many: Vec<String> = (0..MAX_CLAIM_NODES).map(|i| format!("\"g{i}\"")).collect();
+    let big = format!(r#"{{"groups":[{}]}}"#, many.join(","));
+    assert!(!eval(
+        "true || claims.groups.size() > 0",
+        &big,
+        "GET",
+        "/",
+        &[]
+    ));
+    assert!(!eval("!('admin' in claims.groups)", &big, "GET", "/", &[]));
+    let fits = format!(
+        r#"{{"groups":[{}]}}"#,
+        many[..MAX_CLAIM_NODES - 2].join(",")
+    );
+    assert!(eval("!('admin' in claims.groups)", &fits, "GET", "/", &[]));
+    let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
+    assert!(!eval("true", &deep, "GET", "/", &[]));
+}
