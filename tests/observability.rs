@@ -50,11 +50,11 @@ const SPEC_METRICS: [(&str, &str, &[&str]); 13] = [
 
 /// SPEC §7 `reason` values, allow reasons first.
 #[rustfmt::skip]
-const REASONS: [&str; 19] = [
+const REASONS: [&str; 20] = [
     "ok", "anonymous", "missing_token", "invalid_request", "malformed", "too_large", "bad_alg",
     "bad_issuer", "unknown_key", "revoked_key", "bad_signature", "expired", "not_yet_valid",
     "lifetime_exceeded", "key_out_of_validity", "bad_audience", "bad_type", "insufficient_scope",
-    "keys_unavailable",
+    "rule_failed", "keys_unavailable",
 ];
 
 /// The process metrics tokengate adds to SPEC §7.
@@ -135,7 +135,8 @@ fn start(tag: &str) -> Stack {
         ],
         "routes": [
             { "path_prefix": "/public", "allow_anonymous": true },
-            { "path_prefix": "/orders", "methods": ["POST"], "scopes_all": ["orders:write"] }
+            { "path_prefix": "/orders", "methods": ["POST"], "scopes_all": ["orders:write"] },
+            { "name": "invoices", "path_prefix": "/invoices", "rules": ["has(claims.groups) && 'billing' in claims.groups"] }
         ],
         "revoked": { "kids": ["ec-p384"] },
         // Reloads happen on POST /refresh only, so that reload counts are exact.
@@ -283,6 +284,8 @@ fn cases() -> Vec<Case> {
             method: "POST", path: "/orders", auth: vec![bearer(&rsa1(&|c| c["scope"] = json!("orders:read")))],
             issuer: "main", reason: "insufficient_scope", status: 403,
         },
+        // The good token again (a cache hit, no signature check): no `groups` claim.
+        Case { method: "GET", path: "/invoices/1", auth: vec![bearer(&good)], issuer: "main", reason: "rule_failed", status: 403 },
         // Issuer down never loaded its keys.
         get(rsa1(&|c| c["iss"] = json!(DOWN_ISS)), "down", "keys_unavailable", 503),
     ]
@@ -298,7 +301,8 @@ fn drive_every_path(s: &Stack) -> Expected {
     for c in cases() {
         send(s, &mut e, &c);
     }
-    e.cache_hits += 1;
+    // The good token's second check, and its check on the route with a rule.
+    e.cache_hits += 2;
 
     let config_text = std::fs::read_to_string(&s.tg.config).expect("config");
     let key_file_text = std::fs::read_to_string(&s.jwks_file).expect("key file");
@@ -440,6 +444,12 @@ fn metrics_show_every_spec_series_after_traffic_on_every_path() {
         ),
         e.total() as f64
     );
+    assert_eq!(
+        v("tokengate_rule_denials_total", &[("route", "invoices")]),
+        1.0
+    );
+    assert_eq!(v("tokengate_audit_dropped_total", &[]), 0.0);
+    assert_eq!(v("tokengate_telemetry_export_errors_total", &[]), 0.0);
 
     // Per key version. Signature checks count whatever the claims say next, so every
     // rsa-1/kid token that got past the header counts: 1 good (+1 cached, not checked
