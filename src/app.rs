@@ -729,6 +729,11 @@ impl App {
             }
         }
         let config = Arc::new(config);
+        if config.telemetry != st.config.telemetry {
+            tracing::warn!(
+                "telemetry changed in the config: traces keep their settings until the next restart"
+            );
+        }
         self.authorizer
             .replace(policy_for(&config, &issuers, &self.metrics));
         tracing::info!(issuers = issuers.len(), "config reloaded");

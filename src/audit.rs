@@ -137,8 +137,8 @@ pub fn bounded_path(path: &str) -> std::borrow::Cow<'_, str> {
 }
 
 /// A uniform number in [0, 1) from a per-thread xorshift64* generator seeded from the
-/// process's random hasher keys.
-fn unit_random() -> f64 {
+/// process's random hasher keys (for sampling: no lock, no syscall).
+pub(crate) fn unit_random() -> f64 {
     thread_local! {
         static STATE: Cell<u64> = Cell::new(RandomState::new().hash_one(std::thread::current().id()) | 1);
     }

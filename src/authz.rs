@@ -11,6 +11,7 @@ use std::time::Instant;
 use arc_swap::ArcSwap;
 use aws_lc_rs::digest;
 use serde_json::Value;
+use tracing::Instrument as _;
 
 use crate::audit::{self, AuditLog};
 use crate::cache::TokenCache;
@@ -21,12 +22,13 @@ use crate::decision::{
     AllowReason, Allowed, Claims, Decision, Denial, DenyReason, SHADOW_DENY_HEADER,
 };
 use crate::issuer::{Issuer, Issuers};
-use crate::keys::{Key, MatchKind};
+use crate::keys::{Key, KeyRing, MatchKind};
 use crate::metrics::{DecisionHandles, Listener, Metrics};
 use crate::request;
 pub use crate::request::RequestView;
 use crate::routes::{Route, Routes};
 use crate::rules::{RuleClaims, RuleInput};
+use crate::telemetry;
 use crate::token::extract::{Headers, extract};
 use crate::token::jws::{self, ClaimSet, ClaimValue};
 use crate::verify::{self, VerifiedToken};
@@ -277,6 +279,30 @@ impl Authorizer {
         listener: Listener,
         req: &RequestView<'_, H>,
     ) -> Verdict {
+        self.check_traced(listener, req, None).await
+    }
+
+    /// Decides one request whose trace context came with the ext_authz call itself
+    /// (gRPC metadata: `traceparent`, `tracestate`) rather than in its headers.
+    pub async fn check_traced<H: Headers + ?Sized + Sync>(
+        &self,
+        listener: Listener,
+        req: &RequestView<'_, H>,
+        trace_context: Option<(&str, Option<&str>)>,
+    ) -> Verdict {
+        let span = telemetry::check_span(listener.label(), req.headers, trace_context);
+        self.decide(listener, req, trace_context, &span)
+            .instrument(span.clone())
+            .await
+    }
+
+    async fn decide<H: Headers + ?Sized + Sync>(
+        &self,
+        listener: Listener,
+        req: &RequestView<'_, H>,
+        trace_context: Option<(&str, Option<&str>)>,
+        span: &tracing::Span,
+    ) -> Verdict {
         let started = Instant::now();
         let policy = self.policy.load_full();
         let now = self.clock.now();
@@ -330,6 +356,25 @@ impl Authorizer {
             shadow = mode == Mode::Shadow,
             "decision"
         );
+        if !span.is_disabled() {
+            span.record("tokengate.route", route_name.as_deref().unwrap_or("-"));
+            span.record(
+                "tokengate.decision",
+                if judged.decision.is_allowed() {
+                    "allow"
+                } else {
+                    "deny"
+                },
+            );
+            span.record("tokengate.reason", judged.decision.label());
+            span.record("tokengate.issuer", issuer.as_deref().unwrap_or("-"));
+            span.record("tokengate.key", judged.key.as_ref().map_or("-", |k| &*k.id));
+            span.record(
+                "tokengate.match",
+                judged.matched.map_or("-", MatchKind::label),
+            );
+            span.record("tokengate.cached", judged.cached);
+        }
         if listener != Listener::Cli
             && let (Some(log), Some(audit)) = (self.audit.get(), &policy.config.audit)
             && AuditLog::sampled(audit.sample)
@@ -357,7 +402,7 @@ impl Authorizer {
                 matched: judged.matched.map(MatchKind::label),
                 subject: judged.subject.as_deref(),
                 fingerprint: fingerprint.map(|f| f.to_string()),
-                trace_id: None,
+                trace_id: telemetry::trace_id(span, req.headers, trace_context).as_deref(),
                 latency_us: u64::try_from(started.elapsed().as_micros()).unwrap_or(u64::MAX),
             });
         }
@@ -604,8 +649,13 @@ impl Authorizer {
                 ttl,
             }
         };
+        let name = &*issuer.config.name;
+        let fallback = |ring: &KeyRing| {
+            let _span = telemetry::fallback_span(name).entered();
+            verify::with_fallback(jws, ring, max, &self.budget)
+        };
         let Some(kid) = jws.kid.clone() else {
-            return verify::with_fallback(jws, &ring, max, &self.budget)
+            return fallback(&ring)
                 .map(|v| (v, ring.generation))
                 .map_err(|m| scanned(m, ring.generation, None));
         };
@@ -617,7 +667,11 @@ impl Authorizer {
         let misses = &issuer.metrics.misses;
         // Whether or not this request's refetch ran (rate limit, another fetch in flight),
         // a newer ring may have been published meanwhile: always look again.
-        let _ = issuer.keys.refetch_for_unknown_kid().await;
+        let _ = issuer
+            .keys
+            .refetch_for_unknown_kid()
+            .instrument(telemetry::refetch_span(name))
+            .await;
         let fresh = issuer.keys.ring();
         if fresh.generation != ring.generation {
             ring = fresh;
@@ -627,7 +681,7 @@ impl Authorizer {
                 return r.map_err(Unverified::from);
             }
         }
-        let r = verify::with_fallback(jws, &ring, max, &self.budget).map(|v| (v, ring.generation));
+        let r = fallback(&ring).map(|v| (v, ring.generation));
         misses[if r.is_ok() { 1 } else { 2 }].inc();
         // After an unknown-kid refetch, the denial is remembered only until the next
         // refetch may run (`miss_refetch_interval`): a replay within it could not have

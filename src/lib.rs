@@ -51,5 +51,6 @@ pub mod request;
 pub mod routes;
 pub mod rules;
 pub mod server;
+pub mod telemetry;
 pub mod token;
 pub mod verify;

@@ -9,6 +9,7 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand, ValueEnum};
 use tokengate::cmd::{self, Exit};
+use tokengate::telemetry::Telemetry;
 
 /// Validates OAuth 2.0 bearer access tokens (JWTs) in front of APIs.
 #[derive(Debug, Parser)]
@@ -117,7 +118,6 @@ enum RotationCommand {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logging(cli.log_format, &cli.log_level);
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .thread_name("tokengate")
@@ -130,6 +130,24 @@ fn main() -> ExitCode {
         }
     };
     let env = cmd::process_env();
+    // Traces need the subscriber, which is set once: `serve` reads `telemetry` first.
+    let telemetry = match &cli.command {
+        Command::Serve { config } => match cmd::serve::telemetry_config(config.clone(), &env) {
+            Some(t) => {
+                let _in_runtime = runtime.enter();
+                match Telemetry::start(&t) {
+                    Ok(t) => Some(t),
+                    Err(e) => {
+                        eprintln!("error: {e}");
+                        return ExitCode::from(Exit::Usage as u8);
+                    }
+                }
+            }
+            None => None,
+        },
+        _ => None,
+    };
+    init_logging(cli.log_format, &cli.log_level, telemetry.as_ref());
     let exit = runtime.block_on(async move {
         match cli.command {
             Command::Serve { config } => cmd::serve::run(config, env).await,
@@ -179,21 +197,34 @@ fn main() -> ExitCode {
             } => cmd::keys::run(config, admin, json, env).await,
         }
     });
+    if let Some(t) = telemetry {
+        t.shutdown();
+    }
     // Background refresh loops may still be sleeping; do not wait for them.
     runtime.shutdown_timeout(std::time::Duration::from_millis(100));
     ExitCode::from(exit as u8)
 }
 
-fn init_logging(format: LogFormat, level: &str) {
-    let filter = tracing_subscriber::EnvFilter::try_new(level)
+fn init_logging(format: LogFormat, level: &str, telemetry: Option<&Telemetry>) {
+    use tracing_subscriber::Layer as _;
+    use tracing_subscriber::layer::SubscriberExt as _;
+    use tracing_subscriber::util::SubscriberInitExt as _;
+    let mut filter = tracing_subscriber::EnvFilter::try_new(level)
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    // Trace spans are exported, never logged (whatever the level says).
+    if let Ok(off) = format!("{}=off", tokengate::telemetry::TARGET).parse() {
+        filter = filter.add_directive(off);
+    }
     // Colours only on a terminal: a log file or a container log gets plain text.
-    let builder = tracing_subscriber::fmt()
-        .with_env_filter(filter)
+    let fmt = tracing_subscriber::fmt::layer()
         .with_ansi(std::io::stderr().is_terminal())
         .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Json => builder.json().flatten_event(true).init(),
-        LogFormat::Text => builder.init(),
-    }
+    let fmt = match format {
+        LogFormat::Json => fmt.json().flatten_event(true).with_filter(filter).boxed(),
+        LogFormat::Text => fmt.with_filter(filter).boxed(),
+    };
+    tracing_subscriber::registry()
+        .with(fmt)
+        .with(telemetry.map(Telemetry::layer))
+        .init();
 }

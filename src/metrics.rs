@@ -317,13 +317,8 @@ impl Metrics {
             &[],
         )
         .with_label_values(&[] as &[&str]);
-        let telemetry_export_errors = counter(
-            "tokengate_telemetry_export_errors_total",
-            "Batches of tokengate.check spans the OTLP exporter failed to deliver (count); \
-             decisions are never delayed or changed by tracing.",
-            &[],
-        )
-        .with_label_values(&[] as &[&str]);
+        // One counter per process (the exporter is process-wide), shown by every registry.
+        let telemetry_export_errors = reg(&registry, crate::telemetry::export_errors());
         let key_source_up = gauge(
             "tokengate_key_source_up",
             "1 when the last load or fetch of the issuer's key sources of this kind (jwks, \

@@ -57,3 +57,7 @@ mod bypass_e2e;
 /// Policy beyond scopes and what each check tells the operator (SPEC §12): CEL rules
 /// and the decision log.
 mod policy;
+
+/// Traces: `tokengate.check` spans at a real OTLP receiver, in the caller's trace, through
+/// `authz_http` and behind real Envoy with its tracing on; a collector that is down.
+mod traces;

@@ -8,7 +8,7 @@ use std::sync::Arc;
 use super::{Exit, load_config};
 use crate::app::{App, EnvLookup};
 use crate::clock::SystemClock;
-use crate::config::Config;
+use crate::config::{Config, TelemetryConfig};
 use crate::metrics::Metrics;
 use crate::server;
 
@@ -30,6 +30,13 @@ pub async fn run(config: Option<PathBuf>, env: EnvLookup) -> Exit {
             Exit::Usage
         }
     }
+}
+
+/// The `telemetry` section of the config `serve` will run, read quietly: a config that
+/// does not load is reported by [`run`] itself.
+pub fn telemetry_config(config: Option<PathBuf>, env: &EnvLookup) -> Option<TelemetryConfig> {
+    let path = crate::app::config_path(config, env)?;
+    Config::load(&path).ok()?.telemetry
 }
 
 /// Builds the app, starts background refresh and the listeners.

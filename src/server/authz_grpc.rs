@@ -150,6 +150,16 @@ impl AuthzService {
 
     /// Decides one check.
     pub async fn check(&self, check: CheckInput) -> CheckResponse {
+        self.check_traced(check, None).await
+    }
+
+    /// Decides one check whose gRPC call carried a W3C trace context (`traceparent`,
+    /// `tracestate` metadata: Envoy's span for the ext_authz call, when it traces).
+    pub async fn check_traced(
+        &self,
+        check: CheckInput,
+        trace_context: Option<(&str, Option<&str>)>,
+    ) -> CheckResponse {
         let http = check
             .attributes
             .as_ref()
@@ -174,7 +184,10 @@ impl AuthzService {
             target,
             headers: &headers,
         };
-        let verdict = self.authz.check(Listener::AuthzGrpc, &view).await;
+        let verdict = self
+            .authz
+            .check_traced(Listener::AuthzGrpc, &view, trace_context)
+            .await;
         respond(&verdict.decision)
     }
 }
@@ -219,7 +232,23 @@ impl UnaryService<CheckInput> for AuthzService {
 
     fn call(&mut self, request: Request<CheckInput>) -> Self::Future {
         let service = self.clone();
-        Box::pin(async move { Ok(Response::new(service.check(request.into_inner()).await)) })
+        let text = |name: &str| {
+            let mut values = request.metadata().get_all(name).iter();
+            match (values.next(), values.next()) {
+                (Some(v), None) => v.to_str().ok().map(str::to_string),
+                _ => None,
+            }
+        };
+        let traceparent = text("traceparent");
+        let tracestate = traceparent.as_ref().and_then(|_| text("tracestate"));
+        Box::pin(async move {
+            let context = traceparent
+                .as_deref()
+                .map(|parent| (parent, tracestate.as_deref()));
+            Ok(Response::new(
+                service.check_traced(request.into_inner(), context).await,
+            ))
+        })
     }
 }
 

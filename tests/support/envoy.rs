@@ -121,6 +121,34 @@ pub fn render_envoy(rel: &str, edit: impl FnOnce(&mut Value)) -> Value {
     doc
 }
 
+/// One YAML document (a snippet of the docs, say) as JSON, read by PyYAML.
+pub fn yaml_to_json(text: &str) -> Value {
+    use std::io::Write as _;
+    let mut child = Command::new("python3")
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps(yaml.safe_load(sys.stdin)))",
+        ])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("cannot run python3 (scripts/install-test-deps.sh)");
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(text.as_bytes())
+        .expect("write the YAML");
+    let out = child.wait_with_output().expect("python3");
+    assert!(
+        out.status.success(),
+        "not YAML:\n{text}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    serde_json::from_slice(&out.stdout).expect("YAML as JSON")
+}
+
 /// The addresses a test gives a shipped Envoy bootstrap.
 #[derive(Debug, Clone, Copy)]
 pub struct Addresses {

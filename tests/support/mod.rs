@@ -10,6 +10,7 @@ pub mod http;
 pub mod jwks_server;
 pub mod keystore;
 pub mod mint;
+pub mod otlp;
 pub mod upstream;
 
 use std::collections::HashMap;
@@ -196,7 +197,12 @@ impl Tokengate {
     /// Writes `config` (`authz_http` and `admin` on [`ANY_PORT`] unless present,
     /// `authz_grpc` off unless present) into `dir` and starts `tokengate serve` on it;
     /// waits until `/healthz` answers.
-    pub fn start(dir: &TempDir, mut config: Value) -> Tokengate {
+    pub fn start(dir: &TempDir, config: Value) -> Tokengate {
+        Self::start_env(dir, config, &[])
+    }
+
+    /// [`Tokengate::start`] with these environment variables set.
+    pub fn start_env(dir: &TempDir, mut config: Value, env: &[(&str, &str)]) -> Tokengate {
         let listeners = config
             .as_object_mut()
             .expect("config must be an object")
@@ -209,12 +215,17 @@ impl Tokengate {
         l.entry("admin").or_insert(ANY_PORT.into());
         l.entry("authz_grpc").or_insert(Value::Null);
         let path = dir.write("config.json", config.to_string());
-        Self::spawn(path, &[])
+        Self::spawn_env(path, &[], env)
     }
 
     /// Starts `tokengate serve --config path` with extra arguments; reads every
     /// listener's address from the log and waits until `/healthz` answers.
     pub fn spawn(config: PathBuf, extra: &[&str]) -> Tokengate {
+        Self::spawn_env(config, extra, &[])
+    }
+
+    /// [`Tokengate::spawn`] with these environment variables set.
+    pub fn spawn_env(config: PathBuf, extra: &[&str], env: &[(&str, &str)]) -> Tokengate {
         let log = config.with_extension("log");
         let log_file = std::fs::File::create(&log).expect("log file");
         let out = config.with_extension("out");
@@ -226,6 +237,7 @@ impl Tokengate {
         let child = Command::new(bin())
             .args(&args)
             .env_remove("TOKENGATE_CONFIG")
+            .envs(env.iter().copied())
             .stdin(Stdio::null())
             .stdout(out_file)
             .stderr(log_file)
