@@ -593,7 +593,10 @@ impl Authorizer {
                     Some(ClaimValue::Str(s)) => Some(Arc::from(&**s)),
                     _ => None,
                 });
-        let rule_claims = policy.routes.any_rules().then(|| RuleClaims::of(&claims));
+        let rule_claims = policy
+            .routes
+            .claims_read()
+            .map(|wanted| RuleClaims::of(&claims, wanted, policy.routes.memo_slots()));
         if subject.is_some() || rule_claims.is_some() {
             principal.extra = Some(Box::new(claims::Extra {
                 subject,

@@ -15,13 +15,17 @@ use prometheus::IntCounter;
 use crate::config::{PathCase, RouteConfig};
 use crate::decision::{Denial, DenyReason};
 use crate::metrics::Metrics;
-use crate::rules::{RuleClaims, RuleInput};
+use crate::rules::{NameUse, RouteRules, RuleClaims, RuleInput};
 use crate::token::extract::Headers;
 
 /// The configured routes, in order.
 #[derive(Debug, Clone, Default)]
 pub struct Routes {
     list: Vec<Route>,
+    /// The claims some route's rules read; `None` when no route has rules.
+    claims_read: Option<NameUse>,
+    /// Results of rules that read only the token, remembered per token.
+    memo_slots: usize,
 }
 
 /// One route, with its scope hint prepared.
@@ -33,6 +37,8 @@ pub struct Route {
     scope_hint: Option<Arc<str>>,
     /// `tokengate_rule_denials_total{route}`, for a route with rules.
     rule_denials: Option<IntCounter>,
+    /// The rules, with their memo slots.
+    rules: RouteRules,
 }
 
 // === impl Routes ===
@@ -40,25 +46,42 @@ pub struct Route {
 impl Routes {
     /// Prepares the routes, resolving the rule-denial counter of each route with rules.
     pub fn new(list: &[RouteConfig], metrics: &Metrics) -> Self {
+        let mut claims_read: Option<NameUse> = None;
+        for rule in list.iter().flat_map(|r| &r.rules) {
+            claims_read
+                .get_or_insert(NameUse::Names(Vec::new()))
+                .merge(rule.claims_read());
+        }
+        let mut memo_slots = 0;
+        let list = list
+            .iter()
+            .map(|r| {
+                let mut wanted: Vec<&str> = r.scopes_all.iter().map(String::as_str).collect();
+                wanted.extend(r.scopes_any.iter().map(String::as_str));
+                Route {
+                    config: r.clone(),
+                    scope_hint: (!wanted.is_empty()).then(|| wanted.join(" ").into()),
+                    rule_denials: (!r.rules.is_empty()).then(|| metrics.rule_denials(&r.name)),
+                    rules: RouteRules::new(&r.rules, &mut memo_slots),
+                }
+            })
+            .collect();
         Self {
-            list: list
-                .iter()
-                .map(|r| {
-                    let mut wanted: Vec<&str> = r.scopes_all.iter().map(String::as_str).collect();
-                    wanted.extend(r.scopes_any.iter().map(String::as_str));
-                    Route {
-                        config: r.clone(),
-                        scope_hint: (!wanted.is_empty()).then(|| wanted.join(" ").into()),
-                        rule_denials: (!r.rules.is_empty()).then(|| metrics.rule_denials(&r.name)),
-                    }
-                })
-                .collect(),
+            claims_read,
+            list,
+            memo_slots,
         }
     }
 
-    /// True when some route has rules (verified tokens then keep their claims for them).
-    pub fn any_rules(&self) -> bool {
-        self.list.iter().any(|r| !r.config.rules.is_empty())
+    /// How many rule results a verified token remembers ([`RuleClaims::of`]).
+    pub fn memo_slots(&self) -> usize {
+        self.memo_slots
+    }
+
+    /// The claims some route's rules read (verified tokens then keep them for the
+    /// rules); `None` when no route has rules.
+    pub fn claims_read(&self) -> Option<&NameUse> {
+        self.claims_read.as_ref()
     }
 
     /// The first route matching `method` and the resolved `path`.
@@ -104,7 +127,7 @@ impl Route {
         if self.config.rules.is_empty() {
             return Ok(());
         }
-        let passed = claims.is_some_and(|c| self.config.rules.iter().all(|r| r.allows(c, input)));
+        let passed = claims.is_some_and(|c| self.rules.all_allow(c, input));
         if passed {
             return Ok(());
         }

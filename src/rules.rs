@@ -13,9 +13,10 @@
 //!   being cut (a cut list could turn `!('x' in list)` true).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU8, Ordering};
 use std::sync::{Arc, LazyLock};
 
-use cel::common::ast::{EntryExpr, Expr, IdedExpr};
+use cel::common::ast::{EntryExpr, Expr, IdedExpr, LiteralValue};
 use cel::common::types::{
     CelBool, CelDouble, CelInt, CelList, CelMap, CelMapKey, CelNull, CelString, CelUInt,
 };
@@ -79,11 +80,32 @@ static ENV: LazyLock<Arc<Env>> =
 pub struct Rule {
     source: Box<str>,
     program: Program,
+    /// It names `request` (built per request only when a rule does).
+    uses_request: bool,
+    /// The headers it reads from `request.headers`.
+    headers: NameUse,
+    /// The claims it reads.
+    claims: NameUse,
+    /// It names `token`.
+    uses_token: bool,
 }
 
-/// The claims of one verified token as rules see them (kept with the cached principal).
+/// The claims of one verified token as rules see them, and the results of the rules
+/// that read only the token (kept with the cached principal: such a rule runs once per
+/// token, not per request).
 #[derive(Debug)]
-pub struct RuleClaims(Option<Box<dyn Val>>);
+pub struct RuleClaims {
+    values: Option<Box<dyn Val>>,
+    /// Per memo slot ([`RouteRules`]): 0 not yet run, 1 true, 2 false.
+    memo: Box<[AtomicU8]>,
+}
+
+/// One route's rules, each with its memo slot when it reads only the token (not
+/// `request`).
+#[derive(Debug, Clone, Default)]
+pub struct RouteRules {
+    rules: Vec<(Arc<Rule>, Option<usize>)>,
+}
 
 /// What a rule sees of the request.
 pub struct RuleInput<'a, H: Headers + ?Sized> {
@@ -125,9 +147,25 @@ impl Rule {
             let (line, column) = at(id);
             format!("line {line}, column {column}: {why}")
         })?;
+        let (mut headers, mut claims) = (NameUse::none(), NameUse::none());
+        name_use(program.expression(), Target::Headers, &mut headers)
+            .and_then(|()| name_use(program.expression(), Target::Claims, &mut claims))
+            .map_err(|(id, why)| {
+                let (line, column) = at(id);
+                format!("line {line}, column {column}: {why}")
+            })?;
+        let references = program.references();
+        let (uses_request, uses_token) = (
+            references.has_variable("request"),
+            references.has_variable("token"),
+        );
         Ok(Rule {
             source: source.into(),
             program,
+            uses_request,
+            headers,
+            claims,
+            uses_token,
         })
     }
 
@@ -136,23 +174,92 @@ impl Rule {
         &self.source
     }
 
-    /// True only when the rule evaluates to `true` for these claims and this request.
-    pub fn allows<H: Headers + ?Sized>(
+    /// The claims the rule reads (only those are converted for rules).
+    pub fn claims_read(&self) -> &NameUse {
+        &self.claims
+    }
+
+    /// The rule reads the request (so it runs per request, never from the memo).
+    pub fn reads_request(&self) -> bool {
+        self.uses_request
+    }
+}
+
+// === impl RouteRules ===
+
+impl RouteRules {
+    /// `rules`, numbering the memo slots of those that read only the token from `next`
+    /// on (advancing it).
+    pub fn new(rules: &[Arc<Rule>], next: &mut usize) -> Self {
+        let rules = rules
+            .iter()
+            .map(|r| {
+                let slot = (!r.uses_request).then(|| {
+                    *next += 1;
+                    *next - 1
+                });
+                (r.clone(), slot)
+            })
+            .collect();
+        Self { rules }
+    }
+
+    /// No rules.
+    pub fn is_empty(&self) -> bool {
+        self.rules.is_empty()
+    }
+
+    /// True only when every rule evaluates to `true` for these claims and this request.
+    /// A rule that reads only the token answers from the memo after its first run; the
+    /// others share one set of variables, built only when one has to run.
+    pub fn all_allow<H: Headers + ?Sized>(
         &self,
         claims: &RuleClaims,
         input: &RuleInput<'_, H>,
     ) -> bool {
-        let Some(claims) = claims.0.as_deref() else {
+        let Some(values) = claims.values.as_deref() else {
             return false;
         };
+        let known = |slot: Option<usize>| slot.and_then(|i| claims.memo(i));
+        if self
+            .rules
+            .iter()
+            .any(|(_, slot)| known(*slot) == Some(false))
+        {
+            return false;
+        }
+        let to_run: Vec<&(Arc<Rule>, Option<usize>)> = self
+            .rules
+            .iter()
+            .filter(|(_, slot)| known(*slot).is_none())
+            .collect();
+        if to_run.is_empty() {
+            return true;
+        }
+        let mut headers = NameUse::none();
+        for (r, _) in to_run.iter().filter(|(r, _)| r.uses_request) {
+            headers.merge(&r.headers);
+        }
         let vars = Vars {
-            claims,
-            request: request_val(input),
-            token: string_map([("issuer", input.issuer), ("key", input.key)]),
+            claims: values,
+            request: to_run
+                .iter()
+                .any(|(r, _)| r.uses_request)
+                .then(|| request_val(input, &headers)),
+            token: to_run
+                .iter()
+                .any(|(r, _)| r.uses_token)
+                .then(|| string_map([("issuer", input.issuer), ("key", input.key)])),
         };
         let mut cx = Context::with_env(ENV.clone());
         cx.set_variable_resolver(&vars);
-        matches!(self.program.execute(&cx), Ok(cel::Value::Bool(true)))
+        to_run.iter().all(|(r, slot)| {
+            let ok = matches!(r.program.execute(&cx), Ok(cel::Value::Bool(true)));
+            if let Some(i) = slot {
+                claims.remember(*i, ok);
+            }
+            ok
+        })
     }
 }
 
@@ -173,39 +280,60 @@ impl Eq for Rule {}
 // === impl RuleClaims ===
 
 impl RuleClaims {
-    /// The claims of a verified token, or (beyond the caps) a value no rule accepts.
-    pub fn of(claims: &ClaimSet<'_>) -> Self {
+    /// The claims of a verified token that rules read (`wanted`: see
+    /// [`Rule::claims_read`]), or (beyond the caps) a value no rule accepts; room for
+    /// `memo_slots` remembered results.
+    pub fn of(claims: &ClaimSet<'_>, wanted: &NameUse, memo_slots: usize) -> Self {
+        let memo = (0..memo_slots).map(|_| AtomicU8::new(0)).collect();
         let mut budget = MAX_CLAIM_NODES;
         let mut map = HashMap::new();
-        for (name, value) in claims.members() {
+        for (name, value) in claims.members().filter(|(n, _)| wanted.wants(n)) {
             let Some(v) = claim_val(value, &mut budget) else {
-                return Self(None);
+                return Self { values: None, memo };
             };
             map.insert(CelMapKey::from(name.to_string()), v);
         }
-        Self(Some(Box::new(CelMap::from(map))))
+        Self {
+            values: Some(Box::new(CelMap::from(map))),
+            memo,
+        }
+    }
+
+    fn memo(&self, slot: usize) -> Option<bool> {
+        match self.memo.get(slot)?.load(Ordering::Relaxed) {
+            1 => Some(true),
+            2 => Some(false),
+            _ => None,
+        }
+    }
+
+    fn remember(&self, slot: usize, result: bool) {
+        if let Some(m) = self.memo.get(slot) {
+            m.store(if result { 1 } else { 2 }, Ordering::Relaxed);
+        }
     }
 
     /// Rough heap bytes, for the token cache's weight.
     pub fn heap_size(&self) -> usize {
         // Measured shape: a map entry and a boxed value are each a few dozen bytes.
-        self.0.as_ref().map_or(0, |_| 256)
+        self.values.as_ref().map_or(0, |_| 256) + self.memo.len()
     }
 }
 
-/// The variables of one evaluation.
+/// The variables of one request's evaluations (`request` and `token` only when a rule
+/// names them).
 struct Vars<'a> {
     claims: &'a dyn Val,
-    request: Box<dyn Val + 'a>,
-    token: Box<dyn Val + 'a>,
+    request: Option<Box<dyn Val + 'a>>,
+    token: Option<Box<dyn Val + 'a>>,
 }
 
 impl VariableResolver for Vars<'_> {
     fn resolve<'b>(&'b self, variable: &str) -> Option<CowVal<'b, 'b>> {
         match variable {
             "claims" => Some(CowVal::Borrowed(self.claims)),
-            "request" => Some(CowVal::Borrowed(self.request.as_ref())),
-            "token" => Some(CowVal::Borrowed(self.token.as_ref())),
+            "request" => self.request.as_deref().map(CowVal::Borrowed),
+            "token" => self.token.as_deref().map(CowVal::Borrowed),
             _ => None,
         }
     }
@@ -337,18 +465,145 @@ fn number_val(n: &serde_json::Number) -> Box<dyn Val> {
     }
 }
 
-/// `request`: `method`, `path` and `headers` (lower-case name → first value; values that
-/// are not UTF-8 are left out).
-fn request_val<'a, H: Headers + ?Sized>(input: &RuleInput<'a, H>) -> Box<dyn Val + 'a> {
-    let mut names: Vec<String> = Vec::new();
-    input.headers.names(&mut |n| {
-        if names.len() < MAX_HEADERS {
-            let n = n.to_ascii_lowercase();
-            if !names.contains(&n) {
-                names.push(n);
+/// The members of a map that rules read: those named by a literal (`claims.groups`,
+/// `request.headers['x-tenant']`, `has(request.headers.accept)`), or all of them (the map
+/// used any other way: `'x' in claims`, `claims[name]`, `size(request)`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NameUse {
+    /// Only these.
+    Names(Vec<String>),
+    /// Every member.
+    All,
+}
+
+/// The map a [`NameUse`] is about.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Target {
+    Claims,
+    Headers,
+}
+
+impl NameUse {
+    fn none() -> Self {
+        NameUse::Names(Vec::new())
+    }
+
+    /// Adds what `other` reads.
+    pub fn merge(&mut self, other: &NameUse) {
+        match (&mut *self, other) {
+            (NameUse::All, _) => {}
+            (_, NameUse::All) => *self = NameUse::All,
+            (NameUse::Names(mine), NameUse::Names(theirs)) => {
+                for n in theirs {
+                    if !mine.contains(n) {
+                        mine.push(n.clone());
+                    }
+                }
             }
         }
-    });
+    }
+
+    fn wants(&self, name: &str) -> bool {
+        match self {
+            NameUse::All => true,
+            NameUse::Names(list) => list.iter().any(|n| n == name),
+        }
+    }
+}
+
+impl Target {
+    /// `e` is the map itself.
+    fn is(self, e: &IdedExpr) -> bool {
+        match self {
+            Target::Claims => matches!(&e.expr, Expr::Ident(n) if n == "claims"),
+            Target::Headers => matches!(&e.expr, Expr::Select(s) if s.field == "headers"
+                && matches!(&s.operand.expr, Expr::Ident(n) if n == "request")),
+        }
+    }
+
+    /// Adds member `name` to `out`; header names are lower case.
+    fn add(self, out: &mut NameUse, id: u64, name: &str) -> Result<(), (u64, String)> {
+        if self == Target::Headers && name.bytes().any(|b| b.is_ascii_uppercase()) {
+            return Err((
+                id,
+                format!("request.headers has lower-case names: {name:?} would never be found"),
+            ));
+        }
+        out.merge(&NameUse::Names(vec![name.to_string()]));
+        Ok(())
+    }
+}
+
+/// Collects into `out` the members of `target` that `e` reads.
+fn name_use(e: &IdedExpr, target: Target, out: &mut NameUse) -> Result<(), (u64, String)> {
+    match &e.expr {
+        Expr::Call(c) if c.func_name == "_[_]" && c.args.len() == 2 && target.is(&c.args[0]) => {
+            if let Expr::Literal(LiteralValue::String(name)) = &c.args[1].expr {
+                return target.add(out, c.args[1].id, name.inner());
+            }
+            *out = NameUse::All;
+            name_use(&c.args[1], target, out)
+        }
+        Expr::Select(s) if target.is(&s.operand) => target.add(out, e.id, &s.field),
+        _ if target.is(e) => {
+            *out = NameUse::All;
+            Ok(())
+        }
+        Expr::Call(c) => {
+            if let Some(t) = &c.target {
+                name_use(t, target, out)?;
+            }
+            c.args.iter().try_for_each(|a| name_use(a, target, out))
+        }
+        Expr::Select(s) => match &s.operand.expr {
+            // `request.method`, `request.path`: no header.
+            Expr::Ident(n) if n == "request" && target == Target::Headers => Ok(()),
+            _ => name_use(&s.operand, target, out),
+        },
+        // `request` as a whole holds every header.
+        Expr::Ident(n) if n == "request" && target == Target::Headers => {
+            *out = NameUse::All;
+            Ok(())
+        }
+        Expr::Comprehension(c) => [
+            &c.iter_range,
+            &c.accu_init,
+            &c.loop_cond,
+            &c.loop_step,
+            &c.result,
+        ]
+        .into_iter()
+        .try_for_each(|x| name_use(x, target, out)),
+        Expr::List(l) => l.elements.iter().try_for_each(|x| name_use(x, target, out)),
+        Expr::Map(m) => m.entries.iter().try_for_each(|entry| match &entry.expr {
+            EntryExpr::MapEntry(me) => {
+                name_use(&me.key, target, out)?;
+                name_use(&me.value, target, out)
+            }
+            EntryExpr::StructField(f) => name_use(&f.value, target, out),
+        }),
+        Expr::Struct(_) | Expr::Ident(_) | Expr::Literal(_) | Expr::Unspecified => Ok(()),
+    }
+}
+
+/// `request`: `method`, `path` and `headers` (lower-case name → first value; values that
+/// are not UTF-8 are left out), with only the headers some rule reads.
+fn request_val<'a, H: Headers + ?Sized>(
+    input: &RuleInput<'a, H>,
+    wanted: &NameUse,
+) -> Box<dyn Val + 'a> {
+    let mut names: Vec<String> = Vec::new();
+    match wanted {
+        NameUse::Names(list) => names.clone_from(list),
+        NameUse::All => input.headers.names(&mut |n| {
+            if names.len() < MAX_HEADERS {
+                let n = n.to_ascii_lowercase();
+                if !names.contains(&n) {
+                    names.push(n);
+                }
+            }
+        }),
+    }
     let mut headers: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
     for name in names {
         let mut first: Option<&'a [u8]> = None;

@@ -2,7 +2,7 @@ use super::*;
 
 fn claims(json: &str) -> RuleClaims {
     let set: ClaimSet<'_> = serde_json::from_str(json).expect("claims JSON");
-    RuleClaims::of(&set)
+    RuleClaims::of(&set, &NameUse::All, 4)
 }
 
 fn headers(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -23,7 +23,7 @@ fn eval(rule: &str, claims_json: &str, method: &str, path: &str, hdrs: &[(&str, 
         issuer: "am",
         key: "k1",
     };
-    rule.allows(&claims(claims_json), &input)
+    RouteRules::new(&[Arc::new(rule)], &mut 0).all_allow(&claims(claims_json), &input)
 }
 
 const ALICE: &str = r#"{"sub":"alice","groups":["billing","ops"],"acr":"urn:mfa","tenant":"acme",
@@ -158,4 +158,84 @@ fn claims_beyond_the_caps_fail_every_rule() {
     assert!(eval("!('admin' in claims.groups)", &fits, "GET", "/", &[]));
     let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
     assert!(!eval("true", &deep, "GET", "/", &[]));
+}
+
+#[test]
+fn only_the_headers_rules_read_are_fed_to_them() {
+    let uses = |src: &str| Rule::compile(src).map(|r| r.headers);
+    let reads = |src: &str| Rule::compile(src).map(|r| r.claims);
+    assert_eq!(
+        reads("has(claims.groups) && claims['tenant'] == request.headers['x-tenant']"),
+        Ok(NameUse::Names(vec!["groups".into(), "tenant".into()]))
+    );
+    for all in [
+        "'sub' in claims",
+        "claims[request.path] == 1",
+        "size(claims) > 2",
+    ] {
+        assert_eq!(reads(all), Ok(NameUse::All), "{all}");
+    }
+    assert_eq!(
+        uses("request.headers['x-tenant'] == claims.tenant && has(request.headers.accept)"),
+        Ok(NameUse::Names(vec!["x-tenant".into(), "accept".into()]))
+    );
+    assert_eq!(uses("request.method == 'GET'"), Ok(NameUse::Names(vec![])));
+    for all in [
+        "'x-a' in request.headers",
+        "request.headers.exists(h, h == 'x-a')",
+        "size(request) > 0",
+        "request.headers[claims.header] == 'x'",
+    ] {
+        assert_eq!(uses(all), Ok(NameUse::All), "{all}");
+    }
+    let e = Rule::compile("request.headers['X-Tenant'] == 'a'")
+        .err()
+        .unwrap_or_default();
+    assert!(e.contains("lower-case names"), "{e}");
+    // The same answers with the named headers only and with all of them.
+    let hdrs = [("X-Tenant", "acme"), ("Accept", "json"), ("x-other", "1")];
+    for rule in [
+        "request.headers['x-tenant'] == 'acme'",
+        "has(request.headers.accept) && !has(request.headers.missing)",
+        "'x-other' in request.headers && request.headers['x-tenant'] == 'acme'",
+    ] {
+        assert!(eval(rule, "{}", "GET", "/", &hdrs), "{rule}");
+    }
+}
+
+#[test]
+fn rules_that_read_only_the_token_run_once_per_token() {
+    let compile = |src: &str| Arc::new(Rule::compile(src).expect("compiles"));
+    let mut next = 0;
+    let rules = RouteRules::new(
+        &[
+            compile("'billing' in claims.groups"),
+            compile("request.method == 'GET'"),
+            compile("token.issuer == 'am'"),
+        ],
+        &mut next,
+    );
+    assert_eq!(
+        next, 2,
+        "the two rules that do not read the request have slots"
+    );
+    let c = claims(ALICE);
+    let h = headers(&[]);
+    let input = |method| RuleInput {
+        method,
+        path: "/",
+        headers: h.as_slice(),
+        issuer: "am",
+        key: "k1",
+    };
+    assert!(rules.all_allow(&c, &input("GET")));
+    assert_eq!((c.memo(0), c.memo(1)), (Some(true), Some(true)));
+    assert!(
+        !rules.all_allow(&c, &input("POST")),
+        "the request rule still runs"
+    );
+    let ops = claims(r#"{"groups":["ops"]}"#);
+    assert!(!rules.all_allow(&ops, &input("GET")));
+    assert_eq!(ops.memo(0), Some(false));
+    assert!(!rules.all_allow(&ops, &input("GET")), "a remembered false");
 }

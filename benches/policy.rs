@@ -1,0 +1,373 @@
+//! What route rules and traces add to a decision (issue 20), each next to its baseline
+//! measured in the same run, RS256, `Authorizer::check` polled in place as in
+//! `benches/decision.rs`:
+//!
+//! - `rules/{cached,uncached}_no_rules` and `rules/{cached,uncached}_three_rules`: the
+//!   same token and request (six headers) on a route without rules and on one with three
+//!   (group membership, a header equal to a claim, the method). Rules run per request,
+//!   so the cached decision shows their cost most plainly.
+//! - `tracing/uncached_off`: the uncached decision with telemetry never started, and
+//!   `tracing/hook_off`: what a check adds when it is off (the span decision and an
+//!   instrumented future), alone.
+//! - `tracing/uncached_on_0.01`: the same decision after telemetry started with
+//!   `sample_ratio` 0.01 (the SDK, the tracing layer installed, an exporter to a closed
+//!   port), and `tracing/uncached_on_sampled`: a request whose `traceparent` says
+//!   sampled (a span every time); `tracing/hook_on_0.01`: the hook alone with telemetry on.
+//!
+//! The subscriber is process-wide, so every `off` benchmark runs before telemetry starts.
+//! At the end the bench prints the differences and ratios of this run's medians.
+//!
+//! Run: `cargo bench --bench policy` (criterion's options after `--`).
+
+use std::future::Future;
+use std::hint::black_box;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
+
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use criterion::Criterion;
+use jsonwebtoken::{Algorithm, EncodingKey};
+use serde_json::{Value, json};
+use tokengate::app::App;
+use tokengate::authz::{RequestView, Verdict};
+use tokengate::clock::FixedClock;
+use tokengate::config::Config;
+use tokengate::decision::{AllowReason, Decision};
+use tokengate::metrics::{Listener, Metrics};
+use tokengate::rules::{NameUse, RouteRules, Rule, RuleClaims, RuleInput};
+use tokengate::telemetry::{self, Telemetry};
+use tokengate::token::jws::ClaimSet;
+use tracing::Instrument as _;
+
+/// The fixed clock: after the token's `iat`, before its `exp`.
+const NOW: i64 = 1_800_000_000;
+
+const RULES: [&str; 3] = [
+    "has(claims.groups) && 'billing' in claims.groups",
+    "request.headers['x-tenant'] == claims.tenant",
+    "request.method in ['GET', 'POST'] || claims.acr == 'urn:example:mfa'",
+];
+
+fn main() {
+    let started = SystemTime::now();
+    let dir = criterion_dir();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let token = mint();
+    let plain = request(&token, None);
+
+    let mut g = c.benchmark_group("rules");
+    for (name, cache, rules) in [
+        ("cached_no_rules", 1000, false),
+        ("cached_three_rules", 1000, true),
+        ("uncached_no_rules", 0, false),
+        ("uncached_three_rules", 0, true),
+    ] {
+        let app = app(cache, rules, &rt);
+        let view = view(&plain);
+        let _ = decide(&rt, &app, &view);
+        assert_allowed(name, &decide(&rt, &app, &view));
+        g.bench_function(name, |b| b.iter(|| decide(&rt, &app, black_box(&view))));
+    }
+    g.finish();
+
+    // The rules alone, on claims already converted: what each part costs.
+    let claims_json = r#"{"iss":"https://issuer.example","aud":"orders-api","sub":"alice",
+        "scope":"orders:read orders:write","iat":1700000000,"exp":4102444800,
+        "groups":["ops","billing","support"],"tenant":"acme","acr":"urn:example:pwd"}"#;
+    let set: ClaimSet<'_> =
+        serde_json::from_str(claims_json).unwrap_or_else(|e| panic!("claims: {e}"));
+    let mut wanted = NameUse::Names(Vec::new());
+    for r in RULES {
+        wanted.merge(
+            Rule::compile(r)
+                .unwrap_or_else(|e| panic!("{r}: {e}"))
+                .claims_read(),
+        );
+    }
+    let rule_claims = RuleClaims::of(&set, &wanted, 0);
+    let mut g = c.benchmark_group("rule_parts");
+    g.bench_function("claims_conversion", |b| {
+        b.iter(|| RuleClaims::of(black_box(&set), &wanted, 0))
+    });
+    for (name, sources) in [
+        ("true", &["true"][..]),
+        ("claims_only", &RULES[..1]),
+        ("request_method", &["request.method == 'POST'"][..]),
+        ("three", &RULES[..]),
+    ] {
+        let rules: Vec<Arc<Rule>> = sources
+            .iter()
+            .map(|s| Arc::new(Rule::compile(s).unwrap_or_else(|e| panic!("{s}: {e}"))))
+            .collect();
+        // No memo slots: every rule runs every time, as on a token's first request.
+        let rules = RouteRules::new(&rules, &mut 0);
+        let input = RuleInput {
+            method: "POST",
+            path: "/orders/17",
+            headers: plain.as_slice(),
+            issuer: "main",
+            key: "rsa-1",
+        };
+        assert!(rules.all_allow(&rule_claims, &input), "{name}");
+        g.bench_function(name, |b| {
+            b.iter(|| black_box(&rules).all_allow(&rule_claims, black_box(&input)))
+        });
+    }
+    g.finish();
+
+    let uncached = app(0, false, &rt);
+    let view_plain = view(&plain);
+    let sampled = request(
+        &token,
+        Some("00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"),
+    );
+    let view_sampled = view(&sampled);
+    let mut g = c.benchmark_group("tracing");
+    assert_allowed("uncached_off", &decide(&rt, &uncached, &view_plain));
+    g.bench_function("uncached_off", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&view_plain)))
+    });
+    g.bench_function("hook_off", |b| {
+        b.iter(|| {
+            let span = telemetry::check_span("authz_http", black_box(plain.as_slice()), None);
+            poll_ready(std::future::ready(black_box(1)).instrument(span))
+        })
+    });
+
+    // Telemetry on from here to the end of the process.
+    let exports = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(1)
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("export runtime: {e}"));
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .unwrap_or_else(|e| panic!("a closed port: {e}"));
+    let config = Config::parse(
+        Path::new("/bench/telemetry.json"),
+        json!({
+            "issuers": [{"name": "x", "key_sources": [{"jwks_file": "x.json"}]}],
+            "telemetry": {"otlp_endpoint": format!("http://{closed}"), "sample_ratio": 0.01}
+        })
+        .to_string()
+        .as_bytes(),
+    )
+    .unwrap_or_else(|e| panic!("telemetry config: {e}"));
+    let telemetry = {
+        let _in = exports.enter();
+        Telemetry::start(
+            config
+                .telemetry
+                .as_ref()
+                .unwrap_or_else(|| panic!("no telemetry")),
+        )
+        .unwrap_or_else(|e| panic!("{e}"))
+    };
+    {
+        use tracing_subscriber::layer::SubscriberExt as _;
+        use tracing_subscriber::util::SubscriberInitExt as _;
+        tracing_subscriber::registry()
+            .with(telemetry.layer())
+            .init();
+    }
+    g.bench_function("hook_on_0.01", |b| {
+        b.iter(|| {
+            let span = telemetry::check_span("authz_http", black_box(plain.as_slice()), None);
+            poll_ready(std::future::ready(black_box(1)).instrument(span))
+        })
+    });
+    assert_allowed("uncached_on_0.01", &decide(&rt, &uncached, &view_plain));
+    g.bench_function("uncached_on_0.01", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&view_plain)))
+    });
+    assert_allowed(
+        "uncached_on_sampled",
+        &decide(&rt, &uncached, &view_sampled),
+    );
+    g.bench_function("uncached_on_sampled", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&view_sampled)))
+    });
+    g.finish();
+    c.final_summary();
+    report(&dir, started);
+    drop(exports);
+}
+
+/// An app with the fixture RS256 key and one route `/orders`, with the three rules or
+/// none.
+fn app(cache_entries: u64, rules: bool, rt: &tokio::runtime::Runtime) -> Arc<App> {
+    let jwks = fixtures().join("jwks.json");
+    let route = if rules {
+        json!({"name": "orders", "path_prefix": "/orders", "rules": RULES})
+    } else {
+        json!({"name": "orders", "path_prefix": "/orders"})
+    };
+    let cfg = json!({
+        "listeners": {"authz_http": null, "authz_grpc": null, "admin": null},
+        "issuers": [{
+            "name": "main", "issuer": "https://issuer.example", "audiences": ["orders-api"],
+            "key_sources": [{"jwks_file": jwks}]
+        }],
+        "routes": [route],
+        "cache": {"max_entries": cache_entries}
+    });
+    let config = Config::parse(Path::new("/bench/config.json"), cfg.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("bench config: {e}"));
+    let _guard = rt.enter();
+    App::new(
+        config,
+        rt.handle().clone(),
+        Arc::new(FixedClock::new(NOW)),
+        Arc::new(Metrics::new()),
+        Arc::new(|_: &str| None),
+    )
+}
+
+/// A request with a usual set of headers, the token, and maybe a `traceparent`.
+fn request(token: &str, traceparent: Option<&str>) -> Vec<(String, String)> {
+    let mut h: Vec<(String, String)> = [
+        ("host", "api.example.com"),
+        ("user-agent", "bench/1.0"),
+        ("accept", "application/json"),
+        ("x-request-id", "3f1c2a90-5b7e-4d2a-9c61-0a1b2c3d4e5f"),
+        ("x-tenant", "acme"),
+    ]
+    .iter()
+    .map(|(k, v)| ((*k).to_string(), (*v).to_string()))
+    .collect();
+    h.push(("authorization".into(), format!("Bearer {token}")));
+    if let Some(tp) = traceparent {
+        h.push(("traceparent".into(), tp.into()));
+    }
+    h
+}
+
+fn view(headers: &[(String, String)]) -> RequestView<'_, [(String, String)]> {
+    RequestView {
+        method: "POST",
+        target: "/orders/17",
+        headers,
+    }
+}
+
+fn decide(
+    rt: &tokio::runtime::Runtime,
+    app: &App,
+    view: &RequestView<'_, [(String, String)]>,
+) -> Verdict {
+    let mut fut = std::pin::pin!(app.authorizer().check(Listener::AuthzHttp, view));
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => rt.block_on(fut),
+    }
+}
+
+fn poll_ready<F: Future>(fut: F) -> Option<F::Output> {
+    let mut fut = std::pin::pin!(fut);
+    match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
+        Poll::Ready(v) => Some(v),
+        Poll::Pending => None,
+    }
+}
+
+fn assert_allowed(bench: &str, verdict: &Verdict) {
+    assert!(
+        matches!(&verdict.decision, Decision::Allow(a) if a.reason == AllowReason::Ok),
+        "{bench}: expected an allow, got {:?}",
+        verdict.decision
+    );
+}
+
+fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+/// An RS256 token of the fixture key `rsa-1` in the billing group of tenant `acme`.
+fn mint() -> String {
+    let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"});
+    let claims = json!({
+        "iss": "https://issuer.example", "aud": "orders-api", "sub": "alice",
+        "scope": "orders:read orders:write", "iat": 1_700_000_000, "exp": 4_102_444_800_i64,
+        "groups": ["ops", "billing", "support"], "tenant": "acme", "acr": "urn:example:pwd",
+    });
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let input = format!("{}.{}", b64(&header), b64(&claims));
+    let pem = std::fs::read(fixtures().join("private/rsa-1.key.pem"))
+        .unwrap_or_else(|e| panic!("rsa-1.key.pem: {e}"));
+    let key = EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("rsa-1: {e}"));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256)
+        .unwrap_or_else(|e| panic!("signing: {e}"));
+    format!("{input}.{sig}")
+}
+
+/// `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else `target/criterion`.
+fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+            PathBuf::from,
+        )
+        .join("criterion")
+}
+
+/// The median (ns) criterion wrote for `group/bench` during this run.
+fn median(dir: &Path, group: &str, bench: &str, since: SystemTime) -> Option<f64> {
+    let path = dir.join(group).join(bench).join("new/estimates.json");
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if modified < since {
+        return None;
+    }
+    let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
+
+fn report(dir: &Path, since: SystemTime) {
+    let m = |g: &str, b: &str| median(dir, g, b, since);
+    println!("\nfrom the medians of this run:");
+    for kind in ["cached", "uncached"] {
+        if let (Some(without), Some(with)) = (
+            m("rules", &format!("{kind}_no_rules")),
+            m("rules", &format!("{kind}_three_rules")),
+        ) {
+            println!(
+                "  rules, {kind}: three rules add {:.2} µs ({:.0} ns without, {:.0} ns with)",
+                (with - without) / 1e3,
+                without,
+                with
+            );
+        }
+    }
+    if let (Some(off), Some(hook)) = (m("tracing", "uncached_off"), m("tracing", "hook_off")) {
+        println!(
+            "  tracing off: the hook is {hook:.1} ns, {:.3} % of the uncached decision",
+            hook / off * 100.0
+        );
+    }
+    if let (Some(off), Some(hook)) = (m("tracing", "uncached_off"), m("tracing", "hook_on_0.01")) {
+        println!(
+            "  tracing on at 0.01: the hook is {hook:.1} ns on average, {:.3} % of the uncached decision",
+            hook / off * 100.0
+        );
+    }
+    for on in ["uncached_on_0.01", "uncached_on_sampled"] {
+        if let (Some(off), Some(v)) = (m("tracing", "uncached_off"), m("tracing", on)) {
+            println!(
+                "  tracing {on}: {:+.2} % over off ({off:.0} ns → {v:.0} ns)",
+                (v / off - 1.0) * 100.0
+            );
+        }
+    }
+}
