@@ -16,6 +16,9 @@
 //!
 //! The subscriber is process-wide, so every `off` benchmark runs before telemetry starts.
 //! At the end the bench prints the differences and ratios of this run's medians.
+//! Because `off` and `on` then run minutes apart, `TG_BENCH_TELEMETRY=off|on` runs only
+//! `tracing_ab/uncached` with telemetry off or started first, so that the two can
+//! alternate as separate processes (`bench/policy_ab.sh`).
 //!
 //! Run: `cargo bench --bench policy` (criterion's options after `--`).
 
@@ -53,6 +56,18 @@ const RULES: [&str; 3] = [
 
 fn main() {
     let started = SystemTime::now();
+    // `TG_BENCH_TELEMETRY=off|on`: only `tracing_ab/uncached`, with telemetry never
+    // started or started first (at 0.01); run the two in turns, as separate processes.
+    if let Ok(mode) = std::env::var("TG_BENCH_TELEMETRY") {
+        return tracing_ab(mode == "on", started);
+    }
+    // `TG_BENCH_COUNT=<case>:<n>`: n decisions of one case and nothing else, for an
+    // instruction count under `valgrind --tool=cachegrind` (`bench/policy_ab.sh`): this
+    // machine's timings drift by tens of per cent within minutes; instruction counts
+    // do not.
+    if let Ok(spec) = std::env::var("TG_BENCH_COUNT") {
+        return count(&spec);
+    }
     let dir = criterion_dir();
     let mut c = Criterion::default()
         .output_directory(&dir)
@@ -144,6 +159,33 @@ fn main() {
     });
 
     // Telemetry on from here to the end of the process.
+    let (_telemetry, exports) = start_telemetry();
+    g.bench_function("hook_on_0.01", |b| {
+        b.iter(|| {
+            let span = telemetry::check_span("authz_http", black_box(plain.as_slice()), None);
+            poll_ready(std::future::ready(black_box(1)).instrument(span))
+        })
+    });
+    assert_allowed("uncached_on_0.01", &decide(&rt, &uncached, &view_plain));
+    g.bench_function("uncached_on_0.01", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&view_plain)))
+    });
+    assert_allowed(
+        "uncached_on_sampled",
+        &decide(&rt, &uncached, &view_sampled),
+    );
+    g.bench_function("uncached_on_sampled", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&view_sampled)))
+    });
+    g.finish();
+    c.final_summary();
+    report(&dir, started);
+    drop(exports);
+}
+
+/// Telemetry at `sample_ratio` 0.01 exporting (in vain) to a closed port, with its
+/// layer installed as the process's subscriber, and the runtime that carries exports.
+fn start_telemetry() -> (Telemetry, tokio::runtime::Runtime) {
     let exports = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(1)
         .enable_all()
@@ -179,27 +221,62 @@ fn main() {
             .with(telemetry.layer())
             .init();
     }
-    g.bench_function("hook_on_0.01", |b| {
-        b.iter(|| {
-            let span = telemetry::check_span("authz_http", black_box(plain.as_slice()), None);
-            poll_ready(std::future::ready(black_box(1)).instrument(span))
-        })
-    });
-    assert_allowed("uncached_on_0.01", &decide(&rt, &uncached, &view_plain));
-    g.bench_function("uncached_on_0.01", |b| {
-        b.iter(|| decide(&rt, &uncached, black_box(&view_plain)))
-    });
-    assert_allowed(
-        "uncached_on_sampled",
-        &decide(&rt, &uncached, &view_sampled),
-    );
-    g.bench_function("uncached_on_sampled", |b| {
-        b.iter(|| decide(&rt, &uncached, black_box(&view_sampled)))
-    });
+    (telemetry, exports)
+}
+
+/// Runs `n` decisions of `case` (see `main`).
+fn count(spec: &str) {
+    let (case, n) = spec
+        .split_once(':')
+        .and_then(|(c, n)| Some((c, n.parse::<u64>().ok()?)))
+        .unwrap_or_else(|| panic!("TG_BENCH_COUNT={spec}: want <case>:<n>"));
+    let (cache, rules, on) = match case {
+        "cached_no_rules" => (1000, false, false),
+        "cached_three_rules" => (1000, true, false),
+        "uncached_off" => (0, false, false),
+        "uncached_on" => (0, false, true),
+        other => panic!("unknown case {other}"),
+    };
+    let _on = on.then(start_telemetry);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let app = app(cache, rules, &rt);
+    let headers = request(&mint(), None);
+    let view = view(&headers);
+    assert_allowed(case, &decide(&rt, &app, &view));
+    for _ in 0..n {
+        black_box(decide(&rt, &app, black_box(&view)));
+    }
+}
+
+/// `tracing_ab/uncached`, telemetry off or on (see `main`).
+fn tracing_ab(on: bool, started: SystemTime) {
+    let dir = criterion_dir();
+    let mut c = Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    let _on = on.then(start_telemetry);
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let app = app(0, false, &rt);
+    let headers = request(&mint(), None);
+    let view = view(&headers);
+    let name = if on {
+        "uncached_on_0.01"
+    } else {
+        "uncached_off"
+    };
+    assert_allowed(name, &decide(&rt, &app, &view));
+    let mut g = c.benchmark_group("tracing_ab");
+    g.bench_function(name, |b| b.iter(|| decide(&rt, &app, black_box(&view))));
     g.finish();
-    c.final_summary();
-    report(&dir, started);
-    drop(exports);
+    if let Some(m) = median(&dir, "tracing_ab", name, started) {
+        println!("tracing_ab/{name}: median {m:.0} ns");
+    }
 }
 
 /// An app with the fixture RS256 key and one route `/orders`, with the three rules or
