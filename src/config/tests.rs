@@ -238,3 +238,45 @@ fn audit_and_telemetry_are_off_by_default_and_checked_when_on() {
         assert!(e.field.starts_with(field), "{extra}: {e}");
     }
 }
+
+#[test]
+fn a_rule_that_does_not_compile_names_the_file_field_and_position() {
+    let e = parse(
+        r#"{"issuers":[{"name":"am","key_sources":[{"jwks_file":"jwks.json"}]}],
+            "routes":[{"path_prefix":"/a"},
+                      {"path_prefix":"/b","rules":["true","claims.groups.exists(g, g == "]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.file, PathBuf::from("/etc/tokengate/config.json"));
+    assert_eq!(e.field, "routes[1].rules[1]");
+    assert!(
+        e.reason.starts_with("line 1, column 30: Syntax error"),
+        "{e}"
+    );
+    for (rules, field, why) in [
+        (
+            r#"["claim.sub == 'x'"]"#,
+            "routes[0].rules[0]",
+            "unknown name",
+        ),
+        (
+            r#"["request.headers['X-A'] == 'x'"]"#,
+            "routes[0].rules[0]",
+            "lower-case",
+        ),
+    ] {
+        let e = parse(&format!(
+            r#"{{"issuers":[{{"name":"am","key_sources":[{{"jwks_file":"jwks.json"}}]}}],
+                "routes":[{{"path_prefix":"/a","rules":{rules}}}]}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, field);
+        assert!(e.reason.contains(why), "{e}");
+    }
+    let e = parse(
+        r#"{"issuers":[{"name":"am","key_sources":[{"jwks_file":"jwks.json"}]}],
+            "routes":[{"path_prefix":"/a","allow_anonymous":true,"rules":["true"]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "routes[0].allow_anonymous");
+}
