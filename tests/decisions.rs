@@ -356,6 +356,27 @@ fn denies_with_policy_specific_reasons() {
             Err(KeysUnavailable),
         )],
     );
+
+    // A route's rule that a valid token does not satisfy (SPEC §12).
+    run_cases(
+        config(
+            json!([fixture_issuer()]),
+            json!({"routes": [
+                {"path_prefix": "/orders", "rules": ["claims.sub == 'bob'"]},
+                {"path_prefix": "/", "rules": ["claims.sub == 'alice' && token.key == 'rsa-1'"]}
+            ]}),
+        ),
+        vec![
+            case("rule_failed", &token("GOOD_RS256"), Err(RuleFailed)),
+            Case {
+                name: "a rule that holds",
+                headers: bearer(&token("GOOD_RS256")),
+                method: "GET",
+                path: "/other",
+                want: Ok(("rsa-1", "kid")),
+            },
+        ],
+    );
 }
 
 #[test]
@@ -378,6 +399,7 @@ fn every_deny_reason_is_covered_above() {
         "bad_audience",
         "bad_type",
         "insufficient_scope",
+        "rule_failed",
         "keys_unavailable",
     ];
     for r in DenyReason::ALL {
