@@ -4,7 +4,10 @@
 #    `TG_BENCH_COUNT=<case>:<n>` runs n decisions of one case; the difference between
 #    two values of n removes the set-up. Cases: cached_no_rules, cached_three_rules,
 #    uncached_off, uncached_on (telemetry at sample_ratio 0.01, spans included).
-# 2. time, A B A B (criterion, pinned to core 1 with `taskset`):
+# 2. time, the rules interleaved in one process (`TG_BENCH_INTERLEAVED`: blocks of 2,000
+#    decisions without and with the rules in turn, the median of per-round
+#    differences), three times;
+# 3. time, A B A B (criterion, pinned to core 1 with `taskset`):
 #    rules: `rules/cached_no_rules` vs `rules/cached_three_rules` (one process: the
 #           difference of one run's medians), repeated ROUNDS times;
 #    tracing: `tracing_ab/uncached` with telemetry off vs on at 0.01, as separate
@@ -31,6 +34,7 @@ echo "instructions per decision: cached, no rules $nr; three rules $tr (+$((tr -
 $(python3 -c "print(f'{($tr-$nr)/$nr*100:+.1f}')") %)"
 echo "instructions per decision: uncached, telemetry off $off; on at 0.01 $on \
 ($(python3 -c "print(f'{($on-$off)/$off*100:+.2f}')") %)"
+for i in 1 2 3; do TG_BENCH_INTERLEAVED=300 taskset -c 1 "$bin"; done
 [ "$rounds" -gt 0 ] || exit 0
 opts=(--bench --measurement-time 3 --warm-up-time 1)
 rules=() off=() on=()

@@ -16,6 +16,9 @@
 //!
 //! The subscriber is process-wide, so every `off` benchmark runs before telemetry starts.
 //! At the end the bench prints the differences and ratios of this run's medians.
+//! `TG_BENCH_INTERLEAVED=<rounds>` times the cached decision without and with the rules
+//! in alternating blocks instead (the host's drift then falls on both alike), and
+//! `TG_BENCH_COUNT=<case>:<n>` runs n decisions for an instruction count.
 //! Because `off` and `on` then run minutes apart, `TG_BENCH_TELEMETRY=off|on` runs only
 //! `tracing_ab/uncached` with telemetry off or started first, so that the two can
 //! alternate as separate processes (`bench/policy_ab.sh`).
@@ -67,6 +70,11 @@ fn main() {
     // do not.
     if let Ok(spec) = std::env::var("TG_BENCH_COUNT") {
         return count(&spec);
+    }
+    // `TG_BENCH_INTERLEAVED=<rounds>`: the cached decision without and with the three
+    // rules in alternating blocks, so that the host's drift falls on both alike.
+    if let Ok(rounds) = std::env::var("TG_BENCH_INTERLEAVED") {
+        return interleaved(rounds.parse().unwrap_or(200));
     }
     let dir = criterion_dir();
     let mut c = Criterion::default()
@@ -222,6 +230,61 @@ fn start_telemetry() -> (Telemetry, tokio::runtime::Runtime) {
             .init();
     }
     (telemetry, exports)
+}
+
+/// `rounds` times: 2,000 cached decisions on the route without rules, then 2,000 on the
+/// route with three; prints the medians of the per-decision times and of the per-round
+/// differences.
+fn interleaved(rounds: usize) {
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let (without, with) = (app(1000, false, &rt), app(1000, true, &rt));
+    let headers = request(&mint(), None);
+    let view = view(&headers);
+    for app in [&without, &with] {
+        for _ in 0..10_000 {
+            black_box(decide(&rt, app, &view));
+        }
+        assert_allowed("interleaved", &decide(&rt, app, &view));
+    }
+    const BLOCK: u32 = 2000;
+    let block = |app: &App| {
+        let t = std::time::Instant::now();
+        for _ in 0..BLOCK {
+            black_box(decide(&rt, app, black_box(&view)));
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(BLOCK)
+    };
+    let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds {
+        // A B, then B A: neither side always runs first.
+        let (x, y) = if i % 2 == 0 {
+            let x = block(&without);
+            (x, block(&with))
+        } else {
+            let y = block(&with);
+            (block(&without), y)
+        };
+        a.push(x);
+        b.push(y);
+        d.push(y - x);
+    }
+    let median = |v: &mut Vec<f64>| {
+        v.sort_by(f64::total_cmp);
+        v[v.len() / 2]
+    };
+    let (ma, mb, md) = (median(&mut a), median(&mut b), median(&mut d));
+    let (lo, hi) = (d[d.len() / 10], d[d.len() * 9 / 10]);
+    println!(
+        "interleaved, {rounds} rounds of {BLOCK}: no rules {ma:.0} ns, three rules {mb:.0} ns; \
+         three rules add {:.2} µs (median of per-round differences; 10th-90th percentile \
+         {:.2}-{:.2} µs)",
+        md / 1e3,
+        lo / 1e3,
+        hi / 1e3
+    );
 }
 
 /// Runs `n` decisions of `case` (see `main`).
