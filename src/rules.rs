@@ -9,8 +9,9 @@
 //!   comprehension may not hold another one (its cost is then linear in one list), and
 //!   the only names are `claims`, `request`, `token` and the macros' own variables;
 //! - at run time the claims fed to rules are capped ([`MAX_CLAIM_NODES`] values,
-//!   [`MAX_CLAIM_DEPTH`] levels): a token beyond the caps fails every rule rather than
-//!   being cut (a cut list could turn `!('x' in list)` true).
+//!   [`MAX_CLAIM_DEPTH`] levels, strings of [`MAX_CLAIM_STRING_BYTES`]): a token beyond
+//!   the caps fails every rule rather than being cut (a cut list could turn
+//!   `!('x' in list)` true). Only the claims some rule names are converted.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU8, Ordering};
@@ -34,6 +35,8 @@ pub const MAX_RULE_BYTES: usize = 4096;
 pub const MAX_CLAIM_NODES: usize = 1024;
 /// Nesting of claim values fed to rules at most.
 pub const MAX_CLAIM_DEPTH: usize = 8;
+/// Longest string (value or member name) of a claim fed to rules.
+pub const MAX_CLAIM_STRING_BYTES: usize = 4096;
 /// Headers fed to rules at most (the rest are left out of `request.headers`).
 const MAX_HEADERS: usize = 128;
 
@@ -420,7 +423,10 @@ fn claim_val(value: &ClaimValue<'_>, budget: &mut usize) -> Option<Box<dyn Val>>
         ClaimValue::Null => Box::new(CelNull),
         ClaimValue::Bool(b) => Box::new(CelBool::from(*b)),
         ClaimValue::Number(n) => number_val(n),
-        ClaimValue::Str(s) => Box::new(CelString::from(s.to_string())),
+        ClaimValue::Str(s) if s.len() <= MAX_CLAIM_STRING_BYTES => {
+            Box::new(CelString::from(s.to_string()))
+        }
+        ClaimValue::Str(_) => return None,
         ClaimValue::Other(v) => {
             *budget += 1;
             json_val(v, budget, 1)?
@@ -437,7 +443,10 @@ fn json_val(v: &Value, budget: &mut usize, depth: usize) -> Option<Box<dyn Val>>
         Value::Null => Box::new(CelNull),
         Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(n) => number_val(n),
-        Value::String(s) => Box::new(CelString::from(s.clone())),
+        Value::String(s) if s.len() <= MAX_CLAIM_STRING_BYTES => {
+            Box::new(CelString::from(s.clone()))
+        }
+        Value::String(_) => return None,
         Value::Array(list) => {
             let items = list
                 .iter()
@@ -448,7 +457,10 @@ fn json_val(v: &Value, budget: &mut usize, depth: usize) -> Option<Box<dyn Val>>
         Value::Object(members) => {
             let map = members
                 .iter()
-                .map(|(k, x)| Some((CelMapKey::from(k.clone()), json_val(x, budget, depth + 1)?)))
+                .map(|(k, x)| {
+                    (k.len() <= MAX_CLAIM_STRING_BYTES).then_some(())?;
+                    Some((CelMapKey::from(k.clone()), json_val(x, budget, depth + 1)?))
+                })
                 .collect::<Option<HashMap<_, _>>>()?;
             Box::new(CelMap::from(map))
         }

@@ -158,6 +158,36 @@ fn claims_beyond_the_caps_fail_every_rule() {
     assert!(eval("!('admin' in claims.groups)", &fits, "GET", "/", &[]));
     let deep = format!("{{\"a\":{}1{}}}", "[".repeat(20), "]".repeat(20));
     assert!(!eval("true", &deep, "GET", "/", &[]));
+    let long = "x".repeat(MAX_CLAIM_STRING_BYTES + 1);
+    assert!(!eval(
+        "true",
+        &format!(r#"{{"sub":"{long}"}}"#),
+        "GET",
+        "/",
+        &[]
+    ));
+    assert!(!eval(
+        "true",
+        &format!(r#"{{"p":{{"n":"{long}"}}}}"#),
+        "GET",
+        "/",
+        &[]
+    ));
+    assert!(!eval(
+        "true",
+        &format!(r#"{{"p":{{"{long}":1}}}}"#),
+        "GET",
+        "/",
+        &[]
+    ));
+    let fits = "x".repeat(MAX_CLAIM_STRING_BYTES);
+    assert!(eval(
+        "size(claims.sub) == 4096",
+        &format!(r#"{{"sub":"{fits}"}}"#),
+        "GET",
+        "/",
+        &[]
+    ));
 }
 
 #[test]
