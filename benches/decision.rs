@@ -29,11 +29,11 @@
 //!
 //! Run: `cargo bench --bench decision` (criterion's options after `--`).
 
-use std::future::Future;
+mod support;
+
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
-use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
 use aws_lc_rs::rsa::KeySize;
@@ -47,6 +47,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
+use support::{criterion_dir, decide, fixtures, median};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::clock::FixedClock;
@@ -54,7 +55,6 @@ use tokengate::config::Config;
 use tokengate::decision::{AllowReason, Decision, DenyReason};
 use tokengate::keys::MatchKind;
 use tokengate::metrics::{Listener, Metrics};
-use tokengate::token::extract::Headers;
 
 /// The fixed clock: after the fixtures' `iat`, before their `exp` (2100).
 const NOW: i64 = 1_800_000_000;
@@ -343,22 +343,6 @@ fn fallback_app(case: &Case, rt: &tokio::runtime::Runtime) -> Arc<App> {
     app
 }
 
-/// One decision, polled in place: every benchmarked path completes without waiting (no
-/// refetch), so the runtime's `block_on` (whose bookkeeping is not tokengate's cost: a
-/// listener polls `check` inside a task it already runs) is only the fallback.
-fn decide<H: Headers + ?Sized + Sync>(
-    rt: &tokio::runtime::Runtime,
-    app: &App,
-    view: &RequestView<'_, H>,
-) -> Verdict {
-    let mut fut = std::pin::pin!(app.authorizer().check(Listener::AuthzHttp, view));
-    let mut cx = Context::from_waker(Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(v) => v,
-        Poll::Pending => rt.block_on(fut),
-    }
-}
-
 fn check(rt: &tokio::runtime::Runtime, app: &App, request: &Request) -> Verdict {
     rt.block_on(app.authorizer().check(Listener::AuthzHttp, &request.view()))
 }
@@ -393,10 +377,6 @@ fn expect(bench: &str, verdict: &Verdict, want: Expect) {
 }
 
 // ---------------------------------------------------------------- keys and tokens
-
-fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
-}
 
 fn read_fixture(name: &str) -> Vec<u8> {
     let path = fixtures().join(name);
@@ -549,35 +529,6 @@ fn b64(bytes: &[u8]) -> String {
 }
 
 // ---------------------------------------------------------------- the ratio table
-
-/// Where criterion writes: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else
-/// `target/criterion` in the package (criterion's own order without its `cargo metadata`
-/// step; `main` passes it to criterion so that both agree).
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-            PathBuf::from,
-        )
-        .join("criterion")
-}
-
-/// The median (ns) criterion wrote for `group/bench` during this run (`since`): None when
-/// the benchmark did not run (filtered out, `--test`, `--list`, `--baseline`) or the file
-/// cannot be read.
-fn median(dir: &Path, group: &str, bench: &str, since: SystemTime) -> Option<f64> {
-    let path = dir.join(group).join(bench).join("new/estimates.json");
-    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
-    if modified < since {
-        return None;
-    }
-    let text = std::fs::read(&path).ok()?;
-    let v: Value = serde_json::from_slice(&text).ok()?;
-    v["median"]["point_estimate"].as_f64()
-}
 
 fn print_ratios(dir: &Path, since: SystemTime) {
     let mut rows: Vec<(&str, &str, Option<f64>, Option<f64>)> = Vec::new();

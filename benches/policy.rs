@@ -25,9 +25,11 @@
 //!
 //! Run: `cargo bench --bench policy` (criterion's options after `--`).
 
+mod support;
+
 use std::future::Future;
 use std::hint::black_box;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
@@ -37,12 +39,13 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
+use support::{criterion_dir, decide, fixtures, median};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::clock::FixedClock;
 use tokengate::config::Config;
 use tokengate::decision::{AllowReason, Decision};
-use tokengate::metrics::{Listener, Metrics};
+use tokengate::metrics::Metrics;
 use tokengate::rules::{NameUse, RouteRules, Rule, RuleClaims, RuleInput};
 use tokengate::telemetry::{self, Telemetry};
 use tokengate::token::jws::ClaimSet;
@@ -399,19 +402,6 @@ fn view(headers: &[(String, String)]) -> RequestView<'_, [(String, String)]> {
     }
 }
 
-fn decide(
-    rt: &tokio::runtime::Runtime,
-    app: &App,
-    view: &RequestView<'_, [(String, String)]>,
-) -> Verdict {
-    let mut fut = std::pin::pin!(app.authorizer().check(Listener::AuthzHttp, view));
-    let mut cx = Context::from_waker(Waker::noop());
-    match fut.as_mut().poll(&mut cx) {
-        Poll::Ready(v) => v,
-        Poll::Pending => rt.block_on(fut),
-    }
-}
-
 fn poll_ready<F: Future>(fut: F) -> Option<F::Output> {
     let mut fut = std::pin::pin!(fut);
     match fut.as_mut().poll(&mut Context::from_waker(Waker::noop())) {
@@ -426,10 +416,6 @@ fn assert_allowed(bench: &str, verdict: &Verdict) {
         "{bench}: expected an allow, got {:?}",
         verdict.decision
     );
-}
-
-fn fixtures() -> &'static Path {
-    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
 }
 
 /// An RS256 token of the fixture key `rsa-1` in the billing group of tenant `acme`.
@@ -448,30 +434,6 @@ fn mint() -> String {
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256)
         .unwrap_or_else(|e| panic!("signing: {e}"));
     format!("{input}.{sig}")
-}
-
-/// `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else `target/criterion`.
-fn criterion_dir() -> PathBuf {
-    if let Some(home) = std::env::var_os("CRITERION_HOME") {
-        return PathBuf::from(home);
-    }
-    std::env::var_os("CARGO_TARGET_DIR")
-        .map_or_else(
-            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
-            PathBuf::from,
-        )
-        .join("criterion")
-}
-
-/// The median (ns) criterion wrote for `group/bench` during this run.
-fn median(dir: &Path, group: &str, bench: &str, since: SystemTime) -> Option<f64> {
-    let path = dir.join(group).join(bench).join("new/estimates.json");
-    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
-    if modified < since {
-        return None;
-    }
-    let v: Value = serde_json::from_slice(&std::fs::read(&path).ok()?).ok()?;
-    v["median"]["point_estimate"].as_f64()
 }
 
 fn report(dir: &Path, since: SystemTime) {

@@ -1,0 +1,63 @@
+//! What the criterion benches share: the fixtures, the decision polled in place, and
+//! the medians criterion wrote in this run.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::task::{Context, Poll, Waker};
+use std::time::SystemTime;
+
+use serde_json::Value;
+use tokengate::app::App;
+use tokengate::authz::{RequestView, Verdict};
+use tokengate::metrics::Listener;
+use tokengate::token::extract::Headers;
+
+/// `tests/fixtures`.
+pub fn fixtures() -> &'static Path {
+    Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
+}
+
+/// One decision, polled in place: every benchmarked path completes without waiting (no
+/// refetch), so the runtime's `block_on` (whose bookkeeping is not tokengate's cost: a
+/// listener polls `check` inside a task it already runs) is only the fallback.
+pub fn decide<H: Headers + ?Sized + Sync>(
+    rt: &tokio::runtime::Runtime,
+    app: &App,
+    view: &RequestView<'_, H>,
+) -> Verdict {
+    let mut fut = std::pin::pin!(app.authorizer().check(Listener::AuthzHttp, view));
+    let mut cx = Context::from_waker(Waker::noop());
+    match fut.as_mut().poll(&mut cx) {
+        Poll::Ready(v) => v,
+        Poll::Pending => rt.block_on(fut),
+    }
+}
+
+/// Where criterion writes: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else
+/// `target/criterion` in the package (criterion's own order without its `cargo metadata`
+/// step; the benches pass it to criterion so that both agree).
+pub fn criterion_dir() -> PathBuf {
+    if let Some(home) = std::env::var_os("CRITERION_HOME") {
+        return PathBuf::from(home);
+    }
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map_or_else(
+            || Path::new(env!("CARGO_MANIFEST_DIR")).join("target"),
+            PathBuf::from,
+        )
+        .join("criterion")
+}
+
+/// The median (ns) criterion wrote for `group/bench` during this run (`since`): None when
+/// the benchmark did not run (filtered out, `--test`, `--list`, `--baseline`) or the file
+/// cannot be read.
+pub fn median(dir: &Path, group: &str, bench: &str, since: SystemTime) -> Option<f64> {
+    let path = dir.join(group).join(bench).join("new/estimates.json");
+    let modified = std::fs::metadata(&path).and_then(|m| m.modified()).ok()?;
+    if modified < since {
+        return None;
+    }
+    let text = std::fs::read(&path).ok()?;
+    let v: Value = serde_json::from_slice(&text).ok()?;
+    v["median"]["point_estimate"].as_f64()
+}
