@@ -13,7 +13,7 @@
 //! metrics, read from `/proc/self` when `/metrics` is scraped (Linux only).
 
 use std::collections::{HashMap, HashSet};
-use std::sync::Mutex;
+use std::sync::{LazyLock, Mutex};
 
 use prometheus::core::{Collector, Desc};
 use prometheus::proto::MetricFamily;
@@ -186,6 +186,22 @@ impl Listener {
     }
 }
 
+/// Span batches the OTLP exporter failed to deliver: one counter per process (the
+/// exporter is process-wide, and starts before any registry), shown by every registry.
+static TELEMETRY_EXPORT_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
+    IntCounter::new(
+        "tokengate_telemetry_export_errors_total",
+        "Batches of tokengate.check spans the OTLP exporter failed to deliver (count); \
+         decisions are never delayed or changed by tracing.",
+    )
+    .unwrap_or_else(|e| unreachable!("static metric definition is valid: {e}"))
+});
+
+/// The process's export-failure counter (see [`TELEMETRY_EXPORT_ERRORS`]).
+pub fn telemetry_export_errors() -> IntCounter {
+    TELEMETRY_EXPORT_ERRORS.clone()
+}
+
 // === impl Metrics ===
 
 impl Metrics {
@@ -318,7 +334,7 @@ impl Metrics {
         )
         .with_label_values(&[] as &[&str]);
         // One counter per process (the exporter is process-wide), shown by every registry.
-        let telemetry_export_errors = reg(&registry, crate::telemetry::export_errors());
+        let telemetry_export_errors = reg(&registry, telemetry_export_errors());
         let key_source_up = gauge(
             "tokengate_key_source_up",
             "1 when the last load or fetch of the issuer's key sources of this kind (jwks, \

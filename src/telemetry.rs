@@ -17,7 +17,7 @@
 //! a reload that changes it is logged and takes effect at the next restart.
 
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, LazyLock, OnceLock};
+use std::sync::{Arc, OnceLock};
 use std::time::Duration;
 
 use opentelemetry::propagation::{Extractor, TextMapPropagator};
@@ -43,26 +43,12 @@ const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 /// The share of unparented checks traced, once telemetry has started.
 static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
 
-/// Export failures, for every `Metrics` registry of the process (one in `serve`).
-static EXPORT_ERRORS: LazyLock<IntCounter> = LazyLock::new(|| {
-    IntCounter::new(
-        "tokengate_telemetry_export_errors_total",
-        "Batches of tokengate.check spans the OTLP exporter failed to deliver (count); \
-         decisions are never delayed or changed by tracing.",
-    )
-    .unwrap_or_else(|e| unreachable!("a static metric definition is valid: {e}"))
-});
 
 /// The running exporter.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
     config: TelemetryConfig,
-}
-
-/// The exporter's failure counter (registered by `Metrics`).
-pub fn export_errors() -> IntCounter {
-    EXPORT_ERRORS.clone()
 }
 
 // === impl Telemetry ===
@@ -88,7 +74,7 @@ impl Telemetry {
         let counting = CountingExporter {
             inner: Arc::new(exporter),
             runtime: tokio::runtime::Handle::current(),
-            errors: EXPORT_ERRORS.clone(),
+            errors: crate::metrics::telemetry_export_errors(),
             warned: AtomicBool::new(false),
         };
         let provider = SdkTracerProvider::builder()
