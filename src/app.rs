@@ -729,9 +729,11 @@ impl App {
             }
         }
         let config = Arc::new(config);
-        if config.telemetry != st.config.telemetry {
+        if config.telemetry != st.config.telemetry
+            && config.telemetry.as_ref() != crate::telemetry::started()
+        {
             tracing::warn!(
-                "telemetry changed in the config: traces keep their settings until the next restart"
+                "telemetry changed in the config: traces keep the settings they started with until the next restart"
             );
         }
         self.authorizer

@@ -48,8 +48,6 @@ pub struct Verdict {
     pub cached: bool,
     /// First 8 hex digits of the token's SHA-256.
     pub fingerprint: Option<Fingerprint>,
-    /// The name of the route that matched.
-    pub route: Option<Arc<str>>,
 }
 
 /// Everything a decision depends on that a config reload replaces at once.
@@ -322,7 +320,7 @@ impl Authorizer {
                 if let Some(m) = route.and_then(|r| r.config.mode) {
                     mode = m;
                 }
-                route_name = route.map(|r| r.config.name.clone());
+                route_name = route.map(|r| &*r.config.name);
                 self.judge_request(&policy, route, r, req.headers, now, &mut fingerprint)
                     .await
             }
@@ -341,13 +339,14 @@ impl Authorizer {
             .issuer
             .and_then(|i| policy.issuers.get(i))
             .map(|i| i.config.name.clone());
+        let decision = if judged.decision.is_allowed() {
+            "allow"
+        } else {
+            "deny"
+        };
         tracing::debug!(
             listener = listener.label(),
-            decision = if judged.decision.is_allowed() {
-                "allow"
-            } else {
-                "deny"
-            },
+            decision,
             reason = judged.decision.label(),
             issuer = issuer.as_deref().unwrap_or("-"),
             key = judged.key.as_ref().map(|k| &*k.id).unwrap_or("-"),
@@ -357,15 +356,8 @@ impl Authorizer {
             "decision"
         );
         if !span.is_disabled() {
-            span.record("tokengate.route", route_name.as_deref().unwrap_or("-"));
-            span.record(
-                "tokengate.decision",
-                if judged.decision.is_allowed() {
-                    "allow"
-                } else {
-                    "deny"
-                },
-            );
+            span.record("tokengate.route", route_name.unwrap_or("-"));
+            span.record("tokengate.decision", decision);
             span.record("tokengate.reason", judged.decision.label());
             span.record("tokengate.issuer", issuer.as_deref().unwrap_or("-"));
             span.record("tokengate.key", judged.key.as_ref().map_or("-", |k| &*k.id));
@@ -379,22 +371,22 @@ impl Authorizer {
             && let (Some(log), Some(audit)) = (self.audit.get(), &policy.config.audit)
             && AuditLog::sampled(audit.sample)
         {
+            // The path without its query (which may carry a token or a code).
             let (method, path) = match &judged_request {
                 Ok(r) => (r.method, audit::bounded_path(&r.path)),
-                Err(_) => (req.method, audit::bounded_path(req.target)),
+                Err(_) => {
+                    let path = req.target.split_once('?').map_or(req.target, |(p, _)| p);
+                    (req.method, audit::bounded_path(path))
+                }
             };
             log.write(&audit::Record {
                 time: audit::now_rfc3339(),
                 target: audit::TARGET,
                 listener: listener.label(),
-                route: route_name.as_deref(),
+                route: route_name,
                 method,
                 path: &path,
-                decision: if judged.decision.is_allowed() {
-                    "allow"
-                } else {
-                    "deny"
-                },
+                decision,
                 reason: judged.decision.label(),
                 enforced: mode == Mode::Enforce,
                 issuer: issuer.as_deref(),
@@ -448,7 +440,6 @@ impl Authorizer {
             matched: judged.matched,
             cached: judged.cached,
             fingerprint,
-            route: route_name,
         }
     }
 
@@ -766,6 +757,9 @@ impl Judged {
         // Scopes, then rules (which see this request, cached token or not).
         let scoped = match route {
             Some(r) if !r.config.allow_anonymous => r.check_scopes(p.scopes()).and_then(|()| {
+                if r.config.rules.is_empty() {
+                    return Ok(());
+                }
                 let input = RuleInput {
                     method: ask.method,
                     path: ask.path,

@@ -124,7 +124,7 @@ impl Route {
         claims: Option<&RuleClaims>,
         input: &RuleInput<'_, H>,
     ) -> Result<(), Denial> {
-        if self.config.rules.is_empty() {
+        if self.rules.is_empty() {
             return Ok(());
         }
         let passed = claims.is_some_and(|c| self.rules.all_allow(c, input));

@@ -6,8 +6,9 @@
 //! The cel crate bounds neither steps nor time, so cost is bounded here:
 //! - at load, only the standard operators, the macros (`has`, `all`, `exists`,
 //!   `exists_one`, `map`, `filter`) and a short list of functions are accepted, a
-//!   comprehension may not hold another one (its cost is then linear in one list), and
-//!   the only names are `claims`, `request`, `token` and the macros' own variables;
+//!   comprehension may not hold another one (its cost is then at most the product of
+//!   two lists, `a.all(x, x in b)`, which the caps below bound), and the only names are
+//!   `claims`, `request`, `token` and the macros' own variables;
 //! - at run time the claims fed to rules are capped ([`MAX_CLAIM_NODES`] values,
 //!   [`MAX_CLAIM_DEPTH`] levels, strings of [`MAX_CLAIM_STRING_BYTES`]): a token beyond
 //!   the caps fails every rule rather than being cut (a cut list could turn
@@ -99,15 +100,23 @@ pub struct Rule {
 #[derive(Debug)]
 pub struct RuleClaims {
     values: Option<Box<dyn Val>>,
+    /// Heap bytes of `values`, roughly: what the token cache weighs.
+    size: usize,
     /// Per memo slot ([`RouteRules`]): 0 not yet run, 1 true, 2 false.
     memo: Box<[AtomicU8]>,
 }
 
 /// One route's rules, each with its memo slot when it reads only the token (not
 /// `request`).
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct RouteRules {
     rules: Vec<(Arc<Rule>, Option<usize>)>,
+    /// The headers the rules that read `request` read (those rules never have a slot).
+    headers: NameUse,
+    /// Some rule reads `request`.
+    reads_request: bool,
+    /// Some rule reads `token`.
+    reads_token: bool,
 }
 
 /// What a rule sees of the request.
@@ -172,19 +181,9 @@ impl Rule {
         })
     }
 
-    /// The source text.
-    pub fn source(&self) -> &str {
-        &self.source
-    }
-
     /// The claims the rule reads (only those are converted for rules).
     pub fn claims_read(&self) -> &NameUse {
         &self.claims
-    }
-
-    /// The rule reads the request (so it runs per request, never from the memo).
-    pub fn reads_request(&self) -> bool {
-        self.uses_request
     }
 }
 
@@ -194,7 +193,11 @@ impl RouteRules {
     /// `rules`, numbering the memo slots of those that read only the token from `next`
     /// on (advancing it).
     pub fn new(rules: &[Arc<Rule>], next: &mut usize) -> Self {
-        let rules = rules
+        let mut headers = NameUse::none();
+        for r in rules.iter().filter(|r| r.uses_request) {
+            headers.merge(&r.headers);
+        }
+        let rules: Vec<(Arc<Rule>, Option<usize>)> = rules
             .iter()
             .map(|r| {
                 let slot = (!r.uses_request).then(|| {
@@ -204,7 +207,12 @@ impl RouteRules {
                 (r.clone(), slot)
             })
             .collect();
-        Self { rules }
+        Self {
+            reads_request: rules.iter().any(|(r, _)| r.uses_request),
+            reads_token: rules.iter().any(|(r, _)| r.uses_token),
+            headers,
+            rules,
+        }
     }
 
     /// No rules.
@@ -214,7 +222,9 @@ impl RouteRules {
 
     /// True only when every rule evaluates to `true` for these claims and this request.
     /// A rule that reads only the token answers from the memo after its first run; the
-    /// others share one set of variables, built only when one has to run.
+    /// others share one set of variables, built only when one has to run. A request
+    /// whose headers cannot be given to the rules one way only (see [`request_val`])
+    /// fails every rule that reads it.
     pub fn all_allow<H: Headers + ?Sized>(
         &self,
         claims: &RuleClaims,
@@ -224,45 +234,43 @@ impl RouteRules {
             return false;
         };
         let known = |slot: Option<usize>| slot.and_then(|i| claims.memo(i));
-        if self
-            .rules
-            .iter()
-            .any(|(_, slot)| known(*slot) == Some(false))
-        {
-            return false;
+        let mut pending = false;
+        for (_, slot) in &self.rules {
+            match known(*slot) {
+                Some(false) => return false,
+                Some(true) => {}
+                None => pending = true,
+            }
         }
-        let to_run: Vec<&(Arc<Rule>, Option<usize>)> = self
-            .rules
-            .iter()
-            .filter(|(_, slot)| known(*slot).is_none())
-            .collect();
-        if to_run.is_empty() {
+        if !pending {
             return true;
         }
-        let mut headers = NameUse::none();
-        for (r, _) in to_run.iter().filter(|(r, _)| r.uses_request) {
-            headers.merge(&r.headers);
-        }
+        let request = match self.reads_request {
+            true => match request_val(input, &self.headers) {
+                Some(r) => Some(r),
+                None => return false,
+            },
+            false => None,
+        };
         let vars = Vars {
             claims: values,
-            request: to_run
-                .iter()
-                .any(|(r, _)| r.uses_request)
-                .then(|| request_val(input, &headers)),
-            token: to_run
-                .iter()
-                .any(|(r, _)| r.uses_token)
+            request,
+            token: self
+                .reads_token
                 .then(|| string_map([("issuer", input.issuer), ("key", input.key)])),
         };
         let mut cx = Context::with_env(ENV.clone());
         cx.set_variable_resolver(&vars);
-        to_run.iter().all(|(r, slot)| {
-            let ok = matches!(r.program.execute(&cx), Ok(cel::Value::Bool(true)));
-            if let Some(i) = slot {
-                claims.remember(*i, ok);
-            }
-            ok
-        })
+        self.rules
+            .iter()
+            .filter(|(_, slot)| known(*slot).is_none())
+            .all(|(r, slot)| {
+                let ok = matches!(r.program.execute(&cx), Ok(cel::Value::Bool(true)));
+                if let Some(i) = slot {
+                    claims.remember(*i, ok);
+                }
+                ok
+            })
     }
 }
 
@@ -288,16 +296,23 @@ impl RuleClaims {
     /// `memo_slots` remembered results.
     pub fn of(claims: &ClaimSet<'_>, wanted: &NameUse, memo_slots: usize) -> Self {
         let memo = (0..memo_slots).map(|_| AtomicU8::new(0)).collect();
-        let mut budget = MAX_CLAIM_NODES;
+        let (mut budget, mut bytes) = (MAX_CLAIM_NODES, 0);
         let mut map = HashMap::new();
         for (name, value) in claims.members().filter(|(n, _)| wanted.wants(n)) {
-            let Some(v) = claim_val(value, &mut budget) else {
-                return Self { values: None, memo };
+            let Some(v) = claim_val(value, &mut budget, &mut bytes) else {
+                return Self {
+                    values: None,
+                    size: 0,
+                    memo,
+                };
             };
+            bytes += name.len();
             map.insert(CelMapKey::from(name.to_string()), v);
         }
         Self {
             values: Some(Box::new(CelMap::from(map))),
+            // A boxed value with its map or list slot is about 64 bytes.
+            size: (MAX_CLAIM_NODES - budget) * 64 + bytes,
             memo,
         }
     }
@@ -318,8 +333,7 @@ impl RuleClaims {
 
     /// Rough heap bytes, for the token cache's weight.
     pub fn heap_size(&self) -> usize {
-        // Measured shape: a map entry and a boxed value are each a few dozen bytes.
-        self.values.as_ref().map_or(0, |_| 256) + self.memo.len()
+        self.size + self.memo.len()
     }
 }
 
@@ -416,25 +430,36 @@ fn position(source: &str, offset: usize) -> (usize, usize) {
     (line, column)
 }
 
-/// A claim value as a rule sees it, spending `budget`; `None` beyond the caps.
-fn claim_val(value: &ClaimValue<'_>, budget: &mut usize) -> Option<Box<dyn Val>> {
+/// A claim value as a rule sees it, spending `budget` (values) and counting string
+/// `bytes`; `None` beyond the caps.
+fn claim_val(
+    value: &ClaimValue<'_>,
+    budget: &mut usize,
+    bytes: &mut usize,
+) -> Option<Box<dyn Val>> {
     *budget = budget.checked_sub(1)?;
     Some(match value {
         ClaimValue::Null => Box::new(CelNull),
         ClaimValue::Bool(b) => Box::new(CelBool::from(*b)),
         ClaimValue::Number(n) => number_val(n),
         ClaimValue::Str(s) if s.len() <= MAX_CLAIM_STRING_BYTES => {
+            *bytes += s.len();
             Box::new(CelString::from(s.to_string()))
         }
         ClaimValue::Str(_) => return None,
         ClaimValue::Other(v) => {
             *budget += 1;
-            json_val(v, budget, 1)?
+            json_val(v, budget, bytes, 1)?
         }
     })
 }
 
-fn json_val(v: &Value, budget: &mut usize, depth: usize) -> Option<Box<dyn Val>> {
+fn json_val(
+    v: &Value,
+    budget: &mut usize,
+    bytes: &mut usize,
+    depth: usize,
+) -> Option<Box<dyn Val>> {
     *budget = budget.checked_sub(1)?;
     if depth > MAX_CLAIM_DEPTH {
         return None;
@@ -444,13 +469,14 @@ fn json_val(v: &Value, budget: &mut usize, depth: usize) -> Option<Box<dyn Val>>
         Value::Bool(b) => Box::new(CelBool::from(*b)),
         Value::Number(n) => number_val(n),
         Value::String(s) if s.len() <= MAX_CLAIM_STRING_BYTES => {
+            *bytes += s.len();
             Box::new(CelString::from(s.clone()))
         }
         Value::String(_) => return None,
         Value::Array(list) => {
             let items = list
                 .iter()
-                .map(|x| json_val(x, budget, depth + 1))
+                .map(|x| json_val(x, budget, bytes, depth + 1))
                 .collect::<Option<Vec<_>>>()?;
             Box::new(CelList::from(items))
         }
@@ -459,7 +485,11 @@ fn json_val(v: &Value, budget: &mut usize, depth: usize) -> Option<Box<dyn Val>>
                 .iter()
                 .map(|(k, x)| {
                     (k.len() <= MAX_CLAIM_STRING_BYTES).then_some(())?;
-                    Some((CelMapKey::from(k.clone()), json_val(x, budget, depth + 1)?))
+                    *bytes += k.len();
+                    Some((
+                        CelMapKey::from(k.clone()),
+                        json_val(x, budget, bytes, depth + 1)?,
+                    ))
                 })
                 .collect::<Option<HashMap<_, _>>>()?;
             Box::new(CelMap::from(map))
@@ -598,32 +628,46 @@ fn name_use(e: &IdedExpr, target: Target, out: &mut NameUse) -> Result<(), (u64,
     }
 }
 
-/// `request`: `method`, `path` and `headers` (lower-case name → first value; values that
-/// are not UTF-8 are left out), with only the headers some rule reads.
+/// `request`: `method`, `path` and `headers` (lower-case name → value), with only the
+/// headers some rule reads. `None` when a header rules read cannot be given one way
+/// only: it appears more than once (the app may read either value), its value is not
+/// UTF-8, or (all headers read) there are more than [`MAX_HEADERS`] names.
 fn request_val<'a, H: Headers + ?Sized>(
     input: &RuleInput<'a, H>,
     wanted: &NameUse,
-) -> Box<dyn Val + 'a> {
-    let mut names: Vec<String> = Vec::new();
-    match wanted {
-        NameUse::Names(list) => names.clone_from(list),
-        NameUse::All => input.headers.names(&mut |n| {
-            if names.len() < MAX_HEADERS {
+) -> Option<Box<dyn Val + 'a>> {
+    let mut all: Vec<String> = Vec::new();
+    let names: &[String] = match wanted {
+        NameUse::Names(list) => list,
+        NameUse::All => {
+            let mut count = 0;
+            input.headers.names(&mut |n| {
+                count += 1;
                 let n = n.to_ascii_lowercase();
-                if !names.contains(&n) {
-                    names.push(n);
+                if !all.contains(&n) {
+                    all.push(n);
                 }
+            });
+            if all.len() > MAX_HEADERS || count > MAX_HEADERS {
+                return None;
             }
-        }),
-    }
+            &all
+        }
+    };
     let mut headers: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
     for name in names {
-        let mut first: Option<&'a [u8]> = None;
-        input.headers.for_each(&name, &mut |v| {
+        let (mut first, mut n): (Option<&'a [u8]>, usize) = (None, 0);
+        input.headers.for_each(name, &mut |v| {
+            n += 1;
             first.get_or_insert(v);
         });
-        if let Some(v) = first.and_then(|v| std::str::from_utf8(v).ok()) {
-            headers.insert(CelMapKey::from(name), Box::new(CelString::from(v)));
+        match (first, n) {
+            (None, _) => {}
+            (Some(v), 1) => {
+                let v = std::str::from_utf8(v).ok()?;
+                headers.insert(CelMapKey::from(name.clone()), Box::new(CelString::from(v)));
+            }
+            _ => return None,
         }
     }
     let mut request: HashMap<CelMapKey<'a>, Box<dyn Val + 'a>> = HashMap::new();
@@ -636,7 +680,7 @@ fn request_val<'a, H: Headers + ?Sized>(
         Box::new(CelString::from(input.path)),
     );
     request.insert(CelMapKey::from("headers"), Box::new(CelMap::from(headers)));
-    Box::new(CelMap::from(request))
+    Some(Box::new(CelMap::from(request)))
 }
 
 fn string_map<'a, const N: usize>(pairs: [(&'a str, &'a str); N]) -> Box<dyn Val + 'a> {

@@ -40,15 +40,19 @@ pub const TARGET: &str = "tokengate::otel";
 /// How long one export may take before it counts as failed.
 const EXPORT_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// The share of unparented checks traced, once telemetry has started.
-static SAMPLE_RATIO: OnceLock<f64> = OnceLock::new();
-
+/// The settings telemetry started with (once per process).
+static STARTED: OnceLock<TelemetryConfig> = OnceLock::new();
 
 /// The running exporter.
 #[derive(Debug)]
 pub struct Telemetry {
     provider: SdkTracerProvider,
-    config: TelemetryConfig,
+}
+
+/// The settings telemetry runs with: `None` when it did not start (a reload that
+/// changes them takes effect at the next start).
+pub fn started() -> Option<&'static TelemetryConfig> {
+    STARTED.get()
 }
 
 // === impl Telemetry ===
@@ -88,16 +92,8 @@ impl Telemetry {
                     .build(),
             )
             .build();
-        let _ = SAMPLE_RATIO.set(config.sample_ratio);
-        Ok(Self {
-            provider,
-            config: config.clone(),
-        })
-    }
-
-    /// The configuration it started with.
-    pub fn config(&self) -> &TelemetryConfig {
-        &self.config
+        let _ = STARTED.set(config.clone());
+        Ok(Self { provider })
     }
 
     /// The `tracing` layer that turns our spans into OpenTelemetry spans (only the
@@ -238,7 +234,7 @@ pub fn check_span<H: Headers + ?Sized>(
     headers: &H,
     explicit: Option<(&str, Option<&str>)>,
 ) -> Span {
-    let Some(ratio) = SAMPLE_RATIO.get() else {
+    let Some(ratio) = STARTED.get().map(|c| c.sample_ratio) else {
         return Span::none();
     };
     let cx = parent(headers, explicit);
@@ -246,7 +242,7 @@ pub fn check_span<H: Headers + ?Sized>(
     let sampled = if remote.is_valid() {
         remote.is_sampled()
     } else {
-        crate::audit::unit_random() < *ratio
+        crate::audit::unit_random() < ratio
     };
     if !sampled {
         return Span::none();

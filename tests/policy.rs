@@ -62,7 +62,12 @@ fn the_decision_log_writes_one_json_line_per_decision() {
     assert_eq!(tg.check("GET", "/public/3", &[]).status, 200);
     let shadow = tg.check_token("/shadow/4", &good);
     assert_eq!(shadow.status, 200, "shadow mode lets the denial through");
-    assert_eq!(tg.check("POST", "/orders%2f5", &[]).status, 400);
+    // Refused before it is read: logged as received, but never with its query.
+    assert_eq!(
+        tg.check("POST", "/orders%2f5?access_token=in-the-query", &[])
+            .status,
+        400
+    );
     let expired = token("EXPIRED");
     assert_eq!(tg.check_token("/orders/6", &expired).status, 401);
 
@@ -149,6 +154,10 @@ fn the_decision_log_writes_one_json_line_per_decision() {
     assert_eq!(expired_line["subject"], Value::Null, "not a valid token");
     assert_eq!(expired_line["fingerprint"], fingerprint(&expired).as_str());
 
+    assert!(
+        !tg.stdout().contains("in-the-query"),
+        "a query reached the decision log"
+    );
     // Diagnostic logs stay on stderr; the decision log never goes there.
     assert!(!tg.logs().contains("tokengate::audit"), "{}", tg.logs());
     assert_eq!(

@@ -103,14 +103,27 @@ fn errors_and_non_booleans_are_false() {
     assert!(!eval("'billing' in claims.sub", ALICE, "GET", "/", &[]));
     assert!(!eval("claims.sub", ALICE, "GET", "/", &[]));
     assert!(!eval("claims.level / 0 == 1", ALICE, "GET", "/", &[]));
-    // Only the first value of a repeated header.
-    assert!(eval(
+    // A header a rule reads that comes twice fails the rules that read the request.
+    let twice = [("x-a", "1"), ("X-A", "2"), ("x-b", "3")];
+    assert!(!eval(
         "request.headers['x-a'] == '1'",
         "{}",
         "GET",
         "/",
-        &[("x-a", "1"), ("X-A", "2")]
+        &twice
     ));
+    assert!(
+        eval("request.method == 'GET'", "{}", "GET", "/", &twice),
+        "a rule that reads no repeated header"
+    );
+    assert!(
+        eval("request.headers['x-b'] == '3'", "{}", "GET", "/", &twice),
+        "another header"
+    );
+    assert!(
+        !eval("!('x-c' in request.headers)", "{}", "GET", "/", &twice),
+        "all headers"
+    );
 }
 
 #[test]
@@ -268,4 +281,52 @@ fn rules_that_read_only_the_token_run_once_per_token() {
     assert!(!rules.all_allow(&ops, &input("GET")));
     assert_eq!(ops.memo(0), Some(false));
     assert!(!rules.all_allow(&ops, &input("GET")), "a remembered false");
+}
+
+#[test]
+fn headers_that_cannot_be_read_one_way_fail_the_rules_that_read_them() {
+    let rules =
+        |src: &str| RouteRules::new(&[Arc::new(Rule::compile(src).expect("compiles"))], &mut 0);
+    let c = claims("{}");
+    let mut map = http::HeaderMap::new();
+    map.insert("x-a", http::HeaderValue::from_static("ok"));
+    map.insert(
+        "x-bin",
+        http::HeaderValue::from_bytes(b"\xffname").expect("a header value"),
+    );
+    let input = RuleInput {
+        method: "GET",
+        path: "/",
+        headers: &map,
+        issuer: "am",
+        key: "k1",
+    };
+    assert!(rules("request.headers['x-a'] == 'ok'").all_allow(&c, &input));
+    assert!(
+        !rules("request.headers['x-bin'] != 'admin'").all_allow(&c, &input),
+        "not UTF-8"
+    );
+    assert!(
+        !rules("!('x-bin' in request.headers)").all_allow(&c, &input),
+        "not UTF-8, all headers"
+    );
+    assert!(!rules("size(request.headers) > 0").all_allow(&c, &input));
+    let many: Vec<(String, String)> = (0..=MAX_HEADERS)
+        .map(|i| (format!("x-h{i}"), "v".to_string()))
+        .collect();
+    let input = RuleInput {
+        method: "GET",
+        path: "/",
+        headers: many.as_slice(),
+        issuer: "am",
+        key: "k1",
+    };
+    assert!(
+        !rules("!('x-evil' in request.headers)").all_allow(&c, &input),
+        "too many"
+    );
+    assert!(
+        rules("request.headers['x-h1'] == 'v'").all_allow(&c, &input),
+        "named headers"
+    );
 }
