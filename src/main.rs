@@ -130,27 +130,35 @@ fn main() -> ExitCode {
         }
     };
     let env = cmd::process_env();
-    // Traces need the subscriber, which is set once: `serve` reads `telemetry` first.
-    let telemetry = match &cli.command {
-        Command::Serve { config } => match cmd::serve::telemetry_config(config.clone(), &env) {
-            Some(t) => {
-                let _in_runtime = runtime.enter();
-                match Telemetry::start(&t) {
-                    Ok(t) => Some(t),
-                    Err(e) => {
-                        eprintln!("error: {e}");
-                        return ExitCode::from(Exit::Usage as u8);
-                    }
-                }
-            }
-            None => None,
+    // `serve` loads its config before logging starts: traces need the subscriber, which
+    // is set once, so `telemetry` is read here.
+    let serve_config = match &cli.command {
+        Command::Serve { config } => match cmd::load_config(config.clone(), &env) {
+            Ok(c) => Some(c),
+            Err(exit) => return ExitCode::from(exit as u8),
         },
         _ => None,
+    };
+    let telemetry = match serve_config.as_ref().and_then(|c| c.telemetry.as_ref()) {
+        Some(t) => {
+            let _in_runtime = runtime.enter();
+            match Telemetry::start(t) {
+                Ok(t) => Some(t),
+                Err(e) => {
+                    eprintln!("error: {e}");
+                    return ExitCode::from(Exit::Usage as u8);
+                }
+            }
+        }
+        None => None,
     };
     init_logging(cli.log_format, &cli.log_level, telemetry.as_ref());
     let exit = runtime.block_on(async move {
         match cli.command {
-            Command::Serve { config } => cmd::serve::run(config, env).await,
+            Command::Serve { .. } => match serve_config {
+                Some(config) => cmd::serve::run(config, env).await,
+                None => Exit::Usage,
+            },
             Command::Demo { authz_http, admin } => cmd::demo::run(authz_http, admin, env).await,
             Command::CheckConfig { config } => cmd::check_config::run(config, env).await,
             Command::Verify {

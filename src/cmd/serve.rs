@@ -2,22 +2,18 @@
 //! fresh in the background, refreshes on SIGHUP, drains and exits 0 on SIGTERM/SIGINT.
 //! A key source that cannot be loaded leaves the process up and not ready, retrying.
 
-use std::path::PathBuf;
 use std::sync::Arc;
 
-use super::{Exit, load_config};
+use super::Exit;
 use crate::app::{App, EnvLookup};
 use crate::clock::SystemClock;
-use crate::config::{Config, TelemetryConfig};
+use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::server;
 
-/// Runs the command.
-pub async fn run(config: Option<PathBuf>, env: EnvLookup) -> Exit {
-    let config = match load_config(config, &env) {
-        Ok(c) => c,
-        Err(exit) => return exit,
-    };
+/// Runs the command on its loaded config (`main` loads it before logging starts: see
+/// `telemetry`).
+pub async fn run(config: Config, env: EnvLookup) -> Exit {
     match start(config, env) {
         Ok((app, listeners)) => {
             wait_for_signals(&app).await;
@@ -30,13 +26,6 @@ pub async fn run(config: Option<PathBuf>, env: EnvLookup) -> Exit {
             Exit::Usage
         }
     }
-}
-
-/// The `telemetry` section of the config `serve` will run, read quietly: a config that
-/// does not load is reported by [`run`] itself.
-pub fn telemetry_config(config: Option<PathBuf>, env: &EnvLookup) -> Option<TelemetryConfig> {
-    let path = crate::app::config_path(config, env)?;
-    Config::load(&path).ok()?.telemetry
 }
 
 /// Builds the app, starts background refresh and the listeners.
