@@ -1432,6 +1432,11 @@ tests:
         values: '0x10 0+100x20 2000x769'
       - series: 'tokengate_fallback_budget_exhausted_total{job="tokengate",instance="a",issuer="quiet"}'
         values: '0x800'
+      # The decision log drops lines from 11m to 21m; span exports fail from 11m on.
+      - series: 'tokengate_audit_dropped_total{job="tokengate",instance="a"}'
+        values: '0x10 0+50x10 500x779'
+      - series: 'tokengate_telemetry_export_errors_total{job="tokengate",instance="a"}'
+        values: '0x10 0+1x789'
       # Scrapes: b stops answering at 11m; c is another job's target.
       - series: 'up{job="tokengate",instance="a"}'
         values: '1x800'
@@ -1456,6 +1461,11 @@ tests:
       - {alertname: TokengateFallbackBudgetExhausted, eval_time: 14m, exp_alerts: []}
       - {alertname: TokengateFallbackBudgetExhausted, eval_time: 25m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a, issuer: main}}]}
       - {alertname: TokengateFallbackBudgetExhausted, eval_time: 40m, exp_alerts: []}
+      - {alertname: TokengateDecisionLogDropping, eval_time: 10m, exp_alerts: []}
+      - {alertname: TokengateDecisionLogDropping, eval_time: 19m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a}}]}
+      - {alertname: TokengateDecisionLogDropping, eval_time: 40m, exp_alerts: []}
+      - {alertname: TokengateTraceExportFailing, eval_time: 15m, exp_alerts: []}
+      - {alertname: TokengateTraceExportFailing, eval_time: 30m, exp_alerts: [{exp_labels: {severity: info, job: tokengate, instance: a}}]}
       - {alertname: TokengateDenyRateHigh, eval_time: 30m, exp_alerts: [{exp_labels: {severity: warning, job: tokengate, instance: a}}]}
       - {alertname: TokengateDown, eval_time: 30m, exp_alerts: [{exp_labels: {severity: critical, job: tokengate, instance: b}}]}
       - {alertname: TokengateKeysUnavailable, eval_time: 30m, exp_alerts: [{exp_labels: {severity: critical, job: tokengate, instance: a, issuer: down}}]}
