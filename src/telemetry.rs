@@ -87,7 +87,7 @@ impl Telemetry {
             // every span it is given.
             .with_sampler(Sampler::AlwaysOn)
             .with_resource(
-                Resource::builder_empty()
+                Resource::builder()
                     .with_service_name(config.service_name.clone())
                     .build(),
             )

@@ -304,17 +304,26 @@ fn behind_envoy_with_tracing_on_the_check_sits_under_envoys_span() {
 }
 
 /// OTLP over HTTP with protobuf bodies reaches the collector, with the configured
-/// `service.name`; at `sample_ratio` 1 every check is traced without a `traceparent`.
+/// `service.name` (over `OTEL_SERVICE_NAME`) and `OTEL_RESOURCE_ATTRIBUTES`; at
+/// `sample_ratio` 1 every check is traced without a `traceparent`.
 #[test]
 fn http_protobuf_export_carries_the_service_name() {
     let dir = TempDir::new("traces-http-protobuf");
     let receiver = Receiver::http();
-    let tg = traced(
-        &dir,
-        json!({"otlp_endpoint": receiver.url(), "protocol": "http/protobuf",
-               "sample_ratio": 1.0, "service_name": "orders-gate"}),
-        false,
-    );
+    let cfg = json!({
+        "listeners": {"authz_grpc": Value::Null},
+        "issuers": [fixture_issuer()],
+        "routes": [{"name": "orders", "path_prefix": "/orders"}],
+        "telemetry": {"otlp_endpoint": receiver.url(), "protocol": "http/protobuf",
+                      "sample_ratio": 1.0, "service_name": "orders-gate"}
+    });
+    let env = [
+        FAST_EXPORT[0],
+        ("OTEL_SERVICE_NAME", "from-the-environment"),
+        ("OTEL_RESOURCE_ATTRIBUTES", "k8s.pod.name=orders-7f9c"),
+    ];
+    let tg = Tokengate::start_env(&dir, cfg, &env);
+    tg.wait_ready();
     assert_eq!(
         tg.check_token("/orders/1", &token("GOOD_RS256")).status,
         200

@@ -35,6 +35,8 @@ pub struct Span {
     pub attributes: HashMap<String, String>,
     /// The resource's `service.name`.
     pub service: String,
+    /// The resource's attributes, as text.
+    pub resource: HashMap<String, String>,
 }
 
 /// The running receiver.
@@ -144,12 +146,13 @@ impl Store {
     fn keep(&self, request: ExportTraceServiceRequest) {
         let mut out = Vec::new();
         for rs in request.resource_spans {
-            let service = rs
+            let resource: HashMap<String, String> = rs
                 .resource
-                .as_ref()
-                .and_then(|r| r.attributes.iter().find(|kv| kv.key == "service.name"))
-                .and_then(|kv| kv.value.as_ref()?.value.as_ref().map(text))
-                .unwrap_or_default();
+                .iter()
+                .flat_map(|r| &r.attributes)
+                .filter_map(|kv| Some((kv.key.clone(), text(kv.value.as_ref()?.value.as_ref()?))))
+                .collect();
+            let service = resource.get("service.name").cloned().unwrap_or_default();
             for ss in rs.scope_spans {
                 for s in ss.spans {
                     out.push(Span {
@@ -166,6 +169,7 @@ impl Store {
                             })
                             .collect(),
                         service: service.clone(),
+                        resource: resource.clone(),
                     });
                 }
             }
