@@ -47,14 +47,12 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{criterion_dir, decide, fixtures, median};
+use support::{app_of, criterion_dir, decide, fixtures, median};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
-use tokengate::clock::FixedClock;
-use tokengate::config::Config;
 use tokengate::decision::{AllowReason, Decision, DenyReason};
 use tokengate::keys::MatchKind;
-use tokengate::metrics::{Listener, Metrics};
+use tokengate::metrics::Listener;
 
 /// The fixed clock: after the fixtures' `iat`, before their `exp` (2100).
 const NOW: i64 = 1_800_000_000;
@@ -310,16 +308,7 @@ fn app(jwks: &Path, cache_entries: u64, rt: &tokio::runtime::Runtime) -> Arc<App
         // scan itself, thousands of times a second.
         "fallback": {"max_verifications_per_second": 4_000_000_000_u32}
     });
-    let config = Config::parse(Path::new("/bench/config.json"), cfg.to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("bench config: {e}"));
-    let _guard = rt.enter();
-    App::new(
-        config,
-        rt.handle().clone(),
-        Arc::new(FixedClock::new(NOW)),
-        Arc::new(Metrics::new()),
-        Arc::new(|_: &str| None),
-    )
+    app_of(&cfg, NOW, rt)
 }
 
 /// An uncached app whose only key source holds three generated keys of `case`'s family,

@@ -39,13 +39,11 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{criterion_dir, decide, fixtures, median};
+use support::{app_of, criterion_dir, decide, fixtures, median};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
-use tokengate::clock::FixedClock;
 use tokengate::config::Config;
 use tokengate::decision::{AllowReason, Decision};
-use tokengate::metrics::Metrics;
 use tokengate::rules::{NameUse, RouteRules, Rule, RuleClaims, RuleInput};
 use tokengate::telemetry::{self, Telemetry};
 use tokengate::token::jws::ClaimSet;
@@ -363,16 +361,7 @@ fn app(cache_entries: u64, rules: bool, rt: &tokio::runtime::Runtime) -> Arc<App
         "routes": [route],
         "cache": {"max_entries": cache_entries}
     });
-    let config = Config::parse(Path::new("/bench/config.json"), cfg.to_string().as_bytes())
-        .unwrap_or_else(|e| panic!("bench config: {e}"));
-    let _guard = rt.enter();
-    App::new(
-        config,
-        rt.handle().clone(),
-        Arc::new(FixedClock::new(NOW)),
-        Arc::new(Metrics::new()),
-        Arc::new(|_: &str| None),
-    )
+    app_of(&cfg, NOW, rt)
 }
 
 /// A request with a usual set of headers, the token, and maybe a `traceparent`.

@@ -3,14 +3,32 @@
 
 use std::future::Future;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
 use serde_json::Value;
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
-use tokengate::metrics::Listener;
+use tokengate::clock::FixedClock;
+use tokengate::config::Config;
+use tokengate::metrics::{Listener, Metrics};
 use tokengate::token::extract::Headers;
+
+/// The app of config `cfg` (JSON) on `rt`, its clock fixed at `now`, with every key
+/// source loaded before it returns.
+pub fn app_of(cfg: &Value, now: i64, rt: &tokio::runtime::Runtime) -> Arc<App> {
+    let config = Config::parse(Path::new("/bench/config.json"), cfg.to_string().as_bytes())
+        .unwrap_or_else(|e| panic!("bench config: {e}"));
+    let _guard = rt.enter();
+    App::new(
+        config,
+        rt.handle().clone(),
+        Arc::new(FixedClock::new(now)),
+        Arc::new(Metrics::new()),
+        Arc::new(|_: &str| None),
+    )
+}
 
 /// `tests/fixtures`.
 pub fn fixtures() -> &'static Path {
