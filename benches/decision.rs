@@ -156,6 +156,7 @@ impl Request {
             method: "GET",
             target: "/orders",
             headers: self.0.as_slice(),
+            peer: Default::default(),
         }
     }
 }

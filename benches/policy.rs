@@ -388,6 +388,7 @@ fn view(headers: &[(String, String)]) -> RequestView<'_, [(String, String)]> {
         method: "POST",
         target: "/orders/17",
         headers,
+        peer: Default::default(),
     }
 }
 

@@ -9,11 +9,12 @@ use std::sync::{Arc, OnceLock};
 use std::time::Instant;
 
 use arc_swap::ArcSwap;
-use aws_lc_rs::digest;
 use serde_json::Value;
 use tracing::Instrument as _;
 
 use crate::audit::{self, AuditLog};
+use crate::binding::nonce::NonceKey;
+use crate::binding::{self, Binder, Binding, Offered};
 use crate::cache::TokenCache;
 use crate::claims::{self, Principal};
 use crate::clock::Clock;
@@ -25,11 +26,12 @@ use crate::issuer::{Issuer, Issuers};
 use crate::keys::{Key, KeyRing, MatchKind};
 use crate::metrics::{DecisionHandles, Listener, Metrics};
 use crate::request;
+use crate::request::Peer;
 pub use crate::request::RequestView;
 use crate::routes::{Route, Routes};
 use crate::rules::{RuleClaims, RuleInput};
 use crate::telemetry;
-use crate::token::extract::{Headers, extract};
+use crate::token::extract::{Headers, extract_presented};
 use crate::token::jws::{self, ClaimSet, ClaimValue};
 use crate::verify::{self, VerifiedToken};
 
@@ -64,6 +66,11 @@ pub struct Policy {
     claim_headers: Vec<(Arc<str>, String)>,
     claims_header: Option<Arc<str>>,
     headers_to_remove: Arc<[Arc<str>]>,
+    /// The key DPoP nonces are made and checked with.
+    nonces: Arc<NonceKey>,
+    /// Every issuer's `dpop_algorithms`: the `algs` of a `DPoP` challenge when no
+    /// issuer was picked.
+    dpop_algs: Arc<str>,
 }
 
 /// The authorizer: the current policy, swapped atomically on reload.
@@ -75,6 +82,8 @@ pub struct Authorizer {
     budget: verify::FallbackBudget,
     /// The decision log's writer, started by the first policy that turns it on.
     audit: OnceLock<AuditLog>,
+    /// Proof-of-possession state (the DPoP replay cache), kept across config reloads.
+    binder: Binder,
 }
 
 /// What a token is judged for: the policy, the route and the request (for its rules).
@@ -87,6 +96,11 @@ struct Ask<'a, H: ?Sized> {
     method: &'a str,
     path: &'a str,
     headers: &'a H,
+    /// What the request offers to prove a bound token with.
+    listener: Listener,
+    peer: Peer<'a>,
+    dpop_scheme: bool,
+    token: &'a str,
 }
 
 struct Judged {
@@ -148,7 +162,18 @@ impl Policy {
             config.cache.max_ttl,
             metrics.cache(),
         );
+        let mut dpop_algs: Vec<&str> = Vec::new();
+        for i in &config.issuers {
+            for a in i.dpop.algs.split(' ') {
+                if !dpop_algs.contains(&a) {
+                    dpop_algs.push(a);
+                }
+            }
+        }
+        let dpop_algs = Arc::from(dpop_algs.join(" "));
         Self {
+            nonces: binding::nonce_key(&config),
+            dpop_algs,
             routes: Routes::new(&config.routes, metrics),
             issuers,
             cache,
@@ -230,6 +255,7 @@ impl Authorizer {
             clock,
             metrics,
             audit: OnceLock::new(),
+            binder: Binder::default(),
         };
         authorizer.start_audit();
         authorizer
@@ -321,7 +347,7 @@ impl Authorizer {
                     mode = m;
                 }
                 route_name = route.map(|r| &*r.config.name);
-                self.judge_request(&policy, route, r, req.headers, now, &mut fingerprint)
+                self.judge_request(&policy, route, r, listener, req, now, &mut fingerprint)
                     .await
             }
         };
@@ -444,16 +470,19 @@ impl Authorizer {
     }
 
     /// Judges the credentials of a request that reads one way only.
+    #[allow(clippy::too_many_arguments)]
     async fn judge_request<H: Headers + ?Sized + Sync>(
         &self,
         policy: &Policy,
         route: Option<&Route>,
         judged: &request::Judged<'_>,
-        headers: &H,
+        listener: Listener,
+        req: &RequestView<'_, H>,
         now: i64,
         fingerprint: &mut Option<Fingerprint>,
     ) -> Judged {
-        match extract(&policy.config.token, headers) {
+        let headers = req.headers;
+        match extract_presented(&policy.config.token, headers) {
             Err(reason) => Judged::deny(reason.into(), None),
             Ok(None) => match route {
                 Some(r) if r.config.allow_anonymous => Judged {
@@ -473,18 +502,15 @@ impl Authorizer {
                 },
                 _ => Judged::deny(DenyReason::MissingToken.into(), None),
             },
-            Ok(Some(token)) => {
-                // The token's hash keys the cache and identifies the token in logs; with
-                // neither in use, skip it.
+            Ok(Some(presented)) => {
+                let token = presented.token;
+                // The token's hash keys the cache, identifies the token in logs and is
+                // what a DPoP proof's `ath` names; with none of them in use, skip it.
                 let hash = (policy.cache.enabled()
+                    || presented.dpop
                     || policy.config.audit.is_some()
                     || tracing::enabled!(tracing::Level::DEBUG))
-                .then(|| {
-                    let d = digest::digest(&digest::SHA256, token.as_bytes());
-                    let mut hash = [0u8; 32];
-                    hash.copy_from_slice(d.as_ref());
-                    hash
-                });
+                .then(|| binding::token_hash(token));
                 *fingerprint = hash.as_ref().map(Fingerprint::of);
                 let shadow = route
                     .and_then(|r| r.config.mode)
@@ -497,8 +523,25 @@ impl Authorizer {
                     method: judged.method,
                     path: &judged.path,
                     headers,
+                    listener,
+                    peer: req.peer,
+                    dpop_scheme: presented.dpop,
+                    token,
                 };
-                self.judge_token(&ask, token, hash, now).await
+                let mut judged = self.judge_token(&ask, token, hash, now).await;
+                // Every denial of a DPoP-scheme request challenges with `DPoP` (RFC 9449
+                // §7.1), naming the algorithms of the token's issuer when it was found.
+                if presented.dpop
+                    && let Decision::Deny(d) = &mut judged.decision
+                    && d.dpop.is_none()
+                {
+                    let algs = judged
+                        .issuer
+                        .and_then(|i| policy.issuers.get(i))
+                        .map_or(&policy.dpop_algs, |i| &i.config.dpop.algs);
+                    *d = std::mem::replace(d, Denial::new(d.reason)).with_dpop(algs, None);
+                }
+                judged
             }
         }
     }
@@ -516,10 +559,13 @@ impl Authorizer {
             && let Some(entry) = policy.cache.get(hash, generation_of, now)
         {
             let mut judged = match &entry.outcome {
-                Ok(principal) => {
-                    principal.key.stats.record_use(principal.matched, now);
-                    Judged::allow_or_scope(ask, principal, payload_segment(token))
-                }
+                Ok(principal) => match self.bind(ask, principal, Some(hash), now) {
+                    Ok(()) => {
+                        principal.key.stats.record_use(principal.matched, now);
+                        Judged::allow_or_scope(ask, principal, payload_segment(token))
+                    }
+                    Err(denial) => Judged::unproven(denial, principal),
+                },
                 Err(reason) => Judged::deny((*reason).into(), entry.issuer),
             };
             judged.cached = true;
@@ -588,11 +634,23 @@ impl Authorizer {
             .routes
             .claims_read()
             .map(|wanted| RuleClaims::of(&claims, wanted, policy.routes.memo_slots()));
-        if subject.is_some() || rule_claims.is_some() {
+        let binding = Binding::of(&claims);
+        if subject.is_some() || rule_claims.is_some() || binding.is_some() {
             principal.extra = Some(Box::new(claims::Extra {
                 subject,
                 rule_claims,
+                binding,
             }));
+        }
+        // The token is valid: cache it whatever this request proves (the proof is
+        // checked on every request, cached token or not).
+        let bound = self.bind(ask, &principal, hash.as_ref(), now);
+        if let Err(denial) = bound {
+            let judged = Judged::unproven(denial, &principal);
+            if let Some(hash) = hash {
+                policy.cache.insert(hash, generation, principal, now);
+            }
+            return judged;
         }
         principal.key.stats.record_use(principal.matched, now);
         let issued = claims::numeric_date(&claims, "iat").ok().flatten();
@@ -605,6 +663,42 @@ impl Authorizer {
             policy.cache.insert(hash, generation, principal, now);
         }
         judged
+    }
+
+    /// Checks what a bound token (or a `DPoP`-scheme request) must prove (SPEC §11).
+    fn bind<H: Headers + ?Sized>(
+        &self,
+        ask: &Ask<'_, H>,
+        p: &Principal,
+        hash: Option<&[u8; 32]>,
+        now: i64,
+    ) -> Result<(), Denial> {
+        let binding = p.extra.as_ref().and_then(|e| e.binding.as_ref());
+        let Some(issuer) = ask.policy.issuers.get(p.issuer) else {
+            return Ok(());
+        };
+        if binding.is_none() && !ask.dpop_scheme && !issuer.config.dpop.required {
+            return Ok(());
+        }
+        let offered = Offered {
+            listener: ask.listener,
+            method: ask.method,
+            path: ask.path,
+            headers: ask.headers,
+            peer: ask.peer,
+            dpop_scheme: ask.dpop_scheme,
+            token: ask.token,
+            token_hash: hash,
+        };
+        self.binder.check(
+            binding,
+            &offered,
+            &ask.policy.config,
+            &issuer.config,
+            &ask.policy.nonces,
+            &self.metrics,
+            now,
+        )
     }
 
     /// Picks the key and verifies (SPEC §4 step 3): a known kid → that key only; an
@@ -723,6 +817,19 @@ impl Judged {
             cached: false,
             valid: None,
             subject: None,
+        }
+    }
+
+    /// A valid token whose binding the request did not prove.
+    fn unproven(denial: Denial, p: &Principal) -> Self {
+        Self {
+            decision: Decision::Deny(denial),
+            issuer: Some(p.issuer),
+            key: Some(p.key.clone()),
+            matched: Some(p.matched),
+            cached: false,
+            valid: None,
+            subject: p.extra.as_ref().and_then(|e| e.subject.clone()),
         }
     }
 

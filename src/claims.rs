@@ -7,6 +7,7 @@ use std::sync::Arc;
 
 use serde_json::Value;
 
+use crate::binding::Binding;
 use crate::config::{CertificateValidity, IssuerConfig};
 use crate::decision::DenyReason;
 use crate::keys::{Key, MatchKind};
@@ -47,6 +48,8 @@ pub struct Extra {
     pub subject: Option<Arc<str>>,
     /// The claims as route rules see them, when some route has rules.
     pub rule_claims: Option<RuleClaims>,
+    /// What the token's `cnf` binds it to (SPEC §11), when it is bound.
+    pub binding: Option<Binding>,
 }
 
 /// Leads a present forward-header value in [`Principal`]'s text.
@@ -125,6 +128,7 @@ impl Principal {
                 std::mem::size_of::<Extra>()
                     + e.subject.as_ref().map_or(0, |s| s.len() + 16)
                     + e.rule_claims.as_ref().map_or(0, RuleClaims::heap_size)
+                    + e.binding.as_ref().map_or(0, Binding::heap_size)
             })
     }
 }

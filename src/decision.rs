@@ -57,6 +57,16 @@ pub enum DenyReason {
     RuleFailed,
     /// The issuer's keys have never loaded: the token was not judged.
     KeysUnavailable,
+    /// A `DPoP`-scheme request without exactly one `DPoP` header, or a proof failing one
+    /// of its own checks (RFC 9449 §4.3).
+    InvalidDpopProof,
+    /// The issuer wants a server nonce in proofs, and this proof's is missing, unknown or
+    /// too old: the answer carries a fresh `DPoP-Nonce`.
+    UseDpopNonce,
+    /// The token is bound to a key or certificate the request did not prove (`cnf.jkt`
+    /// sent as `Bearer`, another proof key, another or no client certificate), or is
+    /// unbound where the issuer requires DPoP.
+    BindingMismatch,
 }
 
 /// The HTTP-facing error class of a denial (RFC 6750 §3.1).
@@ -72,6 +82,10 @@ pub enum Challenge {
     InsufficientScope,
     /// 503: nothing was judged, no challenge.
     Unavailable,
+    /// 401 `invalid_dpop_proof` (RFC 9449 §7.1).
+    InvalidDpopProof,
+    /// 401 `use_dpop_nonce` (RFC 9449 §9).
+    UseDpopNonce,
 }
 
 /// The gRPC status code a denial maps to (google.rpc.Code numbering).
@@ -94,6 +108,18 @@ pub struct Denial {
     pub reason: DenyReason,
     /// Space-separated scopes the route requires (for `insufficient_scope`).
     pub scope: Option<Arc<str>>,
+    /// The request used the `DPoP` scheme, or the token is DPoP-bound: the challenge is
+    /// `DPoP` with these parameters (RFC 9449 §7.1) instead of `Bearer`.
+    pub dpop: Option<Box<DpopChallenge>>,
+}
+
+/// The parameters of a `DPoP` challenge.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopChallenge {
+    /// The proof algorithms accepted, space-separated (`algs`).
+    pub algs: Arc<str>,
+    /// A fresh server nonce (`DPoP-Nonce`), with `use_dpop_nonce`.
+    pub nonce: Option<String>,
 }
 
 /// An allowed request: what to tell the upstream.
@@ -151,7 +177,7 @@ impl AllowReason {
 
 impl DenyReason {
     /// Every deny reason, in SPEC order.
-    pub const ALL: [DenyReason; 18] = [
+    pub const ALL: [DenyReason; 21] = [
         DenyReason::MissingToken,
         DenyReason::InvalidRequest,
         DenyReason::Malformed,
@@ -170,6 +196,9 @@ impl DenyReason {
         DenyReason::InsufficientScope,
         DenyReason::RuleFailed,
         DenyReason::KeysUnavailable,
+        DenyReason::InvalidDpopProof,
+        DenyReason::UseDpopNonce,
+        DenyReason::BindingMismatch,
     ];
 
     /// The one mapping table: (label, challenge, description). The descriptions are
@@ -247,6 +276,23 @@ impl DenyReason {
                 Unavailable,
                 "the issuer's keys are not available yet",
             ),
+            // Names no check: which one failed is the operator's to know (the decision
+            // log), not a prober's.
+            DenyReason::InvalidDpopProof => (
+                "invalid_dpop_proof",
+                InvalidDpopProof,
+                "the DPoP proof is missing or invalid",
+            ),
+            DenyReason::UseDpopNonce => (
+                "use_dpop_nonce",
+                UseDpopNonce,
+                "the DPoP proof must carry the nonce in the DPoP-Nonce header",
+            ),
+            DenyReason::BindingMismatch => (
+                "binding_mismatch",
+                InvalidToken,
+                "the token is bound to a key or certificate the request did not prove",
+            ),
         }
     }
 
@@ -268,7 +314,10 @@ impl DenyReason {
     /// The HTTP status code of the denial.
     pub fn http_status(self) -> u16 {
         match self.challenge() {
-            Challenge::NoCredentials | Challenge::InvalidToken => 401,
+            Challenge::NoCredentials
+            | Challenge::InvalidToken
+            | Challenge::InvalidDpopProof
+            | Challenge::UseDpopNonce => 401,
             Challenge::InvalidRequest => 400,
             Challenge::InsufficientScope => 403,
             Challenge::Unavailable => 503,
@@ -278,7 +327,10 @@ impl DenyReason {
     /// The gRPC status code of the denial.
     pub fn grpc_code(self) -> GrpcCode {
         match self.challenge() {
-            Challenge::NoCredentials | Challenge::InvalidToken => GrpcCode::Unauthenticated,
+            Challenge::NoCredentials
+            | Challenge::InvalidToken
+            | Challenge::InvalidDpopProof
+            | Challenge::UseDpopNonce => GrpcCode::Unauthenticated,
             Challenge::InvalidRequest => GrpcCode::InvalidArgument,
             Challenge::InsufficientScope => GrpcCode::PermissionDenied,
             Challenge::Unavailable => GrpcCode::Unavailable,
@@ -313,22 +365,44 @@ impl Denial {
         Self {
             reason,
             scope: None,
+            dpop: None,
         }
     }
 
+    /// This denial answered with a `DPoP` challenge.
+    pub fn with_dpop(mut self, algs: &Arc<str>, nonce: Option<String>) -> Self {
+        self.dpop = Some(Box::new(DpopChallenge {
+            algs: algs.clone(),
+            nonce,
+        }));
+        self
+    }
+
     /// The `WWW-Authenticate` header value, or `None` where no challenge is sent (503).
+    /// The scheme is `DPoP` (with `algs`) when [`Denial::dpop`] is set, else `Bearer`.
     pub fn www_authenticate(&self) -> Option<String> {
         let reason = self.reason;
         let challenge = reason.challenge();
+        let scheme = if self.dpop.is_some() {
+            "DPoP"
+        } else {
+            "Bearer"
+        };
         let code = match challenge {
-            Challenge::NoCredentials => return Some(format!("Bearer realm=\"{REALM}\"")),
+            Challenge::NoCredentials => {
+                let mut value = format!("{scheme} realm=\"{REALM}\"");
+                self.push_algs(&mut value);
+                return Some(value);
+            }
             Challenge::Unavailable => return None,
             Challenge::InvalidRequest => "invalid_request",
             Challenge::InvalidToken => "invalid_token",
             Challenge::InsufficientScope => "insufficient_scope",
+            Challenge::InvalidDpopProof => "invalid_dpop_proof",
+            Challenge::UseDpopNonce => "use_dpop_nonce",
         };
         let mut value = format!(
-            "Bearer realm=\"{REALM}\", error=\"{code}\", error_description=\"{}\"",
+            "{scheme} realm=\"{REALM}\", error=\"{code}\", error_description=\"{}\"",
             reason.description()
         );
         if let Some(scope) = &self.scope {
@@ -336,7 +410,16 @@ impl Denial {
             value.push_str(scope);
             value.push('"');
         }
+        self.push_algs(&mut value);
         Some(value)
+    }
+
+    fn push_algs(&self, value: &mut String) {
+        if let Some(d) = &self.dpop {
+            value.push_str(", algs=\"");
+            value.push_str(&d.algs);
+            value.push('"');
+        }
     }
 
     /// Every header of this denial's answer besides its status, on every listener (HTTP
@@ -349,6 +432,9 @@ impl Denial {
         }
         if self.reason.http_status() == 503 {
             out.push(("retry-after", "5".to_string()));
+        }
+        if let Some(nonce) = self.dpop.as_ref().and_then(|d| d.nonce.as_ref()) {
+            out.push(("dpop-nonce", nonce.clone()));
         }
         out.push(("cache-control", "no-store".to_string()));
         out.push(("content-type", "application/json".to_string()));
@@ -452,6 +538,7 @@ mod tests {
         let scope = Denial {
             reason: DenyReason::InsufficientScope,
             scope: Some("orders:write".into()),
+            dpop: None,
         };
         assert_eq!(scope.reason.http_status(), 403);
         assert!(

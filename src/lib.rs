@@ -37,7 +37,9 @@
 pub mod alg;
 pub mod app;
 pub mod audit;
+
 pub mod authz;
+pub mod binding;
 pub mod cache;
 pub mod claims;
 pub mod clock;

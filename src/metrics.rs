@@ -78,6 +78,7 @@ pub struct Metrics {
     fallback_budget_exhausted: IntCounterVec,
     shadow_denials: IntCounterVec,
     rule_denials: IntCounterVec,
+    proofs: IntCounterVec,
     /// Decision-log lines dropped because the writer's buffer was full (§12).
     pub audit_dropped: IntCounter,
     /// Span batches the OTLP exporter failed to deliver (§12).
@@ -326,6 +327,14 @@ impl Metrics {
              true (count), by route name.",
             &["route"],
         );
+        let proofs = counter(
+            "tokengate_proofs_total",
+            "Proofs of possession checked for sender-constrained tokens (count), by issuer, \
+             kind (dpop: a DPoP proof or a cnf.jkt token; mtls: a cnf x5t#S256 token's \
+             client certificate) and result (ok, or the deny reason: invalid_dpop_proof, \
+             use_dpop_nonce, binding_mismatch).",
+            &["issuer", "kind", "result"],
+        );
         let audit_dropped = counter(
             "tokengate_audit_dropped_total",
             "Decision-log lines dropped because the writer could not keep up (count); the \
@@ -409,6 +418,7 @@ impl Metrics {
             fallback_budget_exhausted,
             shadow_denials,
             rule_denials,
+            proofs,
             audit_dropped,
             telemetry_export_errors,
             key_source_reloads,
@@ -535,6 +545,13 @@ impl Metrics {
         self.shadow_denials
             .with_label_values(&[issuer, listener, reason])
             .inc();
+    }
+
+    /// Counts one proof-of-possession check. Resolved per call: a proof costs a signature
+    /// check, next to which the label lookup is nothing. `kind` and `result` are fixed
+    /// strings and `issuer` a configured name, so the series are bounded.
+    pub fn proof(&self, issuer: &str, kind: &str, result: &str) {
+        self.proofs.with_label_values(&[issuer, kind, result]).inc();
     }
 
     /// The rule-denial counter of route `name` (resolved once per config load).

@@ -44,6 +44,20 @@ pub struct RequestView<'a, H: ?Sized> {
     pub target: &'a str,
     /// Its headers.
     pub headers: &'a H,
+    /// What the listener knows of the connection beyond the headers.
+    pub peer: Peer<'a>,
+}
+
+/// What an ext_authz call says about the client's connection (Envoy's
+/// `AttributeContext`): empty on the HTTP listeners, which see only headers.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Peer<'a> {
+    /// The request's scheme (`http`, `https`) as the proxy in front received it.
+    pub scheme: Option<&'a str>,
+    /// The request's authority (`Host`/`:authority`) as the proxy received it.
+    pub authority: Option<&'a str>,
+    /// The client's TLS certificate: URL-encoded PEM (`include_peer_certificate`).
+    pub certificate: Option<&'a str>,
 }
 
 /// The request as judged.
@@ -422,6 +436,7 @@ mod tests {
             method: "GET",
             target,
             headers: &headers[..],
+            peer: Default::default(),
         };
         for listener in [Listener::AuthzHttp, Listener::AuthzGrpc] {
             assert_eq!(
@@ -450,6 +465,7 @@ mod tests {
                 method: "GET",
                 target: "/_tokengate",
                 headers: &h[..],
+                peer: Default::default(),
             };
             judge(&config, &[], Listener::AuthzHttp, &view)
                 .map(|j| (j.method.to_string(), j.path.into_owned()))
@@ -511,6 +527,7 @@ mod tests {
                 method: "POST",
                 target: "/orders",
                 headers: &headers[..],
+                peer: Default::default(),
             };
             for listener in [Listener::Proxy, Listener::AuthzHttp, Listener::AuthzGrpc] {
                 assert_eq!(

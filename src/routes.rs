@@ -111,6 +111,7 @@ impl Route {
             Err(Denial {
                 reason: DenyReason::InsufficientScope,
                 scope: self.scope_hint.clone(),
+                dpop: None,
             })
         }
     }

@@ -89,6 +89,7 @@ fn run_cases(cfg: Config, cases: Vec<Case>) {
                 method: c.method,
                 target: c.path,
                 headers: c.headers.as_slice(),
+                peer: Default::default(),
             };
             let v = app.authorizer().check(Listener::Cli, &view).await;
             let got = match &v.decision {
@@ -438,6 +439,7 @@ fn caches_denials_of_the_token_and_key_set_only() {
                     method: "GET",
                     target: "/x",
                     headers: headers.as_slice(),
+                    peer: Default::default(),
                 };
                 let v = app.authorizer().check(Listener::Cli, &view).await;
                 let reason = match &v.decision {
@@ -508,6 +510,7 @@ fn a_cached_allow_ends_with_its_certificate_when_validity_is_checked_now() {
             method: "GET",
             target: "/x",
             headers: headers.as_slice(),
+            peer: Default::default(),
         };
         let first = app.authorizer().check(Listener::Cli, &view).await;
         assert!(first.decision.is_allowed(), "{:?}", first.decision);

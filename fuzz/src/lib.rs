@@ -162,6 +162,7 @@ pub fn authorized(data: &[u8]) -> bool {
         method: "POST",
         target: "/w/orders",
         headers: headers.as_slice(),
+        peer: Default::default(),
     };
     let verdict = rt.block_on(app.authorizer().check(Listener::Cli, &view));
     let Decision::Allow(a) = &verdict.decision else {

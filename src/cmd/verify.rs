@@ -58,6 +58,7 @@ pub async fn run(args: Args, env: EnvLookup) -> Exit {
         method: &args.method,
         target: &args.path,
         headers: headers.as_slice(),
+        peer: Default::default(),
     };
     let verdict = app.authorizer().check(Listener::Cli, &view).await;
     match &verdict.decision {

@@ -58,6 +58,15 @@ pub const DEFAULT_REQUIRED_CLAIMS: [&str; 1] = ["exp"];
 pub const DEFAULT_TOKEN_HEADER: (&str, &str) = ("authorization", "Bearer ");
 /// Largest accepted `token.max_bytes`; a bigger token than this is never a real one.
 pub const MAX_TOKEN_MAX_BYTES: usize = 1 << 20;
+/// `issuers[].dpop_max_age` when absent.
+pub const DEFAULT_DPOP_MAX_AGE: Duration = Duration::from_secs(60);
+/// Longest accepted `issuers[].dpop_max_age`: a proof is a per-request signature, and
+/// the replay cache holds every `jti` for this long.
+pub const MAX_DPOP_MAX_AGE: Duration = Duration::from_secs(3600);
+/// `issuers[].dpop_algorithms` when absent.
+pub const DEFAULT_DPOP_ALGORITHMS: [Alg; 4] = [Alg::ES256, Alg::EdDSA, Alg::RS256, Alg::PS256];
+/// Shortest accepted DPoP nonce secret, in bytes.
+pub const MIN_NONCE_SECRET_BYTES: usize = 32;
 
 /// A configuration problem: which file, which field, and why.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -112,6 +121,45 @@ pub struct Config {
     pub audit: Option<AuditConfig>,
     /// OpenTelemetry traces (SPEC §12); `None`: off.
     pub telemetry: Option<TelemetryConfig>,
+    /// Which headers set by the proxy in front are believed (SPEC §3, §11).
+    pub trusted_proxy_headers: TrustedProxyHeaders,
+    /// The secret DPoP nonces are made with, shared by a fleet (`None`: a random one per
+    /// process, so only this process accepts its nonces).
+    pub dpop_nonce_secret: Option<NonceSecret>,
+}
+
+/// `trusted_proxy_headers`: both off unless turned on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct TrustedProxyHeaders {
+    /// `X-Forwarded-Proto` gives the scheme of a DPoP `htu`.
+    pub x_forwarded_proto: bool,
+    /// `X-Forwarded-Client-Cert` gives the client certificate of a bound token.
+    pub x_forwarded_client_cert: bool,
+}
+
+/// The bytes of the DPoP nonce secret (`dpop_nonce_secret_env` / `_file`). Never printed.
+#[derive(Clone, PartialEq, Eq)]
+pub struct NonceSecret(pub Arc<[u8]>);
+
+impl fmt::Debug for NonceSecret {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("NonceSecret(..)")
+    }
+}
+
+/// An issuer's DPoP settings (SPEC §11).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DpopConfig {
+    /// `dpop: "required"`: a token without `cnf.jkt` is refused.
+    pub required: bool,
+    /// The proof algorithms accepted (asymmetric only).
+    pub algorithms: AlgSet,
+    /// How old a proof's `iat` (and a nonce) may be.
+    pub max_age: Duration,
+    /// Whether proofs must carry a nonce tokengate issued.
+    pub nonce: bool,
+    /// `algorithms` as the challenge's `algs` parameter (space-separated names).
+    pub algs: Arc<str>,
 }
 
 /// `audit`: one JSON line per (sampled) decision.
@@ -226,6 +274,8 @@ pub struct IssuerConfig {
     pub certificate_validity: CertificateValidity,
     /// Where its keys come from, in order.
     pub key_sources: Vec<KeySourceConfig>,
+    /// DPoP (SPEC §11).
+    pub dpop: DpopConfig,
 }
 
 /// Settings shared by remote JWKS sources.
@@ -789,6 +839,12 @@ impl Config {
             }
         };
         let telemetry = cx.telemetry(raw.telemetry)?;
+        let trusted_proxy_headers = TrustedProxyHeaders {
+            x_forwarded_proto: raw.trusted_proxy_headers.x_forwarded_proto,
+            x_forwarded_client_cert: raw.trusted_proxy_headers.x_forwarded_client_cert,
+        };
+        let dpop_nonce_secret =
+            cx.nonce_secret(raw.dpop_nonce_secret_env, raw.dpop_nonce_secret_file)?;
 
         Ok(Config {
             file: file.to_path_buf(),
@@ -810,6 +866,8 @@ impl Config {
             forward_auth,
             audit,
             telemetry,
+            trusted_proxy_headers,
+            dpop_nonce_secret,
         })
     }
 }
@@ -817,6 +875,124 @@ impl Config {
 // === impl Ctx ===
 
 impl Ctx<'_> {
+    /// Reads the DPoP nonce secret from the environment or a file (at most one of them).
+    fn nonce_secret(
+        &self,
+        env: Option<String>,
+        file: Option<String>,
+    ) -> Result<Option<NonceSecret>, ConfigError> {
+        let (field, bytes) = match (env, file) {
+            (None, None) => return Ok(None),
+            (Some(_), Some(_)) => {
+                return Err(self.err(
+                    "dpop_nonce_secret_file",
+                    "give dpop_nonce_secret_env or dpop_nonce_secret_file, not both",
+                ));
+            }
+            (Some(name), None) => {
+                let value = std::env::var_os(&name).ok_or_else(|| {
+                    self.err(
+                        "dpop_nonce_secret_env",
+                        format!("the environment variable {name:?} is not set"),
+                    )
+                })?;
+                ("dpop_nonce_secret_env", value.into_encoded_bytes())
+            }
+            (None, Some(path)) => {
+                let path = self.path(&path);
+                let mut bytes = std::fs::read(&path).map_err(|e| {
+                    self.err(
+                        "dpop_nonce_secret_file",
+                        format!("cannot read {}: {e}", path.display()),
+                    )
+                })?;
+                // A file written by `echo` or a Kubernetes Secret ends with a newline.
+                while bytes.last().is_some_and(|b| *b == b'\n' || *b == b'\r') {
+                    bytes.pop();
+                }
+                ("dpop_nonce_secret_file", bytes)
+            }
+        };
+        if bytes.len() < MIN_NONCE_SECRET_BYTES {
+            return Err(self.err(
+                field,
+                format!(
+                    "the secret has {} bytes; at least {MIN_NONCE_SECRET_BYTES} are needed (e.g. `openssl rand -base64 48`)",
+                    bytes.len()
+                ),
+            ));
+        }
+        Ok(Some(NonceSecret(bytes.into())))
+    }
+
+    /// An issuer's DPoP settings.
+    fn dpop(&self, i: usize, ri: &RawIssuer) -> Result<DpopConfig, ConfigError> {
+        let f = |name: &str| format!("issuers[{i}].{name}");
+        let required = match ri.dpop.as_deref() {
+            None | Some("allowed") => false,
+            Some("required") => true,
+            Some(other) => {
+                return Err(self.err(
+                    &f("dpop"),
+                    format!("{other:?} is not one of \"allowed\", \"required\""),
+                ));
+            }
+        };
+        let list: Vec<Alg> = match &ri.dpop_algorithms {
+            None => DEFAULT_DPOP_ALGORITHMS.to_vec(),
+            Some(names) => {
+                if names.is_empty() {
+                    return Err(self.err(&f("dpop_algorithms"), "must name at least one algorithm"));
+                }
+                let mut list = Vec::with_capacity(names.len());
+                for (j, name) in names.iter().enumerate() {
+                    let field = format!("issuers[{i}].dpop_algorithms[{j}]");
+                    match Alg::from_name(name) {
+                        Some(a) if a.kty() == crate::alg::Kty::Oct => {
+                            return Err(self.err(
+                                &field,
+                                format!("{name:?} is symmetric: a DPoP proof is signed with the client's private key (RFC 9449 §4.2)"),
+                            ));
+                        }
+                        Some(a) => {
+                            if !list.contains(&a) {
+                                list.push(a);
+                            }
+                        }
+                        None => {
+                            let valid: Vec<_> = Alg::ALL
+                                .iter()
+                                .filter(|a| a.kty() != crate::alg::Kty::Oct)
+                                .map(|a| a.name())
+                                .collect();
+                            return Err(self.err(
+                                &field,
+                                format!("unknown algorithm {name:?}; valid: {}", valid.join(", ")),
+                            ));
+                        }
+                    }
+                }
+                list
+            }
+        };
+        let max_age = self.duration_or(
+            &f("dpop_max_age"),
+            ri.dpop_max_age.as_deref(),
+            DEFAULT_DPOP_MAX_AGE,
+        )?;
+        if max_age < Duration::from_secs(1) || max_age > MAX_DPOP_MAX_AGE {
+            return Err(self.err(&f("dpop_max_age"), "must be between 1s and 1h"));
+        }
+        let algs = list.iter().map(|a| a.name()).collect::<Vec<_>>().join(" ");
+        Ok(DpopConfig {
+            required,
+            algorithms: list.into_iter().collect(),
+            max_age,
+            nonce: ri.dpop_nonce,
+            algs: algs.into(),
+        })
+    }
+
     fn telemetry(&self, raw: RawTelemetry) -> Result<Option<TelemetryConfig>, ConfigError> {
         let protocol = match raw.protocol.as_deref() {
             None | Some("grpc") => OtlpProtocol::Grpc,
@@ -951,6 +1127,7 @@ impl Ctx<'_> {
                 "must not be empty (omit it to accept any iss)",
             ));
         }
+        let dpop = self.dpop(i, &ri)?;
         let algorithms: AlgSet = match ri.algorithms {
             None => Alg::DEFAULT_ALLOWED.into_iter().collect(),
             Some(list) => {
@@ -1020,6 +1197,7 @@ impl Ctx<'_> {
             max_key_age,
             certificate_validity,
             key_sources,
+            dpop,
         })
     }
 

@@ -42,6 +42,12 @@ pub struct RawConfig {
     pub audit: RawAudit,
     #[serde(default)]
     pub telemetry: RawTelemetry,
+    #[serde(default)]
+    pub trusted_proxy_headers: RawTrustedProxyHeaders,
+    #[serde(default)]
+    pub dpop_nonce_secret_env: Option<String>,
+    #[serde(default)]
+    pub dpop_nonce_secret_file: Option<String>,
 }
 
 /// A listener address: absent (default), `null` (off) or an address.
@@ -101,6 +107,14 @@ pub struct RawIssuer {
     pub certificate_validity: Option<String>,
     #[serde(default)]
     pub key_sources: Vec<RawKeySource>,
+    #[serde(default)]
+    pub dpop: Option<String>,
+    #[serde(default)]
+    pub dpop_algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    pub dpop_max_age: Option<String>,
+    #[serde(default)]
+    pub dpop_nonce: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]
@@ -235,6 +249,15 @@ pub struct RawTelemetry {
     pub protocol: Option<String>,
     pub sample_ratio: Option<f64>,
     pub service_name: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawTrustedProxyHeaders {
+    #[serde(default)]
+    pub x_forwarded_proto: bool,
+    #[serde(default)]
+    pub x_forwarded_client_cert: bool,
 }
 
 /// The content of a `revoked.file`.

@@ -38,6 +38,7 @@ use tonic::{Request, Response, Status};
 use crate::authz::{Authorizer, RequestView};
 use crate::decision::{Allowed, Decision, Denial};
 use crate::metrics::Listener;
+use crate::request::Peer;
 use crate::token::extract::Headers;
 
 /// Largest `CheckRequest` / `CheckResponse` accepted or sent. Envoy's own limit on
@@ -58,7 +59,7 @@ pub struct AuthzService {
 }
 
 /// The parts of a `CheckRequest` (`envoy.service.auth.v3`) a decision reads, decoded
-/// with the message's own field numbers; every other field (peers, context extensions,
+/// with the message's own field numbers; every other field (the destination peer, context extensions,
 /// metadata, the request's id, host, body, …) is skipped without being allocated.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct CheckInput {
@@ -67,12 +68,24 @@ pub struct CheckInput {
     pub attributes: Option<AttributesInput>,
 }
 
-/// `AttributeContext`: only `request`.
+/// `AttributeContext`: `source` and `request`.
 #[derive(Clone, PartialEq, prost::Message)]
 pub struct AttributesInput {
+    /// `AttributeContext.source`: the downstream client.
+    #[prost(message, optional, tag = "1")]
+    pub source: Option<PeerInput>,
     /// `AttributeContext.request`.
     #[prost(message, optional, tag = "4")]
     pub request: Option<RequestInput>,
+}
+
+/// `AttributeContext.Peer`: only `certificate`.
+#[derive(Clone, PartialEq, prost::Message)]
+pub struct PeerInput {
+    /// `certificate`: the client's TLS leaf certificate as URL-encoded PEM, empty without
+    /// one (Envoy sends it with `include_peer_certificate: true`).
+    #[prost(string, tag = "5")]
+    pub certificate: String,
 }
 
 /// `AttributeContext.Request`: only `http`.
@@ -95,6 +108,12 @@ pub struct HttpInput {
     /// `path` (with the query).
     #[prost(string, tag = "4")]
     pub path: String,
+    /// `host` (the `:authority`).
+    #[prost(string, tag = "5")]
+    pub host: String,
+    /// `scheme`, as Envoy received the request.
+    #[prost(string, tag = "6")]
+    pub scheme: String,
     /// `header_map` (`encode_raw_headers`).
     #[prost(message, optional, tag = "13")]
     pub header_map: Option<HeaderMapInput>,
@@ -179,10 +198,22 @@ impl AuthzService {
             Some(p) if !p.is_empty() => p,
             _ => "/",
         };
+        fn non_empty(s: &str) -> Option<&str> {
+            (!s.is_empty()).then_some(s)
+        }
         let view = RequestView {
             method,
             target,
             headers: &headers,
+            peer: Peer {
+                scheme: http.and_then(|h| non_empty(&h.scheme)),
+                authority: http.and_then(|h| non_empty(&h.host)),
+                certificate: check
+                    .attributes
+                    .as_ref()
+                    .and_then(|a| a.source.as_ref())
+                    .and_then(|s| non_empty(&s.certificate)),
+            },
         };
         let verdict = self
             .authz
@@ -436,6 +467,7 @@ mod tests {
     fn input(token: &str, path: &str) -> CheckInput {
         CheckInput {
             attributes: Some(AttributesInput {
+                source: None,
                 request: Some(RequestInput {
                     http: Some(HttpInput {
                         method: "GET".into(),
@@ -443,6 +475,8 @@ mod tests {
                             .into_iter()
                             .collect(),
                         path: path.into(),
+                        host: "api.example".into(),
+                        scheme: "https".into(),
                         header_map: None,
                     }),
                 }),

@@ -34,6 +34,7 @@ pub async fn answer(
         method: parts.method.as_str(),
         target: parts.uri.path_and_query().map_or("/", |pq| pq.as_str()),
         headers: &parts.headers,
+        peer: Default::default(),
     };
     let verdict = authz.check(Listener::AuthzHttp, &view).await;
     match &verdict.decision {

@@ -110,6 +110,7 @@ impl Proxy {
             method: parts.method.as_str(),
             target,
             headers: &parts.headers,
+            peer: Default::default(),
         };
         let verdict = self.authz.check(Listener::Proxy, &view).await;
         let allowed = match &verdict.decision {

@@ -55,17 +55,38 @@ impl Headers for http::HeaderMap {
     }
 }
 
+/// The `Authorization` scheme of a DPoP-bound token (RFC 9449 §7.1), recognised in the
+/// `authorization` header beside the configured prefix.
+pub const DPOP_PREFIX: &str = "DPoP ";
+
+/// A token and how it was presented.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Presented<'s> {
+    /// The token.
+    pub token: &'s str,
+    /// Under the `DPoP` scheme (`Authorization: DPoP <token>`): it comes with a proof.
+    pub dpop: bool,
+}
+
 /// Finds the token. `Ok(None)`: the request carries none.
 pub fn extract<'s, H: Headers + ?Sized>(
     cfg: &TokenConfig,
     headers: &'s H,
 ) -> Result<Option<&'s str>, DenyReason> {
+    extract_presented(cfg, headers).map(|p| p.map(|p| p.token))
+}
+
+/// Finds the token and its scheme: the configured prefix, or `DPoP` in `authorization`.
+pub fn extract_presented<'s, H: Headers + ?Sized>(
+    cfg: &TokenConfig,
+    headers: &'s H,
+) -> Result<Option<Presented<'s>>, DenyReason> {
     let mut fields = 0;
     headers.for_each("authorization", &mut |_| fields += 1);
     if fields > 1 {
         return Err(DenyReason::InvalidRequest);
     }
-    let mut from_header: Option<&'s str> = None;
+    let mut from_header: Option<Presented<'s>> = None;
     for source in &cfg.from_headers {
         let mut values: [Option<&'s [u8]>; 2] = [None; 2];
         let mut count = 0;
@@ -84,12 +105,21 @@ pub fn extract<'s, H: Headers + ?Sized>(
         if carries_second_credential(value, cfg) {
             return Err(DenyReason::InvalidRequest);
         }
-        match strip_prefix(value, source.prefix.as_bytes()) {
+        let mut dpop = false;
+        let mut credential = strip_prefix(value, source.prefix.as_bytes());
+        if matches!(credential, Credential::Other) && source.name == "authorization" {
+            credential = strip_prefix(value, DPOP_PREFIX.as_bytes());
+            dpop = true;
+        }
+        match credential {
             Credential::Other => {}
             Credential::Malformed => return Err(DenyReason::Malformed),
             Credential::Token(rest) => {
                 if from_header.is_none() {
-                    from_header = Some(token_word(rest, cfg.max_bytes)?);
+                    from_header = Some(Presented {
+                        token: token_word(rest, cfg.max_bytes)?,
+                        dpop,
+                    });
                 }
             }
         }
@@ -97,8 +127,10 @@ pub fn extract<'s, H: Headers + ?Sized>(
     let from_cookie = cookie_token(cfg, headers)?;
     match (from_header, from_cookie) {
         (Some(_), Some(_)) => Err(DenyReason::InvalidRequest),
-        (Some(t), None) => Ok(Some(t)),
-        (None, Some(v)) => token_word(v, cfg.max_bytes).map(Some),
+        (Some(p), None) => Ok(Some(p)),
+        (None, Some(v)) => {
+            token_word(v, cfg.max_bytes).map(|token| Some(Presented { token, dpop: false }))
+        }
         (None, None) => Ok(None),
     }
 }
@@ -106,15 +138,16 @@ pub fn extract<'s, H: Headers + ?Sized>(
 /// A value holding, after a comma, another value of a configured token scheme: two
 /// fields merged into one (`Basic x, Bearer y`).
 fn carries_second_credential(value: &[u8], cfg: &TokenConfig) -> bool {
+    let is_scheme = |part: &[u8], prefix: &str| {
+        let scheme = trim_end(prefix.as_bytes());
+        !scheme.is_empty()
+            && part.len() > scheme.len()
+            && part[..scheme.len()].eq_ignore_ascii_case(scheme)
+            && !is_tchar(part[scheme.len()])
+    };
     value.split(|b| *b == b',').skip(1).any(|part| {
         let part = trim(part);
-        cfg.from_headers.iter().any(|s| {
-            let scheme = trim_end(s.prefix.as_bytes());
-            !scheme.is_empty()
-                && part.len() > scheme.len()
-                && part[..scheme.len()].eq_ignore_ascii_case(scheme)
-                && !is_tchar(part[scheme.len()])
-        })
+        is_scheme(part, DPOP_PREFIX) || cfg.from_headers.iter().any(|s| is_scheme(part, &s.prefix))
     })
 }
 
@@ -276,6 +309,45 @@ mod tests {
                 "{v:?}"
             );
         }
+    }
+
+    #[test]
+    fn the_dpop_scheme_is_read_from_authorization_and_said() {
+        for v in ["DPoP abc", "dpop abc", "DPOP   abc"] {
+            let headers = h(&[("authorization", v)]);
+            assert_eq!(
+                extract_presented(&cfg(), headers.as_slice()),
+                Ok(Some(Presented {
+                    token: "abc",
+                    dpop: true
+                })),
+                "{v:?}"
+            );
+        }
+        let headers = h(&[("authorization", "Bearer abc")]);
+        assert_eq!(
+            extract_presented(&cfg(), headers.as_slice()),
+            Ok(Some(Presented {
+                token: "abc",
+                dpop: false
+            }))
+        );
+        for (v, want) in [
+            ("DPoP\tabc", Err(DenyReason::Malformed)),
+            ("DPoP", Err(DenyReason::Malformed)),
+            ("DPoPabc", Ok(None)),
+            ("Bearer a, DPoP b", Err(DenyReason::InvalidRequest)),
+            ("DPoP a, Bearer b", Err(DenyReason::InvalidRequest)),
+        ] {
+            let headers = h(&[("authorization", v)]);
+            assert_eq!(extract(&cfg(), headers.as_slice()), want, "{v:?}");
+        }
+        // A DPoP token and a cookie token at once: two credentials.
+        let headers = h(&[("authorization", "DPoP a"), ("cookie", "session=b")]);
+        assert_eq!(
+            extract(&cfg(), headers.as_slice()),
+            Err(DenyReason::InvalidRequest)
+        );
     }
 
     #[test]

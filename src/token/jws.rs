@@ -1,7 +1,8 @@
 //! Reads a compact JWS without trusting it: three strict base64url segments, a header that
 //! is a JSON object with a known `alg` (never `none`), no `crit` and no `b64: false`,
-//! and claims that are a JSON object. Header fields `jku`, `x5u`, `jwk` and `x5c` are
-//! never read: keys come only from configured sources. Nothing here touches a key.
+//! and claims that are a JSON object. Header fields `jku`, `x5u` and `x5c` are never
+//! read, and `jwk` only by DPoP proofs (whose key is the one the token is bound to):
+//! an access token's keys come only from configured sources. Nothing here touches a key.
 
 use std::borrow::Cow;
 use std::fmt;
@@ -24,6 +25,9 @@ pub struct Jws<'t> {
     pub kid: Option<String>,
     /// The header's `typ`.
     pub typ: Option<String>,
+    /// The header's `jwk`, only ever read from a DPoP proof (an access token's is
+    /// ignored: its keys come only from configured sources).
+    pub jwk: Option<Value>,
     /// `BASE64URL(header) || '.' || BASE64URL(payload)`: what was signed.
     pub signing_input: &'t str,
     /// The payload segment, still base64url (forwarded as is in the claims header).
@@ -61,7 +65,7 @@ pub enum ClaimValue<'p> {
 
 /// The header members tokengate reads; each may appear at most once (a header with two
 /// `alg` members is malformed rather than "last one wins").
-const HEADER_MEMBERS: [&str; 5] = ["alg", "kid", "typ", "crit", "b64"];
+const HEADER_MEMBERS: [&str; 6] = ["alg", "kid", "typ", "crit", "b64", "jwk"];
 
 /// Parses `token` and checks its header against `allowed`: any `alg` outside it
 /// (including every casing of `none`) is `bad_alg`; everything else wrong is `malformed`.
@@ -105,6 +109,10 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     }
     let kid = optional_string(header.get("kid"))?;
     let typ = optional_string(header.get("typ"))?;
+    let jwk = match header.get("jwk") {
+        Some(ClaimValue::Other(v @ Value::Object(_))) => Some(v.clone()),
+        _ => None,
+    };
     if header.get("crit").is_some_and(|c| *c != ClaimValue::Null) {
         // RFC 7515 §4.1.11: a recipient MUST reject a `crit` it does not understand;
         // tokengate implements no extension, so every `crit` is one it does not.
@@ -127,6 +135,7 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         alg,
         kid,
         typ,
+        jwk,
         signing_input: &token[..h.len() + 1 + p.len()],
         payload_b64: p,
         signature,
