@@ -76,6 +76,18 @@ have_kube_schemas || { echo "install-test-deps: PyYAML or kubernetes-validate is
 have_kustomize || { echo "install-test-deps: kustomize v5 is still missing" >&2; exit 1; }
 # ----------------------------------------------------------------------------------------
 
+# --- DPoP tests (tests/dpop.rs) --------------------------------------------------------
+# The DPoP proofs (RFC 9449) those tests send are made at test time by an independent
+# JOSE implementation, jwcrypto (pinned), driven by tests/support/dpop_mint.py; never by
+# the Rust code under test. A missing one makes those tests fail, never skip.
+JWCRYPTO_VERSION=1.6.1
+have_jwcrypto() {
+  python3 -c "import sys, jwcrypto, importlib.metadata as m; sys.exit(0 if m.version('jwcrypto') == '${JWCRYPTO_VERSION}' else 1)" 2>/dev/null
+}
+have_jwcrypto || deploy_pip "jwcrypto==${JWCRYPTO_VERSION}"
+python3 -c 'import jwcrypto' 2>/dev/null || { echo "install-test-deps: jwcrypto (for the DPoP tests) is still missing" >&2; exit 1; }
+# ----------------------------------------------------------------------------------------
+
 # --- Observability tests (tests/observability.rs) --------------------------------------
 # A real Prometheus scrapes tokengate and evaluates dashboards/tokengate.json and
 # deploy/prometheus/tokengate-rules.yaml; promtool checks and unit-tests the rules.

@@ -735,7 +735,10 @@ def cmd_istio():
         token_headers.add("cookie")
     sent = {h.lower() for h in http.get("includeRequestHeadersInCheck") or []}
     p.check(token_headers <= sent, f"includeRequestHeadersInCheck {sorted(sent)} misses token headers {sorted(token_headers - sent)}")
-    p.check(sent == {"authorization", "cookie"}, f"includeRequestHeadersInCheck {sorted(sent)}, want authorization and cookie")
+    # The token's headers, its DPoP proof (RFC 9449), the scheme, and the client certificate
+    # the gateway set (RFC 8705; MeshConfig cannot send the peer certificate itself).
+    want_sent = {"authorization", "cookie", "dpop", "x-forwarded-proto", "x-forwarded-client-cert"}
+    p.check(sent == want_sent, f"includeRequestHeadersInCheck {sorted(sent)}, want {sorted(want_sent)}")
     forwarded = forward_headers(config)
     upstream = {h.lower() for h in http.get("headersToUpstreamOnAllow") or []}
     want_upstream = forwarded | {SHADOW_HEADER}

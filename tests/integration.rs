@@ -61,3 +61,13 @@ mod policy;
 /// Traces: `tokengate.check` spans at a real OTLP receiver, in the caller's trace, through
 /// `authz_http` and behind real Envoy with its tracing on; a collector that is down.
 mod traces;
+
+/// Certificate-bound tokens (RFC 8705): a test PKI made by openssl, real Envoy with a TLS
+/// listener in front of `authz_grpc` (the peer certificate) and `authz_http`
+/// (`x-forwarded-client-cert`), driven by curl; how that header is read, and never
+/// believed without `trusted_proxy_headers.x_forwarded_client_cert`.
+mod mtls;
+
+/// DPoP (RFC 9449): proofs made by jwcrypto, one refusal per check, nonces shared by a
+/// fleet, the proxy listener, a flood of 100,000 proofs against the replay cache.
+mod dpop;

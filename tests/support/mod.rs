@@ -5,11 +5,13 @@
 
 #![allow(dead_code)]
 
+pub mod dpop;
 pub mod envoy;
 pub mod http;
 pub mod jwks_server;
 pub mod keystore;
 pub mod mint;
+pub mod mtls;
 pub mod otlp;
 pub mod upstream;
 
