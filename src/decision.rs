@@ -276,8 +276,7 @@ impl DenyReason {
                 Unavailable,
                 "the issuer's keys are not available yet",
             ),
-            // Names no check: which one failed is the operator's to know (the decision
-            // log), not a prober's.
+            // Names no check: a prober learns nothing from which one failed.
             DenyReason::InvalidDpopProof => (
                 "invalid_dpop_proof",
                 InvalidDpopProof,

@@ -380,6 +380,65 @@ fn denies_with_policy_specific_reasons() {
     );
 }
 
+/// Sender-constrained tokens (SPEC §11) at the fixed clock: a DPoP proof by jwcrypto
+/// and each of the three reasons, through the library.
+#[test]
+fn sender_constrained_tokens() {
+    use DenyReason::*;
+    let mut minter = crate::support::dpop::Minter::start();
+    let key = minter.key("ES256");
+    let bound = |cnf: Value| {
+        let mut c = mint::claims();
+        c["iat"] = json!(NOW - 60);
+        c["exp"] = json!(NOW + 3600);
+        c["cnf"] = cnf;
+        mint::sign(Algorithm::RS256, "rsa-1", Some("rsa-1"), &c)
+    };
+    let token = bound(json!({"jkt": key.jkt}));
+    let mut proof_for = |token: &str| {
+        let mut c = crate::support::dpop::claims("GET", "http://api.example/orders", token);
+        c["iat"] = json!(NOW);
+        minter.proof(&key, &c, json!({}))
+    };
+    let dpop = |t: &str, proof: Option<String>| {
+        let mut h = vec![
+            ("host".to_string(), "api.example".to_string()),
+            ("authorization".to_string(), format!("DPoP {t}")),
+        ];
+        h.extend(proof.map(|p| ("dpop".to_string(), p)));
+        Case {
+            name: "dpop",
+            headers: h,
+            method: "GET",
+            path: "/orders",
+            want: Ok(("rsa-1", "kid")),
+        }
+    };
+    let good = dpop(&token, Some(proof_for(&token)));
+    let mut no_proof = dpop(&token, None);
+    no_proof.want = Err(InvalidDpopProof);
+    let mut as_bearer = case("cnf.jkt as Bearer", &token, Err(BindingMismatch));
+    as_bearer
+        .headers
+        .push(("host".into(), "api.example".into()));
+    let cert_bound = bound(json!({"x5t#S256": "bwcK0esc3ACC3DB2Y5_lESsXE8o9ltc05O89jdN-dg2"}));
+    let no_cert = case(
+        "x5t#S256 without a certificate",
+        &cert_bound,
+        Err(BindingMismatch),
+    );
+    run_cases(
+        config(json!([fixture_issuer()]), json!({})),
+        vec![good, no_proof, as_bearer, no_cert],
+    );
+
+    let mut issuer = fixture_issuer();
+    issuer["dpop_nonce"] = json!(true);
+    let mut no_nonce = dpop(&token, Some(proof_for(&token)));
+    no_nonce.want = Err(UseDpopNonce);
+    run_cases(config(json!([issuer]), json!({})), vec![no_nonce]);
+}
+
 #[test]
 fn every_deny_reason_is_covered_above() {
     // Keeps this file honest: a new reason must get a case.
@@ -402,6 +461,9 @@ fn every_deny_reason_is_covered_above() {
         "insufficient_scope",
         "rule_failed",
         "keys_unavailable",
+        "invalid_dpop_proof",
+        "use_dpop_nonce",
+        "binding_mismatch",
     ];
     for r in DenyReason::ALL {
         assert!(covered.contains(&r.label()), "no case for {}", r.label());

@@ -708,3 +708,63 @@ fn a_flood_of_distinct_proofs_is_accepted_once_each_with_bounded_memory() {
         (PROOFS + 1) as f64
     );
 }
+
+/// Behind real Envoy, over both ext_authz transports with the shipped configs: the
+/// proof reaches tokengate, `htu` is the URI the client used (Envoy's `:authority` and
+/// scheme), a replay is refused with the `DPoP` challenge, and the `DPoP-Nonce` of a
+/// `use_dpop_nonce` answer reaches the client.
+#[test]
+fn proofs_through_envoy_on_both_ext_authz_transports() {
+    use crate::support::envoy::Envoy;
+    let app = upstream::Upstream::start(upstream::Mode::Echo);
+    let dir = TempDir::new("dpop-envoy");
+    let tg = Tokengate::start_env(
+        &dir,
+        json!({
+            "listeners": {"authz_grpc": "127.0.0.1:0"},
+            "issuers": [issuer_with(json!({"dpop_nonce": true}))],
+            "dpop_nonce_secret_env": "TG_DPOP_NONCE_SECRET"
+        }),
+        &[(
+            "TG_DPOP_NONCE_SECRET",
+            "a-fleet-secret-of-at-least-32-bytes-0123456789",
+        )],
+    );
+    let mut minter = Minter::start();
+    let key = minter.key("ES256");
+    let token = bound_token(&key.jkt);
+    let auth = format!("DPoP {token}");
+    for (config, port) in [
+        ("ext-authz-grpc.yaml", tg.addr("authz_grpc").port()),
+        ("ext-authz-http.yaml", tg.authz.port()),
+    ] {
+        let edir = TempDir::new("dpop-envoy-front");
+        let envoy = Envoy::start(&edir, config, app.addr, port);
+        let htu = format!("http://{}/orders/1", envoy.listen);
+        let mut send = |nonce: Option<&str>, replay: Option<&str>| {
+            let proof = replay.map(str::to_string).unwrap_or_else(|| {
+                let mut c = dpop::claims("GET", &htu, &token);
+                if let Some(n) = nonce {
+                    c["nonce"] = json!(n);
+                }
+                minter.proof(&key, &c, json!({}))
+            });
+            let r = envoy.request(
+                "GET",
+                "/orders/1",
+                &[("authorization", &auth), ("dpop", &proof)],
+            );
+            (r, proof)
+        };
+        let (first, _) = send(None, None);
+        assert_refused(&first, "use_dpop_nonce", config);
+        let nonce = first
+            .header("dpop-nonce")
+            .unwrap_or_else(|| panic!("{config}: no DPoP-Nonce reached the client"))
+            .to_string();
+        let (ok, proof) = send(Some(&nonce), None);
+        assert_eq!(ok.status, 200, "{config}: {}", ok.body_text());
+        let (replayed, _) = send(None, Some(&proof));
+        assert_refused(&replayed, "invalid_dpop_proof", config);
+    }
+}

@@ -50,11 +50,11 @@ const SPEC_METRICS: [(&str, &str, &[&str]); 13] = [
 
 /// SPEC §7 `reason` values, allow reasons first.
 #[rustfmt::skip]
-const REASONS: [&str; 20] = [
+const REASONS: [&str; 23] = [
     "ok", "anonymous", "missing_token", "invalid_request", "malformed", "too_large", "bad_alg",
     "bad_issuer", "unknown_key", "revoked_key", "bad_signature", "expired", "not_yet_valid",
     "lifetime_exceeded", "key_out_of_validity", "bad_audience", "bad_type", "insufficient_scope",
-    "rule_failed", "keys_unavailable",
+    "rule_failed", "keys_unavailable", "invalid_dpop_proof", "use_dpop_nonce", "binding_mismatch",
 ];
 
 /// The process metrics tokengate adds to SPEC §7.
@@ -118,6 +118,8 @@ fn start(tag: &str) -> Stack {
                 "audiences": ["orders-api"],
                 "algorithms": ["RS256", "ES256", "ES384", "EdDSA", "HS256"],
                 "require_typ": ["at+jwt"],
+                // Proofs must carry a nonce (use_dpop_nonce).
+                "dpop_nonce": true,
                 // Ten years: long enough for a token issued before pem-1's certificate
                 // (key_out_of_validity), short enough for lifetime_exceeded.
                 "max_lifetime": "87600h",
@@ -196,6 +198,8 @@ struct Case {
     path: &'static str,
     /// `Authorization` header values (none, one, or two for `invalid_request`).
     auth: Vec<String>,
+    /// A `DPoP` proof header.
+    dpop: Option<String>,
     issuer: &'static str,
     reason: &'static str,
     status: u16,
@@ -211,6 +215,7 @@ fn get(token: String, issuer: &'static str, reason: &'static str, status: u16) -
         method: "GET",
         path: "/orders/1",
         auth: vec![bearer(&token)],
+        dpop: None,
         issuer,
         reason,
         status,
@@ -223,6 +228,7 @@ fn send(s: &Stack, e: &mut Expected, c: &Case) {
         .auth
         .iter()
         .map(|a| ("authorization", a.as_str()))
+        .chain(c.dpop.iter().map(|p| ("dpop", p.as_str())))
         .collect();
     let r = s.tg.check(c.method, c.path, &headers);
     assert_eq!(r.status, c.status, "{}: {}", c.reason, r.body_text());
@@ -260,9 +266,9 @@ fn cases() -> Vec<Case> {
         get(mint_token(RS256, "rsa-1", None, |_| {}), "main", "ok", 200),
         get(mint_token(RS256, "rsa-1", Some("rotated-away"), |_| {}), "main", "ok", 200),
         // Anonymous, and the denials decided before any issuer is known.
-        Case { method: "GET", path: "/public/x", auth: vec![], issuer: "-", reason: "anonymous", status: 200 },
-        Case { method: "GET", path: "/orders/1", auth: vec![], issuer: "-", reason: "missing_token", status: 401 },
-        Case { method: "GET", path: "/orders/1", auth: vec![bearer(&good), bearer(&good)], issuer: "-", reason: "invalid_request", status: 400 },
+        Case { method: "GET", path: "/public/x", auth: vec![], dpop: None, issuer: "-", reason: "anonymous", status: 200 },
+        Case { method: "GET", path: "/orders/1", auth: vec![], dpop: None, issuer: "-", reason: "missing_token", status: 401 },
+        Case { method: "GET", path: "/orders/1", auth: vec![bearer(&good), bearer(&good)], dpop: None, issuer: "-", reason: "invalid_request", status: 400 },
         get("not-a-jwt".into(), "-", "malformed", 401),
         get("a".repeat(9000), "-", "too_large", 401),
         get(token("ALG_NONE"), "-", "bad_alg", 401),
@@ -282,10 +288,10 @@ fn cases() -> Vec<Case> {
         get(typ_jwt, "main", "bad_type", 401),
         Case {
             method: "POST", path: "/orders", auth: vec![bearer(&rsa1(&|c| c["scope"] = json!("orders:read")))],
-            issuer: "main", reason: "insufficient_scope", status: 403,
+            dpop: None, issuer: "main", reason: "insufficient_scope", status: 403,
         },
         // The good token again (a cache hit, no signature check): no `groups` claim.
-        Case { method: "GET", path: "/invoices/1", auth: vec![bearer(&good)], issuer: "main", reason: "rule_failed", status: 403 },
+        Case { method: "GET", path: "/invoices/1", auth: vec![bearer(&good)], dpop: None, issuer: "main", reason: "rule_failed", status: 403 },
         // Issuer down never loaded its keys.
         get(rsa1(&|c| c["iss"] = json!(DOWN_ISS)), "down", "keys_unavailable", 503),
     ]
@@ -303,6 +309,40 @@ fn drive_every_path(s: &Stack) -> Expected {
     }
     // The good token's second check, and its check on the route with a rule.
     e.cache_hits += 2;
+    // Sender-constrained tokens (SPEC §11), each its own token (no cache hit): a
+    // cnf.jkt token as Bearer, under DPoP without a proof, and with a jwcrypto proof but
+    // no nonce.
+    let mut minter = support::dpop::Minter::start();
+    let key = minter.key("ES256");
+    let bound = |jti: &str| {
+        mint_token(Algorithm::RS256, "rsa-1", Some("rsa-1"), |c| {
+            c["cnf"] = json!({ "jkt": key.jkt });
+            c["jti"] = json!(jti);
+        })
+    };
+    send(
+        s,
+        &mut e,
+        &get(bound("dpop-1"), "main", "binding_mismatch", 401),
+    );
+    let dpop_case = |token: &str, proof: Option<String>, reason| Case {
+        method: "GET",
+        path: "/orders/1",
+        auth: vec![format!("DPoP {token}")],
+        dpop: proof,
+        issuer: "main",
+        reason,
+        status: 401,
+    };
+    send(
+        s,
+        &mut e,
+        &dpop_case(&bound("dpop-2"), None, "invalid_dpop_proof"),
+    );
+    let t3 = bound("dpop-3");
+    let htu = format!("http://{}/orders/1", s.tg.authz);
+    let proof = minter.proof(&key, &support::dpop::claims("GET", &htu, &t3), json!({}));
+    send(s, &mut e, &dpop_case(&t3, Some(proof), "use_dpop_nonce"));
 
     let config_text = std::fs::read_to_string(&s.tg.config).expect("config");
     let key_file_text = std::fs::read_to_string(&s.jwks_file).expect("key file");
@@ -448,13 +488,24 @@ fn metrics_show_every_spec_series_after_traffic_on_every_path() {
         v("tokengate_rule_denials_total", &[("route", "invoices")]),
         1.0
     );
+    for result in ["binding_mismatch", "invalid_dpop_proof", "use_dpop_nonce"] {
+        assert_eq!(
+            v(
+                "tokengate_proofs_total",
+                &[("issuer", "main"), ("kind", "dpop"), ("result", result)]
+            ),
+            1.0,
+            "{result}"
+        );
+    }
     assert_eq!(v("tokengate_audit_dropped_total", &[]), 0.0);
     assert_eq!(v("tokengate_telemetry_export_errors_total", &[]), 0.0);
 
     // Per key version. Signature checks count whatever the claims say next, so every
     // rsa-1/kid token that got past the header counts: 1 good (+1 cached, not checked
     // again), expired, not_yet_valid, lifetime_exceeded, bad_audience, bad_type,
-    // insufficient_scope and the one after the reload.
+    // insufficient_scope, the one after the reload, and the three bound tokens (valid
+    // tokens, refused for what the request did not prove).
     let kv = |key: &str, source: &str, matched: &str, result: &str| {
         v(
             "tokengate_key_verifications_total",
@@ -467,7 +518,7 @@ fn metrics_show_every_spec_series_after_traffic_on_every_path() {
             ],
         )
     };
-    assert_eq!(kv("rsa-1", "jwks_file", "kid", "ok"), 8.0);
+    assert_eq!(kv("rsa-1", "jwks_file", "kid", "ok"), 11.0);
     assert_eq!(
         kv("rsa-1", "jwks_file", "kid", "bad_signature"),
         1.0,
