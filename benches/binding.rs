@@ -53,6 +53,13 @@ struct ProofKey {
 }
 
 fn main() {
+    // `TG_BENCH_COUNT=<case>:<n>`: n proofs made, then (but for `gen`) n raw proof
+    // checks (`raw`), raw token checks (`token`), bearer decisions (`bearer`) or bound
+    // decisions (`cached`, `uncached`), and nothing else: for instruction counts under
+    // `valgrind --tool=cachegrind`, which this host's drifting timings cannot give.
+    if let Ok(spec) = std::env::var("TG_BENCH_COUNT") {
+        return count(&spec);
+    }
     let started = SystemTime::now();
     let dir = criterion_dir();
     let mut c = Criterion::default()
@@ -99,6 +106,36 @@ fn main() {
         })
     });
 
+    // The same check as a verifier without a key cache does it: the point parsed from the
+    // proof's bytes, then the signature.
+    let point = {
+        let mut p = vec![4u8];
+        for m in ["x", "y"] {
+            let coord = key.jwk[m].as_str().unwrap_or_default();
+            p.extend(URL_SAFE_NO_PAD.decode(coord).unwrap_or_default());
+        }
+        p
+    };
+    g.bench_function("raw_proof_verify_unparsed", |b| {
+        b.iter(|| {
+            signature::UnparsedPublicKey::new(
+                &signature::ECDSA_P256_SHA256_FIXED,
+                black_box(&point),
+            )
+            .verify(black_box(p_input.as_bytes()), black_box(&p_sig))
+            .is_ok()
+        })
+    });
+    g.bench_function("proof_key_parse", |b| {
+        b.iter(|| {
+            KeyMaterial::ec(
+                Crv::P256,
+                black_box(&point[1..33]),
+                black_box(&point[33..65]),
+            )
+        })
+    });
+
     for (name, cache) in [("bound_uncached", 0), ("bound_cached", 1000)] {
         let app = app(cache, &rt);
         let _ = check(&rt, &app, &bound, Some(&next_proof()));
@@ -119,11 +156,14 @@ fn main() {
     g.finish();
 
     let mut g = c.benchmark_group("replay");
+    // Steady state: the clock advances so that `held` entries are alive at any time
+    // (each lives 60 s; the 16 buckets of the window expire one by one).
     for (name, held) in [("insert_at_1k", 1_000u64), ("insert_at_1m", 1_000_000)] {
+        let at = |i: u64| NOW + i64::try_from(i * 60 / held).unwrap_or(0);
         let before = rss_kib();
-        let cache = ReplayCache::with_max(4_000_000);
+        let cache = ReplayCache::with_max(4 * held as usize);
         for i in 0..held {
-            cache.insert(replay_key(i), NOW + 60, 90, NOW);
+            cache.insert(replay_key(i), at(i) + 60, 90, at(i));
         }
         let grown = rss_kib().saturating_sub(before);
         println!(
@@ -133,14 +173,83 @@ fn main() {
         let next = std::cell::Cell::new(held);
         g.bench_function(name, |b| {
             b.iter(|| {
-                next.set(next.get() + 1);
-                cache.insert(replay_key(next.get()), NOW + 60, 90, NOW)
+                let i = next.get() + 1;
+                next.set(i);
+                let seen = cache.insert(replay_key(i), at(i) + 60, 90, at(i));
+                assert_eq!(seen, tokengate::binding::replay::Seen::New);
             })
         });
+        println!("  (still holding {} entries)", cache.len());
     }
     g.finish();
     c.final_summary();
     report(&dir, started);
+}
+
+fn count(spec: &str) {
+    let (case, n) = spec
+        .split_once(':')
+        .and_then(|(c, n)| Some((c, n.parse::<u64>().ok()?)))
+        .unwrap_or_else(|| {
+            panic!("TG_BENCH_COUNT=<gen|raw|token|bearer|cached|uncached>:<n>, not {spec}")
+        });
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let key = proof_key();
+    let bound = mint(Some(&key.jkt));
+    let proofs: Vec<String> = (0..n).map(|i| proof(&key, &bound, i)).collect();
+    match case {
+        "gen" => {}
+        "token" => {
+            let jwks = std::fs::read(fixtures().join("jwks.json"))
+                .unwrap_or_else(|e| panic!("jwks.json: {e}"));
+            let rsa = parse_set(&jwks, true)
+                .unwrap_or_else(|e| panic!("jwks.json: {e}"))
+                .keys
+                .into_iter()
+                .find(|k| k.id == "rsa-1")
+                .unwrap_or_else(|| panic!("no rsa-1"));
+            for _ in 0..n {
+                let (input, sig) = signed_parts(&bound);
+                assert!(black_box(rsa.material.verify(
+                    Alg::RS256,
+                    input.as_bytes(),
+                    &sig
+                )));
+            }
+        }
+        "bearer" => {
+            let app = app(0, &rt);
+            let bearer = mint(None);
+            for _ in 0..n {
+                assert_allowed(case, &check(&rt, &app, &bearer, None));
+            }
+        }
+        "raw" => {
+            for p in &proofs {
+                let (input, sig) = signed_parts(p);
+                let mut point = vec![4u8];
+                for m in ["x", "y"] {
+                    let coord = key.jwk[m].as_str().unwrap_or_default();
+                    point.extend(URL_SAFE_NO_PAD.decode(coord).unwrap_or_default());
+                }
+                let ok =
+                    signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
+                        .verify(input.as_bytes(), &sig)
+                        .is_ok();
+                assert!(black_box(ok));
+            }
+        }
+        "cached" | "uncached" => {
+            let app = app(if case == "cached" { 1000 } else { 0 }, &rt);
+            for p in &proofs {
+                assert_allowed(case, &check(&rt, &app, &bound, Some(p)));
+            }
+        }
+        other => panic!("unknown case {other}"),
+    }
 }
 
 /// The decision of a request carrying `token` (as `DPoP` with `proof`, else `Bearer`).

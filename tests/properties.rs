@@ -1,5 +1,6 @@
 //! Property tests: arbitrary bytes and arbitrary "almost tokens" never panic the
-//! compact-JWS parser or the JWKS parser, and are always denied / refused.
+//! compact-JWS parser, the JWKS parser, the DPoP proof check or the
+//! `X-Forwarded-Client-Cert` reader, and are always denied / refused.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -71,5 +72,54 @@ proptest! {
             "k": URL_SAFE_NO_PAD.encode(&x),
         }]});
         let _ = jwks::parse_set(doc.to_string().as_bytes(), true);
+    }
+
+    #[test]
+    fn arbitrary_dpop_proofs_are_refused_without_panic(
+        header in proptest::collection::vec(any::<u8>(), 0..300),
+        claims in proptest::collection::vec(any::<u8>(), 0..300),
+        sig in proptest::collection::vec(any::<u8>(), 0..80),
+        raw in "\\PC{0,200}",
+        jwk_x in proptest::collection::vec(any::<u8>(), 0..40),
+    ) {
+        let cfg = tokengate::config::DpopConfig {
+            required: false,
+            algorithms: [Alg::ES256, Alg::EdDSA, Alg::RS256].into_iter().collect(),
+            max_age: std::time::Duration::from_secs(60),
+            nonce: true,
+            algs: "ES256 EdDSA RS256".into(),
+        };
+        let nonces = tokengate::binding::nonce::NonceKey::new(&[1u8; 32]);
+        let origin = url::Url::parse("https://api.example/").ok();
+        let want = tokengate::binding::dpop::Expected {
+            method: "GET",
+            path: "/orders",
+            origin: origin.as_ref(),
+            token_hash: &[0u8; 32],
+        };
+        // Random bytes as segments; a JSON header with a random-looking `jwk`; any text.
+        let typed = serde_json::json!({"typ": "dpop+jwt", "alg": "ES256",
+            "jwk": {"kty": "EC", "crv": "P-256", "x": URL_SAFE_NO_PAD.encode(&jwk_x), "y": URL_SAFE_NO_PAD.encode(&jwk_x)}});
+        for proof in [
+            format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(&header), URL_SAFE_NO_PAD.encode(&claims), URL_SAFE_NO_PAD.encode(&sig)),
+            format!("{}.{}.{}", URL_SAFE_NO_PAD.encode(typed.to_string()), URL_SAFE_NO_PAD.encode(&claims), URL_SAFE_NO_PAD.encode(&sig)),
+            raw.clone(),
+        ] {
+            let headers = vec![("dpop".to_string(), proof)];
+            let r = tokengate::binding::dpop::check(headers.as_slice(), 8192, &cfg, 30, &nonces, &want, 1_800_000_000);
+            prop_assert!(r.is_err());
+        }
+    }
+
+    #[test]
+    fn arbitrary_client_cert_headers_do_not_panic(value in "\\PC{0,300}", quoted in "[a-zA-Z=;,\\\\\" %0-9]{0,120}") {
+        for v in [value.clone(), quoted.clone(), format!("Hash={quoted}"), format!("Cert=\"{quoted}\"")] {
+            let headers = vec![("x-forwarded-client-cert".to_string(), v)];
+            let peer = tokengate::request::Peer::default();
+            let _ = tokengate::binding::mtls::certificate_digest(&peer, headers.as_slice(), true);
+        }
+        let peer = tokengate::request::Peer { certificate: Some(&value), ..Default::default() };
+        let none: Vec<(String, String)> = Vec::new();
+        prop_assert!(tokengate::binding::mtls::certificate_digest(&peer, none.as_slice(), false).is_none() || value.contains("CERTIFICATE"));
     }
 }

@@ -115,9 +115,10 @@ pub fn check<H: Headers + ?Sized>(
     if PRIVATE_MEMBERS.iter().any(|m| jwk.contains_key(*m)) {
         return Err(INVALID);
     }
+    // Unpadded: `parse_jwk` decodes the members as canonical base64url, padding or not.
     let strict = |m: &&str| match jwk.get(*m) {
         None => true,
-        Some(Value::String(s)) => URL_SAFE_NO_PAD.decode(s).is_ok(),
+        Some(Value::String(s)) => !s.contains('='),
         Some(_) => false,
     };
     if !KEY_MEMBERS.iter().all(strict) {

@@ -7,7 +7,7 @@
 //!   `iat` check refuses the proof anyway. Entries sit in buckets by expiry (a sixteenth
 //!   of the window wide); a whole bucket is dropped once it has expired, so expiry costs
 //!   nothing per entry and a lookup probes at most about sixteen sets per window in use.
-//! - **Memory.** At most [`MAX_ENTRIES`] entries in all (about 30 MiB at the cap: 16 bytes,
+//! - **Memory.** At most [`MAX_ENTRIES`] entries in all (30-40 MiB at the cap: 16 bytes,
 //!   a control byte and the hash table's slack per entry). Only proofs that passed every
 //!   other check (signature by the key the token is bound to, `htm`, `htu`, `iat`, `ath`,
 //!   nonce) are recorded, so filling it takes a valid token and its private key. When it

@@ -87,7 +87,7 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         // An array or a scalar is not a JOSE header (serde would read an array as a struct).
         return Err(DenyReason::Malformed);
     }
-    let header: ClaimSet<'_> =
+    let mut header: ClaimSet<'_> =
         serde_json::from_slice(&header_bytes).map_err(|_| DenyReason::Malformed)?;
     if HEADER_MEMBERS
         .iter()
@@ -109,9 +109,13 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     }
     let kid = optional_string(header.get("kid"))?;
     let typ = optional_string(header.get("typ"))?;
-    let jwk = match header.get("jwk") {
-        Some(ClaimValue::Other(v @ Value::Object(_))) => Some(v.clone()),
-        _ => None,
+    // Moved out of the header (at most one `jwk` member, checked above), not copied.
+    let jwk = match header.members.iter().position(|(k, _)| k == "jwk") {
+        Some(i) => match header.members.swap_remove(i).1 {
+            ClaimValue::Other(v @ Value::Object(_)) => Some(v),
+            _ => None,
+        },
+        None => None,
     };
     if header.get("crit").is_some_and(|c| *c != ClaimValue::Null) {
         // RFC 7515 §4.1.11: a recipient MUST reject a `crit` it does not understand;
