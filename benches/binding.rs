@@ -30,7 +30,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{BatchSize, Criterion};
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{app_of, criterion_dir, decide, fixtures, median};
+use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
 use tokengate::alg::{Alg, Crv};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
@@ -65,10 +65,7 @@ fn main() {
     let mut c = Criterion::default()
         .output_directory(&dir)
         .configure_from_args();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = runtime();
     let key = proof_key();
     let bound = mint(Some(&key.jkt));
     let bearer = mint(None);
@@ -80,14 +77,7 @@ fn main() {
 
     let mut g = c.benchmark_group("dpop");
     // The raw checks, on keys parsed once.
-    let jwks =
-        std::fs::read(fixtures().join("jwks.json")).unwrap_or_else(|e| panic!("jwks.json: {e}"));
-    let rsa = parse_set(&jwks, true)
-        .unwrap_or_else(|e| panic!("jwks.json: {e}"))
-        .keys
-        .into_iter()
-        .find(|k| k.id == "rsa-1")
-        .unwrap_or_else(|| panic!("no rsa-1"));
+    let rsa = rsa_1();
     let (input, sig) = signed_parts(&bound);
     assert!(rsa.material.verify(Alg::RS256, input.as_bytes(), &sig));
     g.bench_function("raw_token_verify", |b| {
@@ -108,14 +98,7 @@ fn main() {
 
     // The same check as a verifier without a key cache does it: the point parsed from the
     // proof's bytes, then the signature.
-    let point = {
-        let mut p = vec![4u8];
-        for m in ["x", "y"] {
-            let coord = key.jwk[m].as_str().unwrap_or_default();
-            p.extend(URL_SAFE_NO_PAD.decode(coord).unwrap_or_default());
-        }
-        p
-    };
+    let point = point_of(&key);
     g.bench_function("raw_proof_verify_unparsed", |b| {
         b.iter(|| {
             signature::UnparsedPublicKey::new(
@@ -193,24 +176,14 @@ fn count(spec: &str) {
         .unwrap_or_else(|| {
             panic!("TG_BENCH_COUNT=<gen|raw|token|bearer|cached|uncached>:<n>, not {spec}")
         });
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = runtime();
     let key = proof_key();
     let bound = mint(Some(&key.jkt));
     let proofs: Vec<String> = (0..n).map(|i| proof(&key, &bound, i)).collect();
     match case {
         "gen" => {}
         "token" => {
-            let jwks = std::fs::read(fixtures().join("jwks.json"))
-                .unwrap_or_else(|e| panic!("jwks.json: {e}"));
-            let rsa = parse_set(&jwks, true)
-                .unwrap_or_else(|e| panic!("jwks.json: {e}"))
-                .keys
-                .into_iter()
-                .find(|k| k.id == "rsa-1")
-                .unwrap_or_else(|| panic!("no rsa-1"));
+            let rsa = rsa_1();
             for _ in 0..n {
                 let (input, sig) = signed_parts(&bound);
                 assert!(black_box(rsa.material.verify(
@@ -230,11 +203,7 @@ fn count(spec: &str) {
         "raw" => {
             for p in &proofs {
                 let (input, sig) = signed_parts(p);
-                let mut point = vec![4u8];
-                for m in ["x", "y"] {
-                    let coord = key.jwk[m].as_str().unwrap_or_default();
-                    point.extend(URL_SAFE_NO_PAD.decode(coord).unwrap_or_default());
-                }
+                let point = point_of(&key);
                 let ok =
                     signature::UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, &point)
                         .verify(input.as_bytes(), &sig)
@@ -356,6 +325,28 @@ fn mint(jkt: Option<&str>) -> String {
     let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256)
         .unwrap_or_else(|e| panic!("signing: {e}"));
     format!("{input}.{sig}")
+}
+
+/// The fixture key `rsa-1`, parsed from `jwks.json`.
+fn rsa_1() -> tokengate::keys::LoadedKey {
+    let jwks =
+        std::fs::read(fixtures().join("jwks.json")).unwrap_or_else(|e| panic!("jwks.json: {e}"));
+    parse_set(&jwks, true)
+        .unwrap_or_else(|e| panic!("jwks.json: {e}"))
+        .keys
+        .into_iter()
+        .find(|k| k.id == "rsa-1")
+        .unwrap_or_else(|| panic!("no rsa-1"))
+}
+
+/// The proof key's public point, uncompressed (`04 ‖ x ‖ y`), as a proof carries it.
+fn point_of(key: &ProofKey) -> Vec<u8> {
+    let mut p = vec![4u8];
+    for m in ["x", "y"] {
+        let coord = key.jwk[m].as_str().unwrap_or_default();
+        p.extend(URL_SAFE_NO_PAD.decode(coord).unwrap_or_default());
+    }
+    p
 }
 
 /// A compact JWS's signing input and decoded signature.

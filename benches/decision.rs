@@ -47,7 +47,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{app_of, criterion_dir, decide, fixtures, median};
+use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::decision::{AllowReason, Decision, DenyReason};
@@ -287,13 +287,6 @@ fn bench_malformed(c: &mut Criterion) {
 }
 
 // ---------------------------------------------------------------- the decision path
-
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
-}
 
 /// An app with one issuer whose keys are the JWKS file `jwks`, loaded before it returns.
 fn app(jwks: &Path, cache_entries: u64, rt: &tokio::runtime::Runtime) -> Arc<App> {

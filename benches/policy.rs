@@ -39,7 +39,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{app_of, criterion_dir, decide, fixtures, median};
+use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::config::Config;
@@ -81,10 +81,7 @@ fn main() {
     let mut c = Criterion::default()
         .output_directory(&dir)
         .configure_from_args();
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = runtime();
     let token = mint();
     let plain = request(&token, None);
 
@@ -237,10 +234,7 @@ fn start_telemetry() -> (Telemetry, tokio::runtime::Runtime) {
 /// route with three; prints the medians of the per-decision times and of the per-round
 /// differences.
 fn interleaved(rounds: usize) {
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = runtime();
     let (without, with) = (app(1000, false, &rt), app(1000, true, &rt));
     let headers = request(&mint(), None);
     let view = view(&headers);
@@ -302,10 +296,7 @@ fn count(spec: &str) {
         other => panic!("unknown case {other}"),
     };
     let _on = on.then(start_telemetry);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = runtime();
     let app = app(cache, rules, &rt);
     let headers = request(&mint(), None);
     let view = view(&headers);
@@ -322,10 +313,7 @@ fn tracing_ab(on: bool, started: SystemTime) {
         .output_directory(&dir)
         .configure_from_args();
     let _on = on.then(start_telemetry);
-    let rt = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .unwrap_or_else(|e| panic!("tokio runtime: {e}"));
+    let rt = runtime();
     let app = app(0, false, &rt);
     let headers = request(&mint(), None);
     let view = view(&headers);

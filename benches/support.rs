@@ -15,6 +15,14 @@ use tokengate::config::Config;
 use tokengate::metrics::{Listener, Metrics};
 use tokengate::token::extract::Headers;
 
+/// A current-thread runtime with every driver on (the benches poll decisions in place).
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap_or_else(|e| panic!("tokio runtime: {e}"))
+}
+
 /// The app of config `cfg` (JSON) on `rt`, its clock fixed at `now`, with every key
 /// source loaded before it returns.
 pub fn app_of(cfg: &Value, now: i64, rt: &tokio::runtime::Runtime) -> Arc<App> {

@@ -66,13 +66,14 @@ type Store = quick_cache::sync::Cache<[u8; 32], Arc<Entry>, Weigh, DigestHash>;
 #[derive(Debug, Clone, Copy)]
 struct Weigh;
 
-/// Hashes a SHA-256 key by its bytes 8..16.
+/// Hashes a key that is a SHA-256 digest (or a prefix of one, at least 16 bytes) by its
+/// bytes 8..16: already uniformly distributed, and not chosen by a client.
 #[derive(Debug, Clone, Copy, Default)]
-struct DigestHash;
+pub(crate) struct DigestHash;
 
 /// The hasher of [`DigestHash`].
 #[derive(Debug, Default)]
-struct DigestHasher(u64);
+pub(crate) struct DigestHasher(u64);
 
 // === impl TokenCache ===
 

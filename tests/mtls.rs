@@ -105,6 +105,28 @@ fn binding_denials(tg: &Tokengate, listener: &str) -> f64 {
     )
 }
 
+/// Through the Envoy TLS front on `port`, a request with `auth` (a token bound to
+/// client-a) reaches the app with client-a's certificate, and only then: client-b's
+/// certificate and none are refused `binding_mismatch`. The app gets the one XFCC element
+/// Envoy set.
+fn assert_only_client_a_passes(port: u16, pki: &Pki, auth: &[(&str, &str)]) {
+    let (status, _, body) =
+        mtls::tls_request(port, pki, Some("client-a"), "GET", "/orders/1", auth);
+    assert_eq!(status, 200, "client-a's certificate: {body}");
+    let e = echo(&body);
+    assert_eq!(e["path"], "/orders/1");
+    assert_eq!(
+        header_values(&e, XFCC),
+        [pki.xfcc_element("client-a")],
+        "the app gets the one element Envoy set"
+    );
+    let (status, headers, body) =
+        mtls::tls_request(port, pki, Some("client-b"), "GET", "/orders/1", auth);
+    assert_binding_mismatch("client-b's certificate", status, &headers, &body);
+    let (status, headers, body) = mtls::tls_request(port, pki, None, "GET", "/orders/1", auth);
+    assert_binding_mismatch("no certificate", status, &headers, &body);
+}
+
 /// Over `authz_grpc` behind the shipped gRPC bootstrap with a TLS listener that asks for
 /// (but does not require) a client certificate: Envoy hands tokengate the certificate it
 /// verified (`include_peer_certificate`), so a token bound to client-a reaches the app
@@ -130,22 +152,7 @@ fn grpc_check_binds_a_token_to_the_peer_certificate() {
     let bound = bearer(&pki, Some("client-a"));
     let auth = [("authorization", bound.as_str())];
 
-    let (status, _, body) =
-        mtls::tls_request(port, &pki, Some("client-a"), "GET", "/orders/1", &auth);
-    assert_eq!(status, 200, "client-a's certificate: {body}");
-    let e = echo(&body);
-    assert_eq!(e["path"], "/orders/1");
-    assert_eq!(
-        header_values(&e, XFCC),
-        [pki.xfcc_element("client-a")],
-        "the app gets the one element Envoy set"
-    );
-
-    let (status, headers, body) =
-        mtls::tls_request(port, &pki, Some("client-b"), "GET", "/orders/1", &auth);
-    assert_binding_mismatch("client-b's certificate", status, &headers, &body);
-    let (status, headers, body) = mtls::tls_request(port, &pki, None, "GET", "/orders/1", &auth);
-    assert_binding_mismatch("no certificate", status, &headers, &body);
+    assert_only_client_a_passes(port, &pki, &auth);
 
     // Binding applies to bound tokens only.
     let unbound = bearer(&pki, None);
@@ -198,22 +205,7 @@ fn xfcc_set_by_envoy_binds_a_token_to_the_client_certificate() {
     let forged_element = pki.xfcc_element("client-a");
 
     let auth = [("authorization", bound.as_str())];
-    let (status, _, body) =
-        mtls::tls_request(port, &pki, Some("client-a"), "GET", "/orders/1", &auth);
-    assert_eq!(status, 200, "client-a's certificate: {body}");
-    let e = echo(&body);
-    assert_eq!(e["path"], "/orders/1");
-    assert_eq!(
-        header_values(&e, XFCC),
-        [pki.xfcc_element("client-a")],
-        "the app gets the one element Envoy set"
-    );
-
-    let (status, headers, body) =
-        mtls::tls_request(port, &pki, Some("client-b"), "GET", "/orders/1", &auth);
-    assert_binding_mismatch("client-b's certificate", status, &headers, &body);
-    let (status, headers, body) = mtls::tls_request(port, &pki, None, "GET", "/orders/1", &auth);
-    assert_binding_mismatch("no certificate", status, &headers, &body);
+    assert_only_client_a_passes(port, &pki, &auth);
 
     // A forged header naming client-a's certificate.
     let with_hash = [

@@ -20,6 +20,8 @@ use std::collections::{HashSet, VecDeque};
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+use crate::cache::DigestHash;
+
 /// Most entries the cache holds.
 pub const MAX_ENTRIES: usize = 1_000_000;
 
@@ -61,15 +63,8 @@ struct Shard {
 struct Bucket {
     /// Unix second from which every key in it has expired.
     end: i64,
-    keys: HashSet<ReplayKey, KeyHash>,
+    keys: HashSet<ReplayKey, DigestHash>,
 }
-
-/// Hashes a [`ReplayKey`] (already a uniformly distributed digest) by its bytes 8..16.
-#[derive(Debug, Clone, Copy, Default)]
-struct KeyHash;
-
-#[derive(Debug, Default)]
-struct KeyHasher(u64);
 
 // === impl ReplayCache ===
 
@@ -117,7 +112,7 @@ impl ReplayCache {
                     at,
                     Bucket {
                         end,
-                        keys: HashSet::with_hasher(KeyHash),
+                        keys: HashSet::with_hasher(DigestHash),
                     },
                 );
                 at
@@ -153,33 +148,6 @@ impl Shard {
             }
         }
         dropped
-    }
-}
-
-// === impl KeyHash ===
-
-impl std::hash::BuildHasher for KeyHash {
-    type Hasher = KeyHasher;
-
-    fn build_hasher(&self) -> KeyHasher {
-        KeyHasher(0)
-    }
-}
-
-impl std::hash::Hasher for KeyHasher {
-    fn finish(&self) -> u64 {
-        self.0
-    }
-
-    fn write(&mut self, bytes: &[u8]) {
-        // The array's own bytes (its length prefix is a separate, 8-byte write).
-        if bytes.len() == 16
-            && let Some(b) = bytes.get(8..16)
-        {
-            let mut w = [0u8; 8];
-            w.copy_from_slice(b);
-            self.0 = u64::from_le_bytes(w);
-        }
     }
 }
 
