@@ -20,7 +20,7 @@ use crate::claims::{self, Principal};
 use crate::clock::Clock;
 use crate::config::{Config, Mode};
 use crate::decision::{
-    AllowReason, Allowed, Claims, Decision, Denial, DenyReason, SHADOW_DENY_HEADER,
+    AllowReason, Allowed, Claims, Decision, Denial, DenyReason, DpopChallenge, SHADOW_DENY_HEADER,
 };
 use crate::issuer::{Issuer, Issuers};
 use crate::keys::{Key, KeyRing, MatchKind};
@@ -539,7 +539,10 @@ impl Authorizer {
                         .issuer
                         .and_then(|i| policy.issuers.get(i))
                         .map_or(&policy.dpop_algs, |i| &i.config.dpop.algs);
-                    *d = std::mem::replace(d, Denial::new(d.reason)).with_dpop(algs, None);
+                    d.dpop = Some(Box::new(DpopChallenge {
+                        algs: algs.clone(),
+                        nonce: None,
+                    }));
                 }
                 judged
             }
