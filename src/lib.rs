@@ -47,6 +47,7 @@ pub mod cmd;
 pub mod config;
 pub mod decision;
 pub mod issuer;
+pub mod jwe;
 pub mod keys;
 pub mod metrics;
 pub mod request;

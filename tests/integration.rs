@@ -71,3 +71,7 @@ mod mtls;
 /// DPoP (RFC 9449): proofs made by jwcrypto, one refusal per check, nonces shared by a
 /// fleet, the proxy listener, a flood of 100,000 proofs against the replay cache.
 mod dpop;
+
+/// The JWE decryptor (SPEC §10): RFC 7520 §5 examples, jwcrypto tokens for every
+/// algorithm × method pair, hostile JWEs (no padding oracle, invalid curves, refusals).
+mod jwe;
