@@ -1407,13 +1407,14 @@ fn secrets_never_reach_logs_errors_or_the_inventory() {
 #[test]
 fn fuzz_seeds_replay_through_the_fuzz_checks() {
     type Check = fn(&[u8]);
-    let targets: [(&str, Check); 6] = [
+    let targets: [(&str, Check); 7] = [
         ("jws_parse", fuzz_checks::jws_parse),
         ("authorize", fuzz_checks::authorize),
         ("jwks_parse", fuzz_checks::jwks_parse),
         ("keystore_load", fuzz_checks::keystore_load),
         ("config_parse", fuzz_checks::config_parse),
         ("pem_parse", fuzz_checks::pem_parse),
+        ("jwe_decrypt", fuzz_checks::jwe_decrypt),
     ];
     let root = Path::new(env!("CARGO_MANIFEST_DIR")).join("fuzz/seeds");
     let mut replayed = 0;
@@ -1456,6 +1457,25 @@ fn fuzz_seeds_reach_the_interesting_paths() {
         set.keys.len(),
         set.skipped
     );
+    // The JWE seeds decrypt with the target's keys (the decryption path is reached).
+    for (seed, key) in [
+        ("dir_a128gcm", fuzz_checks::JWE_SECRETS[0]),
+        ("dir_a256cbc-hs512", fuzz_checks::JWE_SECRETS[2]),
+        ("a256kw_a128cbc-hs256", fuzz_checks::JWE_SECRETS[1]),
+    ] {
+        let token = String::from_utf8(read(&format!("jwe_decrypt/{seed}"))).unwrap_or_default();
+        let jwe = tokengate::jwe::parse(
+            &token,
+            &tokengate::jwe::KeyAlg::ALL,
+            &tokengate::jwe::Enc::ALL,
+        )
+        .unwrap_or_else(|e| panic!("{seed}: {e:?}"));
+        assert!(
+            jwe.decrypt(&tokengate::jwe::DecryptionKey::secret(key))
+                .is_ok(),
+            "{seed}"
+        );
+    }
     // The authorize target reaches both sides of its oracle.
     for (seed, allowed) in [
         ("good", true),

@@ -13,7 +13,9 @@
 //! - [`keystore_load`]: the PKCS#12 keystore source (`keys::keystore::KeystoreSource`);
 //! - [`config_parse`]: the config loader (`config::Config::parse`), then the app built
 //!   from every config it accepts (when that reads no file);
-//! - [`pem_parse`]: the `pem_file` source (`keys::files::parse_pem`).
+//! - [`pem_parse`]: the `pem_file` source (`keys::files::parse_pem`);
+//! - [`jwe_decrypt`]: the compact-JWE parser and decryptor (`jwe::parse`, `Jwe::decrypt`)
+//!   with fixed symmetric and EC keys.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -436,6 +438,56 @@ pub fn pem_parse(data: &[u8]) {
     match tokengate::keys::files::parse_pem(data, "pem-1") {
         Ok(key) => assert_eq!(key.id, "pem-1"),
         Err(e) => assert!(!e.to_string().is_empty()),
+    }
+}
+
+// === jwe_decrypt ===
+
+/// The `jwe_decrypt` target's symmetric keys: `dir` for the three key sizes, and the
+/// `A128KW`/`A256KW` keys (the 16- and 32-byte ones).
+pub const JWE_SECRETS: [&[u8]; 3] = [&[0x11; 16], &[0x22; 32], &[0x33; 64]];
+/// The `jwe_decrypt` target's P-256 private key (`d`, 32 bytes big-endian).
+pub const JWE_EC_D: [u8; 32] = [
+    0x4c, 0x1d, 0x8a, 0x3e, 0x5f, 0x77, 0x02, 0x9b, 0x6a, 0x31, 0xc4, 0x0e, 0x99, 0x12, 0x7d, 0x58,
+    0x20, 0xe6, 0x4b, 0x83, 0x1f, 0xa9, 0x6c, 0x05, 0x3d, 0x72, 0xbe, 0x44, 0x91, 0x0a, 0x67, 0x2f,
+];
+
+/// The compact-JWE parser, then decryption with every fixed key.
+///
+/// Holds for every input: `parse` fails only with `malformed` or `bad_alg`; an accepted
+/// JWE has five segments and an `alg`/`enc` from the allowlists given (an empty one
+/// accepts nothing); decryption never panics, and a plaintext comes only from a key that
+/// fits the header's algorithm and method.
+pub fn jwe_decrypt(data: &[u8]) {
+    use tokengate::jwe::{self, DecryptionKey, Enc, KeyAlg};
+    let token = String::from_utf8_lossy(data);
+    assert!(jwe::parse(&token, &[], &Enc::ALL).is_err());
+    assert!(jwe::parse(&token, &KeyAlg::ALL, &[]).is_err());
+    let parsed = match jwe::parse(&token, &KeyAlg::ALL, &Enc::ALL) {
+        Ok(j) => j,
+        Err(DenyReason::Malformed | DenyReason::BadAlg) => return,
+        Err(other) => panic!("parse refused {token:?} with {other:?}"),
+    };
+    assert_eq!(token.split('.').count(), 5, "accepted {token:?}");
+    let mut keys: Vec<DecryptionKey> = JWE_SECRETS
+        .iter()
+        .map(|s| DecryptionKey::secret(s))
+        .collect();
+    let ec = serde_json::json!({
+        "kty": "EC", "crv": "P-256", "d": URL_SAFE_NO_PAD.encode(JWE_EC_D),
+    });
+    if let Ok(k) = DecryptionKey::from_jwk(&ec) {
+        keys.push(k);
+    }
+    for key in &keys {
+        let fits = key.fits(parsed.alg, parsed.enc);
+        if parsed.decrypt(key).is_ok() {
+            assert!(
+                fits,
+                "{:?}/{:?} decrypted with a key that does not fit",
+                parsed.alg, parsed.enc
+            );
+        }
     }
 }
 
