@@ -88,6 +88,30 @@ have_jwcrypto || deploy_pip "jwcrypto==${JWCRYPTO_VERSION}"
 python3 -c 'import jwcrypto' 2>/dev/null || { echo "install-test-deps: jwcrypto (for the DPoP tests) is still missing" >&2; exit 1; }
 # ----------------------------------------------------------------------------------------
 
+# --- JWE tests (tests/jwe.rs) ---------------------------------------------------------
+# Encrypted tokens are made at test time by two independent implementations: jwcrypto
+# (above) and Node's `jose` (pinned; the 5.x line runs on Debian 12's Node 18), installed
+# into target/test-node where tests/jwe.rs finds it. A missing one makes those tests fail.
+JOSE_VERSION=5.10.0
+repo=$(cd "$(dirname "$0")/.." && pwd)
+node_dir="$repo/target/test-node"
+if ! have node || ! have npm; then
+  echo "install-test-deps: apt-get install nodejs npm"
+  export DEBIAN_FRONTEND=noninteractive
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends nodejs npm >/dev/null
+fi
+have_jose() {
+  [ "$(node -p "require('$node_dir/node_modules/jose/package.json').version" 2>/dev/null)" = "$JOSE_VERSION" ]
+}
+if ! have_jose; then
+  echo "install-test-deps: npm install jose@${JOSE_VERSION} (into target/test-node)"
+  mkdir -p "$node_dir"
+  npm install --prefix "$node_dir" --no-audit --no-fund --silent "jose@${JOSE_VERSION}" >/dev/null
+fi
+have_jose || { echo "install-test-deps: Node's jose (for the JWE tests) is still missing" >&2; exit 1; }
+# ----------------------------------------------------------------------------------------
+
 # --- Observability tests (tests/observability.rs) --------------------------------------
 # A real Prometheus scrapes tokengate and evaluates dashboards/tokengate.json and
 # deploy/prometheus/tokengate-rules.yaml; promtool checks and unit-tests the rules.

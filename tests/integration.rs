@@ -72,6 +72,6 @@ mod mtls;
 /// fleet, the proxy listener, a flood of 100,000 proofs against the replay cache.
 mod dpop;
 
-/// The JWE decryptor (SPEC §10): RFC 7520 §5 examples, jwcrypto tokens for every
+/// The JWE decryptor (SPEC §10): RFC 7520 §5 examples, jwcrypto and Node jose tokens for every
 /// algorithm × method pair, hostile JWEs (no padding oracle, invalid curves, refusals).
 mod jwe;

@@ -1,5 +1,5 @@
 //! The JWE decryptor (SPEC §10, `tokengate::jwe`) on its own: the RFC 7520 §5 examples,
-//! tokens jwcrypto makes for every algorithm × method pair, and hostile JWEs — each
+//! tokens jwcrypto and Node's `jose` make for every algorithm × method pair, and hostile JWEs — each
 //! altered part, bad CBC padding under a valid tag (indistinguishable from a bad tag), a
 //! `dir` key of the wrong size, an `epk` off its curve, refused algorithms and headers.
 //! (Decryption keys from key sources, nested tokens and sessions are not wired yet:
@@ -87,19 +87,42 @@ fn rfc7520_examples_decrypt_to_the_published_plaintexts() {
     assert!(decrypted >= 5, "only {decrypted} examples decrypted");
 }
 
-/// What `tests/support/jwe_mint.py` made: fresh keys and a token per pair.
-fn minted() -> Value {
-    let script = fixtures().join("../support/jwe_mint.py");
-    let out = Command::new("python3")
-        .arg(&script)
-        .output()
-        .expect("python3 (run scripts/install-test-deps.sh)");
+/// Which independent implementation makes the tokens.
+#[derive(Debug, Clone, Copy)]
+enum Maker {
+    /// Python's jwcrypto (`tests/support/jwe_mint.py`).
+    Jwcrypto,
+    /// Node's `jose` (`tests/support/jwe_mint_jose.js`, from `target/test-node`).
+    Jose,
+}
+
+/// What a [`Maker`] made: fresh keys and a token per pair.
+fn minted_by(maker: Maker) -> Value {
+    let support = fixtures().join("../support");
+    let out = match maker {
+        Maker::Jwcrypto => Command::new("python3")
+            .arg(support.join("jwe_mint.py"))
+            .output(),
+        Maker::Jose => Command::new("node")
+            .arg(support.join("jwe_mint_jose.js"))
+            .env(
+                "NODE_PATH",
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+                    .join("target/test-node/node_modules"),
+            )
+            .output(),
+    }
+    .unwrap_or_else(|e| panic!("{maker:?}: {e} (run scripts/install-test-deps.sh)"));
     assert!(
         out.status.success(),
-        "jwe_mint.py: {}",
+        "{maker:?}: {} (run scripts/install-test-deps.sh)",
         String::from_utf8_lossy(&out.stderr)
     );
-    serde_json::from_slice(&out.stdout).expect("jwe_mint.py JSON")
+    serde_json::from_slice(&out.stdout).expect("minted JSON")
+}
+
+fn minted() -> Value {
+    minted_by(Maker::Jwcrypto)
 }
 
 fn minted_key(doc: &Value, name: &str) -> DecryptionKey {
@@ -109,37 +132,40 @@ fn minted_key(doc: &Value, name: &str) -> DecryptionKey {
     DecryptionKey::from_jwk(&doc["keys"][name]).expect("a minted key")
 }
 
-/// jwcrypto's tokens for every alg × enc pair decrypt to their plaintexts, and with
-/// another key of the same kind they do not.
+/// Tokens of both independent implementations, jwcrypto and Node's `jose`, for every
+/// alg × enc pair decrypt to their plaintexts, and with another key of the same kind
+/// they do not.
 #[test]
-fn jwcrypto_tokens_decrypt_for_every_algorithm_and_method() {
-    let doc = minted();
-    let tokens = doc["tokens"].as_array().expect("tokens");
-    assert_eq!(
-        tokens.len(),
-        44,
-        "8 algorithms x 4 methods, ECDH on two curves"
-    );
-    let other = minted();
-    for t in tokens {
-        let (alg, enc, name) = (
-            t["alg"].as_str().unwrap_or("?"),
-            t["enc"].as_str().unwrap_or("?"),
-            t["key"].as_str().unwrap_or("?"),
-        );
-        let token = t["token"].as_str().expect("token");
-        let got = decrypt(token, &minted_key(&doc, name))
-            .unwrap_or_else(|e| panic!("{alg} {enc} {name}: {e}"));
+fn tokens_of_two_implementations_decrypt_for_every_algorithm_and_method() {
+    for maker in [Maker::Jwcrypto, Maker::Jose] {
+        let doc = minted_by(maker);
+        let tokens = doc["tokens"].as_array().expect("tokens");
         assert_eq!(
-            String::from_utf8_lossy(&got),
-            t["plaintext"].as_str().unwrap_or_default(),
-            "{alg} {enc} {name}"
+            tokens.len(),
+            44,
+            "{maker:?}: 8 algorithms x 4 methods, ECDH on two curves"
         );
-        assert_eq!(
-            decrypt(token, &minted_key(&other, name)),
-            Err(format!("{Undecryptable:?}")),
-            "{alg} {enc} {name} with another key"
-        );
+        let other = minted_by(maker);
+        for t in tokens {
+            let (alg, enc, name) = (
+                t["alg"].as_str().unwrap_or("?"),
+                t["enc"].as_str().unwrap_or("?"),
+                t["key"].as_str().unwrap_or("?"),
+            );
+            let token = t["token"].as_str().expect("token");
+            let got = decrypt(token, &minted_key(&doc, name))
+                .unwrap_or_else(|e| panic!("{maker:?} {alg} {enc} {name}: {e}"));
+            assert_eq!(
+                String::from_utf8_lossy(&got),
+                t["plaintext"].as_str().unwrap_or_default(),
+                "{maker:?} {alg} {enc} {name}"
+            );
+            assert_eq!(
+                decrypt(token, &minted_key(&other, name)),
+                Err(format!("{Undecryptable:?}")),
+                "{maker:?} {alg} {enc} {name} with another key"
+            );
+        }
     }
 }
 
