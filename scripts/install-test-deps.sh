@@ -92,6 +92,11 @@ python3 -c 'import jwcrypto' 2>/dev/null || { echo "install-test-deps: jwcrypto 
 # Encrypted tokens are made at test time by two independent implementations: jwcrypto
 # (above) and Node's `jose` (pinned; the 5.x line runs on Debian 12's Node 18), installed
 # into target/test-node where tests/jwe.rs finds it. A missing one makes those tests fail.
+# pyasn1 reads a keytool secret key's bytes on its own (tests/support/jwe_for_keys.py).
+PYASN1_VERSION=0.6.3
+python3 -c "import sys, importlib.metadata as m; sys.exit(0 if m.version('pyasn1') == '${PYASN1_VERSION}' else 1)" 2>/dev/null ||
+  deploy_pip "pyasn1==${PYASN1_VERSION}"
+python3 -c 'import pyasn1' 2>/dev/null || { echo "install-test-deps: pyasn1 (for the JWE tests) is still missing" >&2; exit 1; }
 JOSE_VERSION=5.10.0
 repo=$(cd "$(dirname "$0")/.." && pwd)
 node_dir="$repo/target/test-node"

@@ -355,3 +355,144 @@ fn hostile_headers_and_keys_are_refused() {
         Err(DenyReason::BadAlg)
     );
 }
+
+/// Keys made by the real tools decrypt through the key sources tokengate loads them
+/// with: the seed's session keystore (keytool, one HmacSHA512 secret key), a keystore
+/// with RSA and EC private-key entries (keytool), and openssl PKCS #8 PEM files. The secret key's bytes are read by
+/// `tests/support/jwe_for_keys.py` on its own (pyasn1, cryptography), and jwcrypto makes
+/// every token: `dir` + A256CBC-HS512 for the secret, RSA-OAEP-256 and ECDH-ES+A256KW for
+/// the public halves (exported with keytool and openssl).
+#[test]
+fn keytool_and_openssl_keys_decrypt_tokens_of_jwcrypto() {
+    use crate::support::keystore::{keytool_genseckey, sh};
+    use tokengate::config::{PasswordEncoding, PasswordSource};
+    use tokengate::keys::files::FileSource;
+    use tokengate::keys::keystore::KeystoreSource;
+
+    let dir = crate::support::TempDir::new("jwe-keys");
+    let pw = "changeit-jwe";
+    // The seed's secret key in its own keystore (as PingGateway's JWT session keystore);
+    // an RSA and an EC private-key entry in another.
+    keytool_genseckey(&dir, "sessions.p12", "symmetric-key", pw);
+    for (alias, alg) in [
+        ("rsa-key", "-keyalg RSA -keysize 2048"),
+        ("ec-key", "-keyalg EC -groupname secp256r1"),
+    ] {
+        sh(
+            &dir,
+            &format!(
+                "keytool -genkeypair -alias {alias} {alg} -dname CN={alias} -validity 30 \
+                 -keystore keystore.p12 -storetype PKCS12 -storepass {pw}"
+            ),
+        );
+        sh(
+            &dir,
+            &format!(
+                "keytool -exportcert -rfc -alias {alias} -keystore keystore.p12 -storepass {pw} -file {alias}.crt"
+            ),
+        );
+        sh(
+            &dir,
+            &format!("openssl x509 -in {alias}.crt -pubkey -noout -out {alias}.pub"),
+        );
+    }
+    // openssl private keys (PKCS #8) and their public halves.
+    sh(
+        &dir,
+        "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa.pem",
+    );
+    sh(
+        &dir,
+        "openssl genpkey -algorithm EC -pkeyopt ec_paramgen_curve:P-256 -out ec.pem",
+    );
+    for k in ["rsa", "ec"] {
+        sh(
+            &dir,
+            &format!("openssl pkey -in {k}.pem -pubout -out {k}.pub"),
+        );
+    }
+
+    let script = fixtures().join("../support/jwe_for_keys.py");
+    let out = Command::new("python3")
+        .arg(&script)
+        .args([
+            dir.path("sessions.p12").to_string_lossy().as_ref(),
+            pw,
+            "symmetric-key",
+        ])
+        .args(
+            ["rsa-key.pub", "ec-key.pub", "rsa.pub", "ec.pub"]
+                .map(|f| dir.path(f).to_string_lossy().into_owned()),
+        )
+        .output()
+        .expect("python3 (run scripts/install-test-deps.sh)");
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let made: Value = serde_json::from_slice(&out.stdout).expect("JSON");
+    assert_eq!(
+        made["secret_len"], 64,
+        "keytool's HmacSHA512 key is 64 bytes"
+    );
+
+    let env: tokengate::app::EnvLookup =
+        std::sync::Arc::new(move |name: &str| (name == "JWE_KS_PW").then(|| pw.to_string()));
+    let load = |file: &str, aliases: &[&str]| {
+        let mut store = KeystoreSource::new(
+            dir.path(file),
+            PasswordSource::Env("JWE_KS_PW".into()),
+            PasswordEncoding::Plain,
+            aliases.iter().map(|a| a.to_string()).collect(),
+            env.clone(),
+        );
+        store
+            .reload()
+            .expect("the keystore loads")
+            .expect("keys")
+            .keys
+    };
+    let loaded: Vec<_> = load("sessions.p12", &["symmetric-key"])
+        .into_iter()
+        .chain(load("keystore.p12", &["rsa-key", "ec-key"]))
+        .collect();
+    let key = |id: &str| {
+        loaded
+            .iter()
+            .find(|k| k.id == id)
+            .and_then(|k| k.decryption.clone())
+            .unwrap_or_else(|| panic!("{id} has no decryption key"))
+    };
+    let text = |token: &Value, key: &DecryptionKey| {
+        String::from_utf8(decrypt(token.as_str().expect("token"), key).expect("decrypts"))
+            .expect("UTF-8")
+    };
+    assert_eq!(
+        text(&made["secret"], &key("symmetric-key")),
+        r#"{"sub":"Sam Carter"}"#
+    );
+    let public = made["public"].as_array().expect("public tokens");
+    assert!(text(&public[0], &key("rsa-key")).ends_with("rsa-key.pub"));
+    assert!(text(&public[1], &key("ec-key")).ends_with("ec-key.pub"));
+    // A key decrypts only its own tokens.
+    assert!(decrypt(public[0].as_str().unwrap_or_default(), &key("ec-key")).is_err());
+
+    for (file, token) in [("rsa.pem", &public[2]), ("ec.pem", &public[3])] {
+        let mut source = FileSource::private_pem(dir.path(file), file.into());
+        let keys = source.reload().expect("the PEM loads").expect("keys");
+        let k = keys.keys[0].decryption.clone().expect("a decryption key");
+        assert!(
+            text(token, &k).ends_with(&file.replace(".pem", ".pub")),
+            "{file}"
+        );
+        // The thumbprint of its public half is what /keys will show.
+        assert_eq!(keys.keys[0].material.thumbprint().len(), 43);
+    }
+    // A public key in a private-key source is refused, naming what is needed.
+    let mut source = FileSource::private_pem(dir.path("rsa.pub"), "x".into());
+    let err = source
+        .reload()
+        .expect_err("a public key is not a decryption key");
+    assert!(err.to_string().contains("PRIVATE KEY"), "{err}");
+}

@@ -9,6 +9,7 @@ use aws_lc_rs::agreement::{self, PrivateKey, UnparsedPublicKey};
 use aws_lc_rs::cipher::{
     AES_128, AES_256, DecryptionContext, PaddedBlockDecryptingKey, UnboundCipherKey,
 };
+use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::key_wrap::{self, AesKek, KeyWrap as _};
 use aws_lc_rs::rsa::{
@@ -21,6 +22,8 @@ use serde_json::Value;
 use zeroize::Zeroizing;
 
 use super::{Enc, Jwe, KeyAlg};
+use crate::alg::Crv;
+use crate::keys::KeyMaterial;
 
 /// A JWE that does not decrypt with a key, for whatever reason. Deliberately without
 /// detail: see the module docs of [`super`].
@@ -76,6 +79,39 @@ impl DecryptionKey {
         .find_map(|alg| PrivateKey::from_private_key_der(alg, der).ok())
         .map(DecryptionKey::Ec)
         .ok_or(Undecryptable)
+    }
+
+    /// A private key in PKCS #8 DER (a keystore's private-key entry, a `PRIVATE KEY` PEM
+    /// block), RSA or EC (P-256, P-384), with the public key's verifying material (for
+    /// the key's thumbprint and type in `/keys` and the metrics).
+    pub fn from_pkcs8(der: &[u8]) -> Result<(Self, KeyMaterial), String> {
+        if let Ok(key) = PrivateDecryptingKey::from_pkcs8(der) {
+            let spki = key
+                .public_key()
+                .as_der()
+                .map_err(|_| "the RSA public key does not encode".to_string())?;
+            let material = KeyMaterial::from_spki_der(spki.as_ref()).map_err(|e| e.to_string())?;
+            let key = OaepPrivateDecryptingKey::new(key)
+                .map_err(|_| "the RSA key cannot do OAEP".to_string())?;
+            return Ok((DecryptionKey::Rsa(key), material));
+        }
+        for (alg, crv) in [
+            (&agreement::ECDH_P256, Crv::P256),
+            (&agreement::ECDH_P384, Crv::P384),
+        ] {
+            let Ok(key) = PrivateKey::from_private_key_der(alg, der) else {
+                continue;
+            };
+            let public = key
+                .compute_public_key()
+                .map_err(|_| "the EC public key cannot be computed".to_string())?;
+            let point = public.as_ref();
+            let half = (point.len().saturating_sub(1)) / 2;
+            let material = KeyMaterial::ec(crv, &point[1..1 + half], &point[1 + half..])
+                .map_err(|e| e.to_string())?;
+            return Ok((DecryptionKey::Ec(key), material));
+        }
+        Err("not an RSA or EC (P-256, P-384) private key in PKCS #8".into())
     }
 
     /// A private JWK (`oct` with `k`, `EC` with `d`, `OKP` X25519 with `d`). RSA private

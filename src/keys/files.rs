@@ -10,6 +10,7 @@ use aws_lc_rs::digest;
 use x509_parser::pem::Pem;
 
 use super::{KeyMaterial, LoadedKey, SourceError, SourceKeys, SourceKind, jwks};
+use crate::jwe::DecryptionKey;
 
 /// Largest key file read.
 pub const MAX_FILE_BYTES: u64 = 4 << 20;
@@ -26,7 +27,13 @@ pub struct FileSource {
 #[derive(Debug, Clone)]
 enum FileKind {
     Jwks,
-    Pem { kid: String },
+    Pem {
+        kid: String,
+    },
+    /// A private key that decrypts (the `decryption` section, SPEC §10).
+    PrivatePem {
+        kid: String,
+    },
 }
 
 // === impl FileSource ===
@@ -50,11 +57,21 @@ impl FileSource {
         }
     }
 
+    /// A PEM file source holding a private key (PKCS #8, RSA or EC) that decrypts JWEs,
+    /// known as `kid`.
+    pub fn private_pem(path: PathBuf, kid: String) -> Self {
+        Self {
+            path,
+            kind: FileKind::PrivatePem { kid },
+            last_digest: None,
+        }
+    }
+
     /// The source kind.
     pub fn kind(&self) -> SourceKind {
         match self.kind {
             FileKind::Jwks => SourceKind::JwksFile,
-            FileKind::Pem { .. } => SourceKind::Pem,
+            FileKind::Pem { .. } | FileKind::PrivatePem { .. } => SourceKind::Pem,
         }
     }
 
@@ -80,6 +97,7 @@ impl FileSource {
                 set.keys
             }
             FileKind::Pem { kid } => vec![parse_pem(&bytes, kid)?],
+            FileKind::PrivatePem { kid } => vec![parse_private_pem(&bytes, kid)?],
         };
         self.last_digest = Some(sum);
         Ok(Some(SourceKeys {
@@ -118,6 +136,32 @@ pub fn read_limited(path: &Path) -> Result<Vec<u8>, SourceError> {
     Ok(bytes)
 }
 
+/// The first `PRIVATE KEY` (PKCS #8) block of a PEM document, as a decryption key with
+/// its public half's material. Errors never echo the key.
+pub fn parse_private_pem(bytes: &[u8], kid: &str) -> Result<LoadedKey, SourceError> {
+    for pem in Pem::iter_from_buffer(bytes) {
+        let pem = pem.map_err(|_| SourceError::Invalid("not a PEM document".into()))?;
+        if pem.label != "PRIVATE KEY" {
+            continue;
+        }
+        let (key, material) = DecryptionKey::from_pkcs8(&pem.contents)
+            .map_err(|reason| SourceError::Invalid(format!("the private key: {reason}")))?;
+        return Ok(LoadedKey {
+            id: kid.to_string(),
+            material: Arc::new(material),
+            alg: None,
+            foreign_alg: None,
+            for_verification: false,
+            validity: None,
+            active: false,
+            decryption: Some(Arc::new(key)),
+        });
+    }
+    Err(SourceError::Invalid(
+        "no PRIVATE KEY (PKCS #8) block in the PEM document (convert with `openssl pkcs8 -topk8 -nocrypt`)".into(),
+    ))
+}
+
 /// The first public key or certificate in a PEM document.
 pub fn parse_pem(bytes: &[u8], kid: &str) -> Result<LoadedKey, SourceError> {
     for pem in Pem::iter_from_buffer(bytes) {
@@ -145,6 +189,7 @@ pub fn parse_pem(bytes: &[u8], kid: &str) -> Result<LoadedKey, SourceError> {
             for_verification: true,
             validity,
             active: false,
+            decryption: None,
         });
     }
     Err(SourceError::Invalid(

@@ -12,6 +12,7 @@ use serde_json::{Map, Value};
 
 use super::{KeyMaterial, LoadedKey};
 use crate::alg::{Alg, Crv};
+use crate::jwe::DecryptionKey;
 
 /// Most keys a JWK set may hold; a larger set is refused whole.
 pub const MAX_KEYS: usize = 1000;
@@ -123,6 +124,14 @@ pub fn parse_jwk(jwk: &Value, allow_oct: bool) -> Result<LoadedKey, String> {
             .as_ref()
             .is_none_or(|ops| ops.iter().any(|o| o == "verify"));
     let id = kid.map_or_else(|| material.thumbprint().to_string(), str::to_string);
+    // A private or secret JWK decrypts too, from local files only (`allow_oct`): a key
+    // a remote JWKS would publish with its private part is never taken.
+    let private = ["d", "k"].iter().any(|m| obj.contains_key(*m));
+    // (RSA private JWKs are not read for decryption: RSA keys come from PEM files and
+    // keystores.)
+    let decryption = (allow_oct && private)
+        .then(|| DecryptionKey::from_jwk(jwk).ok().map(Arc::new))
+        .flatten();
     Ok(LoadedKey {
         id,
         material: Arc::new(material),
@@ -131,6 +140,7 @@ pub fn parse_jwk(jwk: &Value, allow_oct: bool) -> Result<LoadedKey, String> {
         for_verification,
         validity: None,
         active: false,
+        decryption,
     })
 }
 

@@ -21,7 +21,9 @@ use base64::alphabet;
 use base64::engine::{DecodePaddingMode, GeneralPurpose, GeneralPurposeConfig};
 use p12_keystore::error::Error as P12Error;
 use p12_keystore::secret::{Secret, SecretKeyType};
-use p12_keystore::{Certificate, Pkcs12Archive};
+use p12_keystore::{Certificate, Pkcs12Archive, PrivateKey};
+
+use crate::jwe::DecryptionKey;
 
 use super::files::read_limited;
 use super::{KeyMaterial, LoadedKey, SourceError, SourceKeys, SourceKind, Validity};
@@ -171,6 +173,7 @@ impl KeystoreSource {
                     self.path.display()
                 ))
             })?;
+            let decryption = entry_decryption(entry).map(Arc::new);
             keys.push(LoadedKey {
                 id: alias.clone(),
                 material: Arc::new(material),
@@ -179,6 +182,7 @@ impl KeystoreSource {
                 for_verification: true,
                 validity,
                 active: keys.is_empty(),
+                decryption,
             });
         }
         if keys.is_empty() {
@@ -255,7 +259,12 @@ fn holds(entries: &[(String, Entry<'_>)]) -> String {
 /// One keystore entry as Java's PKCS12 keystore (and so PingGateway) sees it.
 enum Entry<'a> {
     /// A private key; its leaf certificate (if the file has it) holds the public key.
-    PrivateKey(Option<&'a Certificate>),
+    PrivateKey {
+        /// The key, PKCS #8.
+        key: &'a PrivateKey,
+        /// Its leaf certificate.
+        leaf: Option<&'a Certificate>,
+    },
     /// A trusted certificate.
     TrustedCert(&'a Certificate),
     /// A secret key.
@@ -297,7 +306,13 @@ fn java_entries(archive: &Pkcs12Archive) -> Vec<(String, Entry<'_>)> {
             .or_else(|| leaf.map(|c| c.cert.subject().to_string()))
             .or_else(|| key.local_key_id.as_ref().map(|id| hex(id.as_ref())))
             .unwrap_or_default();
-        entries.push((alias, Entry::PrivateKey(leaf.map(|c| &c.cert))));
+        entries.push((
+            alias,
+            Entry::PrivateKey {
+                key: &key.key,
+                leaf: leaf.map(|c| &c.cert),
+            },
+        ));
     }
     for cert in archive.certs.iter().filter(|c| c.trusted) {
         let alias = cert
@@ -362,10 +377,13 @@ fn find_entry<'e, 'a>(
 /// The verifying material of one entry, and its certificate's validity.
 fn entry_material(entry: &Entry<'_>) -> Result<(KeyMaterial, Option<Validity>), String> {
     match entry {
-        Entry::PrivateKey(None) => Err(
+        Entry::PrivateKey { leaf: None, .. } => Err(
             "the private key has no certificate in the keystore (its public key is needed)".into(),
         ),
-        Entry::PrivateKey(Some(cert)) | Entry::TrustedCert(cert) => {
+        Entry::PrivateKey {
+            leaf: Some(cert), ..
+        }
+        | Entry::TrustedCert(cert) => {
             let (material, validity) =
                 KeyMaterial::from_certificate_der(cert.as_der()).map_err(|e| e.to_string())?;
             Ok((material, Some(validity)))
@@ -384,6 +402,19 @@ fn entry_material(entry: &Entry<'_>) -> Result<(KeyMaterial, Option<Validity>), 
                 secret_type_name(other)
             )),
         },
+    }
+}
+
+/// The decrypting key of one entry (SPEC §10): a secret key as is (`dir`, `A*KW`), a
+/// private key (RSA-OAEP, ECDH-ES); `None` for a trusted certificate or a private key of
+/// another kind (it still verifies through its certificate).
+fn entry_decryption(entry: &Entry<'_>) -> Option<DecryptionKey> {
+    match entry {
+        Entry::Secret(secret) => Some(DecryptionKey::secret(secret.key())),
+        Entry::PrivateKey { key, .. } => {
+            DecryptionKey::from_pkcs8(key.as_der()).ok().map(|(k, _)| k)
+        }
+        Entry::TrustedCert(_) => None,
     }
 }
 

@@ -23,6 +23,7 @@ use arc_swap::ArcSwap;
 
 use crate::alg::Alg;
 use crate::clock::Clock;
+use crate::jwe::DecryptionKey;
 use crate::metrics::{KeyInfoRow, KeyMetrics, Metrics};
 pub use material::{KeyError, KeyMaterial, Validity};
 
@@ -85,6 +86,10 @@ pub struct LoadedKey {
     pub validity: Option<Validity>,
     /// Marked active by its source (first keystore alias).
     pub active: bool,
+    /// The private (or secret) key that decrypts JWEs (SPEC §10), from local sources
+    /// only: a keystore's private-key and secret-key entries, a private or `oct` JWK of a
+    /// `jwks_file`, a private-key `pem_file` of the `decryption` section.
+    pub decryption: Option<Arc<DecryptionKey>>,
 }
 
 /// What one source published.
@@ -211,6 +216,8 @@ pub struct Key {
     pub revoked: bool,
     /// When its source last fetched it (remote JWKS).
     pub fetched_at: Option<Arc<AtomicI64>>,
+    /// The decrypting half, for keys that have one (SPEC §10).
+    pub decryption: Option<Arc<DecryptionKey>>,
     /// Counters.
     pub stats: Arc<KeyStats>,
 }
@@ -647,6 +654,7 @@ impl IssuerKeys {
                     active: lk.active,
                     revoked: w.revoked.covers(&lk.id, lk.material.thumbprint()),
                     fetched_at: src.fetched_at.clone(),
+                    decryption: lk.decryption.clone(),
                     stats,
                 }));
             }
@@ -802,6 +810,7 @@ pub(crate) fn test_key() -> Arc<Key> {
                     for_verification: true,
                     validity: None,
                     active: true,
+                    decryption: None,
                 }],
                 fetched_at: None,
             }),
