@@ -28,9 +28,8 @@ use aws_lc_rs::{rand, signature};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::{BatchSize, Criterion};
-use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
+use support::{app_of, criterion_dir, decide, fixtures, median, runtime, sign_rsa_1};
 use tokengate::alg::{Alg, Crv};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
@@ -309,7 +308,6 @@ fn proof(key: &ProofKey, token: &str, n: u64) -> String {
 
 /// An access token of the fixture issuer, bound to `jkt` when given.
 fn mint(jkt: Option<&str>) -> String {
-    let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"});
     let mut claims = json!({
         "iss": "https://issuer.example", "aud": "orders-api", "sub": "alice",
         "scope": "orders:read orders:write", "iat": 1_700_000_000, "exp": 4_102_444_800_i64,
@@ -317,14 +315,7 @@ fn mint(jkt: Option<&str>) -> String {
     if let Some(jkt) = jkt {
         claims["cnf"] = json!({ "jkt": jkt });
     }
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let input = format!("{}.{}", b64(&header), b64(&claims));
-    let pem = std::fs::read(fixtures().join("private/rsa-1.key.pem"))
-        .unwrap_or_else(|e| panic!("rsa-1.key.pem: {e}"));
-    let key = EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("rsa-1: {e}"));
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256)
-        .unwrap_or_else(|e| panic!("signing: {e}"));
-    format!("{input}.{sig}")
+    sign_rsa_1(&claims)
 }
 
 /// The fixture key `rsa-1`, parsed from `jwks.json`.

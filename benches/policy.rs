@@ -34,12 +34,9 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
-use jsonwebtoken::{Algorithm, EncodingKey};
-use serde_json::{Value, json};
-use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
+use serde_json::json;
+use support::{app_of, criterion_dir, decide, fixtures, median, runtime, sign_rsa_1};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::config::Config;
@@ -398,20 +395,11 @@ fn assert_allowed(bench: &str, verdict: &Verdict) {
 
 /// An RS256 token of the fixture key `rsa-1` in the billing group of tenant `acme`.
 fn mint() -> String {
-    let header = json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"});
-    let claims = json!({
+    sign_rsa_1(&json!({
         "iss": "https://issuer.example", "aud": "orders-api", "sub": "alice",
         "scope": "orders:read orders:write", "iat": 1_700_000_000, "exp": 4_102_444_800_i64,
         "groups": ["ops", "billing", "support"], "tenant": "acme", "acr": "urn:example:pwd",
-    });
-    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
-    let input = format!("{}.{}", b64(&header), b64(&claims));
-    let pem = std::fs::read(fixtures().join("private/rsa-1.key.pem"))
-        .unwrap_or_else(|e| panic!("rsa-1.key.pem: {e}"));
-    let key = EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("rsa-1: {e}"));
-    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256)
-        .unwrap_or_else(|e| panic!("signing: {e}"));
-    format!("{input}.{sig}")
+    }))
 }
 
 fn report(dir: &Path, since: SystemTime) {

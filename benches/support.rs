@@ -38,6 +38,24 @@ pub fn app_of(cfg: &Value, now: i64, rt: &tokio::runtime::Runtime) -> Arc<App> {
     )
 }
 
+/// An `at+jwt` of `claims`, RS256 with the fixture key `rsa-1` (kid `rsa-1`). (The
+/// decision bench uses the fixture tokens only.)
+#[allow(dead_code)]
+pub fn sign_rsa_1(claims: &Value) -> String {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+    use jsonwebtoken::{Algorithm, EncodingKey};
+    let header = serde_json::json!({"alg": "RS256", "typ": "at+jwt", "kid": "rsa-1"});
+    let b64 = |v: &Value| URL_SAFE_NO_PAD.encode(v.to_string());
+    let input = format!("{}.{}", b64(&header), b64(claims));
+    let pem = std::fs::read(fixtures().join("private/rsa-1.key.pem"))
+        .unwrap_or_else(|e| panic!("rsa-1.key.pem: {e}"));
+    let key = EncodingKey::from_rsa_pem(&pem).unwrap_or_else(|e| panic!("rsa-1: {e}"));
+    let sig = jsonwebtoken::crypto::sign(input.as_bytes(), &key, Algorithm::RS256)
+        .unwrap_or_else(|e| panic!("signing: {e}"));
+    format!("{input}.{sig}")
+}
+
 /// `tests/fixtures`.
 pub fn fixtures() -> &'static Path {
     Path::new(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures"))
