@@ -111,18 +111,6 @@ impl Binding {
 // === impl Binder ===
 
 impl Binder {
-    /// A binder whose replay cache holds at most `max` entries.
-    pub fn with_replay_max(max: usize) -> Self {
-        Self {
-            replay: ReplayCache::with_max(max),
-        }
-    }
-
-    /// Entries in the replay cache.
-    pub fn replay_len(&self) -> usize {
-        self.replay.len()
-    }
-
     /// Checks that the request proves what `binding` binds the token to (see the module
     /// docs). A denial carries the `DPoP` challenge where the request or the token is
     /// DPoP's; a certificate mismatch carries the token's own (`Bearer`) challenge.

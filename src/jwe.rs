@@ -170,11 +170,6 @@ impl Enc {
     }
 }
 
-/// True when `token` has the shape of a compact JWE (five segments) rather than a JWS.
-pub fn is_compact_jwe(token: &str) -> bool {
-    token.bytes().filter(|b| *b == b'.').count() == 4
-}
-
 /// Parses `token` and checks its header against the allowlists (see the module docs).
 pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t>, DenyReason> {
     const MALFORMED: DenyReason = DenyReason::Malformed;
