@@ -24,22 +24,8 @@ fn all_encs() -> Vec<Enc> {
     Enc::ALL.to_vec()
 }
 
-/// A private JWK (RSA included) as a decryption key; RSA keys go through PKCS #8, which
-/// jwcrypto writes (tokengate reads RSA keys from PEM files and keystores).
+/// A private JWK (RSA included: RFC 7520 §5.2's key is a JWK) as a decryption key.
 fn key_of(jwk: &Value) -> DecryptionKey {
-    if jwk["kty"] == "RSA" {
-        let script = "import sys, json\nfrom jwcrypto import jwk\nk = jwk.JWK(**json.loads(sys.argv[1]))\nsys.stdout.write(k.export_to_pem(private_key=True, password=None).decode())";
-        let out = Command::new("python3")
-            .args(["-c", script, &jwk.to_string()])
-            .output()
-            .expect("python3 (run scripts/install-test-deps.sh)");
-        assert!(
-            out.status.success(),
-            "{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        return rsa_key(&String::from_utf8_lossy(&out.stdout));
-    }
     DecryptionKey::from_jwk(jwk).expect("a private JWK")
 }
 

@@ -13,7 +13,8 @@ use aws_lc_rs::encoding::AsDer as _;
 use aws_lc_rs::iv::FixedLength;
 use aws_lc_rs::key_wrap::{self, AesKek, KeyWrap as _};
 use aws_lc_rs::rsa::{
-    OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDecryptingKey,
+    KeyPair, KeyPairComponents, OAEP_SHA1_MGF1SHA1, OAEP_SHA256_MGF1SHA256,
+    OaepPrivateDecryptingKey, PrivateDecryptingKey, PublicKeyComponents,
 };
 use aws_lc_rs::{constant_time, hmac, kdf};
 use base64::Engine as _;
@@ -114,8 +115,8 @@ impl DecryptionKey {
         Err("not an RSA or EC (P-256, P-384) private key in PKCS #8".into())
     }
 
-    /// A private JWK (`oct` with `k`, `EC` with `d`, `OKP` X25519 with `d`). RSA private
-    /// JWKs are not read here: RSA keys come from PEM files and keystores.
+    /// A private JWK: `oct` with `k`, `EC` or `OKP` (X25519) with `d`, `RSA` with every
+    /// private member (`d`, `p`, `q`, `dp`, `dq`, `qi`; RFC 7518 §6.3.2).
     pub fn from_jwk(jwk: &Value) -> Result<Self, Undecryptable> {
         let member = |name: &str| {
             jwk.get(name)
@@ -125,6 +126,25 @@ impl DecryptionKey {
         };
         match jwk.get("kty").and_then(Value::as_str) {
             Some("oct") => Ok(DecryptionKey::Secret(Zeroizing::new(member("k")?))),
+            Some("RSA") => {
+                let private = |name: &str| member(name).map(Zeroizing::new);
+                let components = KeyPairComponents {
+                    public_key: PublicKeyComponents {
+                        n: member("n")?,
+                        e: member("e")?,
+                    },
+                    d: private("d")?,
+                    p: private("p")?,
+                    q: private("q")?,
+                    dP: private("dp")?,
+                    dQ: private("dq")?,
+                    qInv: private("qi")?,
+                };
+                let pair = KeyPair::from_components(&components).map_err(|_| Undecryptable)?;
+                let pkcs8 = pair.as_der().map_err(|_| Undecryptable)?;
+                let pkcs8 = Zeroizing::new(pkcs8.as_ref().to_vec());
+                Self::rsa_pkcs8(&pkcs8)
+            }
             Some("EC" | "OKP") => {
                 let (alg, _) = curve(jwk).ok_or(Undecryptable)?;
                 let d = Zeroizing::new(member("d")?);
