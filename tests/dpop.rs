@@ -768,3 +768,63 @@ fn proofs_through_envoy_on_both_ext_authz_transports() {
         assert_refused(&replayed, "invalid_dpop_proof", config);
     }
 }
+
+/// Behind the shipped nginx `auth_request` config (`forward_auth.headers: "nginx"`): the
+/// proof's `htu` names the authority the client used (nginx passes `Host` on), and a
+/// `use_dpop_nonce` answer reaches the client with its `DPoP-Nonce` and one challenge.
+#[test]
+fn proofs_through_nginx_auth_request() {
+    use crate::support::envoy::Nginx;
+    let app = upstream::Upstream::start(upstream::Mode::Echo);
+    let dir = TempDir::new("dpop-nginx");
+    let tg = Tokengate::start_env(
+        &dir,
+        json!({
+            "forward_auth": {"headers": "nginx"},
+            "issuers": [issuer_with(json!({"dpop_nonce": true}))],
+            "dpop_nonce_secret_env": "TG_DPOP_NONCE_SECRET"
+        }),
+        &[(
+            "TG_DPOP_NONCE_SECRET",
+            "a-fleet-secret-of-at-least-32-bytes-0123456789",
+        )],
+    );
+    let ndir = TempDir::new("dpop-nginx-front");
+    let nginx = Nginx::start(&ndir, app.addr, tg.authz);
+    let mut minter = Minter::start();
+    let key = minter.key("EdDSA");
+    let token = bound_token(&key.jkt);
+    let auth = format!("DPoP {token}");
+    let htu = format!("http://{}/orders/1?x=1", nginx.listen);
+    let mut send = |nonce: Option<&str>| {
+        let mut c = dpop::claims("GET", &htu, &token);
+        if let Some(n) = nonce {
+            c["nonce"] = json!(n);
+        }
+        let proof = minter.proof(&key, &c, json!({}));
+        nginx.request(
+            "GET",
+            "/orders/1?x=1",
+            &[("authorization", &auth), ("dpop", &proof)],
+        )
+    };
+    let first = send(None);
+    assert_eq!(first.status, 401, "{}", first.body_text());
+    let challenges: Vec<&str> = first
+        .headers
+        .iter()
+        .filter(|(n, _)| n == "www-authenticate")
+        .map(|(_, v)| v.as_str())
+        .collect();
+    assert_eq!(challenges.len(), 1, "{:?}", first.headers);
+    assert!(
+        challenges[0].starts_with("DPoP realm=\"tokengate\", error=\"use_dpop_nonce\""),
+        "{challenges:?}"
+    );
+    let nonce = first
+        .header("dpop-nonce")
+        .expect("nginx passes DPoP-Nonce on")
+        .to_string();
+    let ok = send(Some(&nonce));
+    assert_eq!(ok.status, 200, "{}", ok.body_text());
+}
