@@ -37,6 +37,24 @@ fn issuer_with(extra: Value) -> Value {
     issuer
 }
 
+/// The nonce secret of the fleet tests.
+const FLEET_SECRET: &str = "a-fleet-secret-of-at-least-32-bytes-0123456789";
+
+/// tokengate whose issuer (the fixture one with `issuer` fields merged in) wants DPoP
+/// nonces made with `secret`; `extra` is merged into the config's top level.
+fn nonce_gate(dir: &TempDir, issuer: Value, extra: Value, secret: &str) -> Tokengate {
+    let mut issuer = issuer;
+    issuer["dpop_nonce"] = json!(true);
+    let mut config = json!({
+        "issuers": [issuer_with(issuer)],
+        "dpop_nonce_secret_env": "TG_DPOP_NONCE_SECRET"
+    });
+    if let (Some(c), Value::Object(extra)) = (config.as_object_mut(), extra) {
+        c.extend(extra);
+    }
+    Tokengate::start_env(dir, config, &[("TG_DPOP_NONCE_SECRET", secret)])
+}
+
 /// A check on authz_http with the DPoP scheme and these proofs.
 fn dpop_check(tg: &Tokengate, method: &str, path: &str, token: &str, proofs: &[&str]) -> Response {
     let auth = format!("DPoP {token}");
@@ -370,26 +388,17 @@ fn nonce_at(secret: &[u8], at: i64) -> String {
 /// refused the same way.
 #[test]
 fn nonces_are_shared_by_a_fleet_and_expire() {
-    let secret = "a-fleet-secret-of-at-least-32-bytes-0123456789";
-    let config = json!({
-        "issuers": [issuer_with(json!({"dpop_nonce": true, "dpop_max_age": "30s"}))],
-        "dpop_nonce_secret_env": "TG_DPOP_NONCE_SECRET"
-    });
+    let secret = FLEET_SECRET;
+    let thirty = json!({"dpop_max_age": "30s"});
     let (d1, d2) = (TempDir::new("dpop-nonce-a"), TempDir::new("dpop-nonce-b"));
-    let env = [("TG_DPOP_NONCE_SECRET", secret)];
-    let a = Tokengate::start_env(&d1, config.clone(), &env);
-    let b = Tokengate::start_env(&d2, config, &env);
+    let a = nonce_gate(&d1, thirty.clone(), json!({}), secret);
+    let b = nonce_gate(&d2, thirty, json!({}), secret);
     let d3 = TempDir::new("dpop-nonce-c");
-    let other = Tokengate::start_env(
+    let other = nonce_gate(
         &d3,
-        json!({
-            "issuers": [issuer_with(json!({"dpop_nonce": true}))],
-            "dpop_nonce_secret_env": "TG_DPOP_NONCE_SECRET"
-        }),
-        &[(
-            "TG_DPOP_NONCE_SECRET",
-            "another-secret-of-at-least-32-bytes-abcdefgh",
-        )],
+        json!({}),
+        json!({}),
+        "another-secret-of-at-least-32-bytes-abcdefgh",
     );
 
     let mut minter = Minter::start();
@@ -718,17 +727,11 @@ fn proofs_through_envoy_on_both_ext_authz_transports() {
     use crate::support::envoy::Envoy;
     let app = upstream::Upstream::start(upstream::Mode::Echo);
     let dir = TempDir::new("dpop-envoy");
-    let tg = Tokengate::start_env(
+    let tg = nonce_gate(
         &dir,
-        json!({
-            "listeners": {"authz_grpc": "127.0.0.1:0"},
-            "issuers": [issuer_with(json!({"dpop_nonce": true}))],
-            "dpop_nonce_secret_env": "TG_DPOP_NONCE_SECRET"
-        }),
-        &[(
-            "TG_DPOP_NONCE_SECRET",
-            "a-fleet-secret-of-at-least-32-bytes-0123456789",
-        )],
+        json!({}),
+        json!({"listeners": {"authz_grpc": "127.0.0.1:0"}}),
+        FLEET_SECRET,
     );
     let mut minter = Minter::start();
     let key = minter.key("ES256");
@@ -777,17 +780,11 @@ fn proofs_through_nginx_auth_request() {
     use crate::support::envoy::Nginx;
     let app = upstream::Upstream::start(upstream::Mode::Echo);
     let dir = TempDir::new("dpop-nginx");
-    let tg = Tokengate::start_env(
+    let tg = nonce_gate(
         &dir,
-        json!({
-            "forward_auth": {"headers": "nginx"},
-            "issuers": [issuer_with(json!({"dpop_nonce": true}))],
-            "dpop_nonce_secret_env": "TG_DPOP_NONCE_SECRET"
-        }),
-        &[(
-            "TG_DPOP_NONCE_SECRET",
-            "a-fleet-secret-of-at-least-32-bytes-0123456789",
-        )],
+        json!({}),
+        json!({"forward_auth": {"headers": "nginx"}}),
+        FLEET_SECRET,
     );
     let ndir = TempDir::new("dpop-nginx-front");
     let nginx = Nginx::start(&ndir, app.addr, tg.authz);
