@@ -138,8 +138,11 @@ struct State {
     initial_problems: Vec<SourceProblem>,
 }
 
+/// A key holder: an issuer, the `decryption` keys or a session's (SPEC §10).
 struct IssuerRuntime {
     config: IssuerConfig,
+    /// Where it is configured: `issuers[0]`, `decryption`, `sessions[1]`.
+    field: String,
     keys: Arc<IssuerKeys>,
     metrics: IssuerMetrics,
     locals: Vec<(usize, Local)>,
@@ -185,9 +188,13 @@ impl App {
         });
         let config_digest = config.digest;
         let issuers: Vec<IssuerRuntime> = config
-            .issuers
-            .iter()
-            .map(|ic| build_issuer(ic, &revoked, &runtime, &clock, &metrics, &env))
+            .key_holders()
+            .into_iter()
+            .map(|(field, ic, decrypts)| {
+                build_issuer(
+                    ic, field, decrypts, &revoked, &runtime, &clock, &metrics, &env,
+                )
+            })
             .collect();
         let policy = policy_for(&config, &issuers, &metrics);
         let app = Arc::new(App {
@@ -296,8 +303,7 @@ impl App {
     pub fn readiness(&self) -> Readiness {
         let policy = self.authorizer.policy();
         let issuers: Vec<IssuerReadiness> = policy
-            .issuers
-            .iter()
+            .holders()
             .map(|i| {
                 let ring = i.keys.ring();
                 IssuerReadiness {
@@ -324,8 +330,7 @@ impl App {
     pub fn inventory(&self) -> Vec<inventory::KeyEntry> {
         let policy = self.authorizer.policy();
         policy
-            .issuers
-            .iter()
+            .holders()
             .flat_map(|i| inventory::entries(&i.keys, i.config.max_key_age))
             .collect()
     }
@@ -340,8 +345,7 @@ impl App {
         let ts = |t: Option<i64>| t.map(inventory::rfc3339);
         let policy = self.authorizer.policy();
         let issuers: Vec<serde_json::Value> = policy
-            .issuers
-            .iter()
+            .holders()
             .map(|i| {
                 let entries = inventory::entries(&i.keys, i.config.max_key_age);
                 let signing = entries
@@ -381,7 +385,7 @@ impl App {
 
     /// Refreshes `tokengate_key_info` states and renders `/metrics`.
     pub fn render_metrics(&self) -> String {
-        for i in self.authorizer.policy().issuers.iter() {
+        for i in self.authorizer.policy().holders() {
             i.keys.export_key_info();
         }
         self.metrics.render()
@@ -497,11 +501,10 @@ impl App {
         let st = keys::lock(&self.state);
         st.issuers
             .iter()
-            .enumerate()
-            .flat_map(|(i, ir)| {
+            .flat_map(|ir| {
                 ir.remotes.iter().map(move |r| Remote {
                     issuer: ir.config.name.to_string(),
-                    field: format!("issuers[{i}].key_sources[{}]", r.index()),
+                    field: format!("{}.key_sources[{}]", ir.field, r.index()),
                     keys: ir.keys.clone(),
                     source: r.clone(),
                 })
@@ -513,7 +516,7 @@ impl App {
     fn reload_locals(&self, first: bool) -> Vec<(SourceRefresh, Option<SourceError>)> {
         let mut out = Vec::new();
         let mut st = keys::lock(&self.state);
-        for (i, ir) in st.issuers.iter_mut().enumerate() {
+        for ir in &mut st.issuers {
             let name = ir.config.name.clone();
             for (index, local) in &mut ir.locals {
                 let kind = local.kind();
@@ -546,7 +549,7 @@ impl App {
                 let line = SourceRefresh {
                     issuer: name.to_string(),
                     source: kind.label(),
-                    field: format!("issuers[{i}].key_sources[{index}]"),
+                    field: format!("{}.key_sources[{index}]", ir.field),
                     result,
                     keys: ir.keys.source_keys(*index).map_or(0, |k| k.keys.len()),
                     error: error.as_ref().map(ToString::to_string),
@@ -653,15 +656,20 @@ impl App {
         let revoked = Arc::new(keys::revoked::load(&config.revoked).map_err(|e| e.to_string())?);
 
         // Build and load the issuers that change, before touching the running ones.
-        let mut built: Vec<Option<IssuerRuntime>> = Vec::with_capacity(config.issuers.len());
-        for (i, ic) in config.issuers.iter().enumerate() {
+        let holders = config.key_holders();
+        let mut built: Vec<Option<IssuerRuntime>> = Vec::with_capacity(holders.len());
+        for (field, ic, decrypts) in &holders {
             let prev = st.issuers.iter().find(|o| o.config.name == ic.name);
-            if prev.is_some_and(|p| p.config.key_sources == ic.key_sources) {
+            if prev.is_some_and(|p| {
+                p.config.key_sources == ic.key_sources && p.keys.decrypts() == *decrypts
+            }) {
                 built.push(None);
                 continue;
             }
             let mut ir = build_issuer(
                 ic,
+                field.clone(),
+                *decrypts,
                 &revoked,
                 &self.runtime,
                 &self.clock,
@@ -699,7 +707,7 @@ impl App {
                     Err(e) => {
                         self.metrics
                             .source_reload(&ir.config.name, kind.label(), false);
-                        return Err(format!("issuers[{i}].key_sources[{index}]: {e}"));
+                        return Err(format!("{field}.key_sources[{index}]: {e}"));
                     }
                 }
             }
@@ -708,7 +716,7 @@ impl App {
 
         let mut old: Vec<IssuerRuntime> = std::mem::take(&mut st.issuers);
         let mut issuers = Vec::with_capacity(built.len());
-        for (ic, b) in config.issuers.iter().zip(built) {
+        for ((field, ic, _), b) in holders.into_iter().zip(built) {
             match b {
                 Some(ir) => {
                     for r in &ir.remotes {
@@ -723,6 +731,7 @@ impl App {
                         .ok_or_else(|| format!("issuer {} vanished during the reload", ic.name))?;
                     let mut ir = old.swap_remove(pos);
                     ir.config = ic.clone();
+                    ir.field = field;
                     ir.keys.set_revoked(revoked.clone());
                     issuers.push(ir);
                 }
@@ -780,21 +789,28 @@ impl Local {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn build_issuer(
     ic: &IssuerConfig,
+    field: String,
+    decrypts: bool,
     revoked: &Arc<RevokedSet>,
     runtime: &tokio::runtime::Handle,
     clock: &Arc<dyn Clock>,
     metrics: &Arc<Metrics>,
     env: &EnvLookup,
 ) -> IssuerRuntime {
-    let keys = Arc::new(IssuerKeys::new(
+    let mut keys = IssuerKeys::new(
         ic.name.clone(),
         ic.key_sources.len(),
         revoked.clone(),
         clock.clone(),
         metrics.clone(),
-    ));
+    );
+    if decrypts {
+        keys = keys.for_decryption();
+    }
+    let keys = Arc::new(keys);
     let remote = ic.key_sources.iter().any(|s| {
         matches!(
             s,
@@ -836,30 +852,38 @@ fn build_issuer(
                 locals.push((index, Local::File(FileSource::jwks(path.clone()))));
             }
             KeySourceConfig::PemFile { path, kid } => {
-                locals.push((
-                    index,
-                    Local::File(FileSource::pem(path.clone(), kid.clone())),
-                ));
+                let file = if decrypts {
+                    FileSource::private_pem(path.clone(), kid.clone())
+                } else {
+                    FileSource::pem(path.clone(), kid.clone())
+                };
+                locals.push((index, Local::File(file)));
             }
             KeySourceConfig::Keystore {
                 path,
                 password,
                 encoding,
                 aliases,
-            } => locals.push((
-                index,
-                Local::Keystore(KeystoreSource::new(
+            } => {
+                let source = KeystoreSource::new(
                     path.clone(),
                     password.clone(),
                     *encoding,
                     aliases.clone(),
                     env.clone(),
-                )),
-            )),
+                );
+                let source = if decrypts {
+                    source.for_decryption()
+                } else {
+                    source
+                };
+                locals.push((index, Local::Keystore(source)));
+            }
         }
     }
     IssuerRuntime {
         config: ic.clone(),
+        field,
         keys,
         metrics: issuer_metrics,
         locals,
@@ -867,8 +891,10 @@ fn build_issuer(
     }
 }
 
+/// The policy of `config` over its key holders (issuers, sessions, then the
+/// `decryption` keys, as [`Config::key_holders`] orders them).
 fn policy_for(config: &Arc<Config>, issuers: &[IssuerRuntime], metrics: &Metrics) -> Policy {
-    for ir in issuers {
+    for ir in issuers.iter().take(config.issuers.len()) {
         let max_age = ir
             .config
             .max_key_age

@@ -18,11 +18,12 @@ use crate::binding::{self, Binder, Binding, Offered};
 use crate::cache::TokenCache;
 use crate::claims::{self, Principal};
 use crate::clock::Clock;
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, SessionConfig};
 use crate::decision::{
     AllowReason, Allowed, Claims, Decision, Denial, DenyReason, DpopChallenge, SHADOW_DENY_HEADER,
 };
 use crate::issuer::{Issuer, Issuers};
+use crate::jwe::{Enc, KeyAlg};
 use crate::keys::{Key, KeyRing, MatchKind};
 use crate::metrics::{DecisionHandles, Listener, Metrics};
 use crate::request;
@@ -34,6 +35,8 @@ use crate::telemetry;
 use crate::token::extract::{Headers, extract_presented};
 use crate::token::jws::{self, ClaimSet, ClaimValue};
 use crate::verify::{self, VerifiedToken};
+
+mod encrypted;
 
 /// A decision and what it rests on.
 #[derive(Debug, Clone)]
@@ -50,6 +53,9 @@ pub struct Verdict {
     pub cached: bool,
     /// First 8 hex digits of the token's SHA-256.
     pub fingerprint: Option<Fingerprint>,
+    /// The key that decrypted an encrypted token or a session (SPEC §10), and how it
+    /// was found.
+    pub decrypted: Option<(Arc<Key>, MatchKind)>,
 }
 
 /// Everything a decision depends on that a config reload replaces at once.
@@ -71,6 +77,31 @@ pub struct Policy {
     /// Every issuer's `dpop_algorithms`: the `algs` of a `DPoP` challenge when no
     /// issuer was picked.
     dpop_algs: Arc<str>,
+    /// The keys and allowlists of encrypted access tokens (SPEC §10).
+    pub decryption: Option<Decryptor>,
+    /// Shared JWT sessions (SPEC §10), in config order; session `i` is counted as the
+    /// holder `issuers.len() + i` (decision series, cache entries, principals).
+    pub sessions: Vec<Session>,
+}
+
+/// The `decryption` section in force: its key holder and allowlists.
+#[derive(Debug)]
+pub struct Decryptor {
+    /// The keys (named `decryption`).
+    pub holder: Issuer,
+    /// `decryption.algorithms`.
+    pub algorithms: Vec<KeyAlg>,
+    /// `decryption.methods`.
+    pub methods: Vec<Enc>,
+}
+
+/// One session in force: its settings and its keys.
+#[derive(Debug)]
+pub struct Session {
+    /// `sessions[i]`.
+    pub config: SessionConfig,
+    /// Its keys (named after the session).
+    pub holder: Issuer,
 }
 
 /// The authorizer: the current policy, swapped atomically on reload.
@@ -114,15 +145,43 @@ struct Judged {
     valid: Option<Allowed>,
     /// The valid token's subject (kept only while the decision log is on).
     subject: Option<Arc<str>>,
+    /// The key that decrypted the token or session, and how it was found.
+    decrypted: Option<(Arc<Key>, MatchKind)>,
 }
 
 // === impl Policy ===
 
 impl Policy {
     /// Builds the policy of `config` over already-built issuers.
-    pub fn new(config: Arc<Config>, issuers: Vec<Issuer>, metrics: &Metrics) -> Self {
-        let issuers = Issuers::new(issuers);
-        let names: Vec<&str> = issuers.iter().map(|i| &*i.config.name).collect();
+    /// `holders` are the issuers, then each session's keys, then the `decryption` keys
+    /// ([`Config::key_holders`]).
+    pub fn new(config: Arc<Config>, holders: Vec<Issuer>, metrics: &Metrics) -> Self {
+        let mut holders = holders.into_iter();
+        let issuers = Issuers::new(holders.by_ref().take(config.issuers.len()).collect());
+        let sessions: Vec<Session> = config
+            .sessions
+            .iter()
+            .zip(holders.by_ref())
+            .map(|(c, holder)| Session {
+                config: c.clone(),
+                holder,
+            })
+            .collect();
+        let decryption = config
+            .decryption
+            .as_ref()
+            .zip(holders.next())
+            .map(|(d, holder)| Decryptor {
+                holder,
+                algorithms: d.algorithms.clone(),
+                methods: d.methods.clone(),
+            });
+        // Sessions decide like issuers: their names are `issuer` label values.
+        let names: Vec<&str> = issuers
+            .iter()
+            .map(|i| &*i.config.name)
+            .chain(sessions.iter().map(|s| &*s.holder.config.name))
+            .collect();
         let reasons: Vec<(&str, &str)> = AllowReason::ALL
             .iter()
             .map(|r| ("allow", r.label()))
@@ -174,6 +233,8 @@ impl Policy {
         Self {
             nonces: binding::nonce_key(&config),
             dpop_algs,
+            decryption,
+            sessions,
             routes: Routes::new(&config.routes, metrics),
             issuers,
             cache,
@@ -182,6 +243,36 @@ impl Policy {
             claims_header,
             headers_to_remove,
             config,
+        }
+    }
+
+    /// Every key holder: the issuers, each session's keys, the `decryption` keys.
+    pub fn holders(&self) -> impl Iterator<Item = &Issuer> {
+        self.issuers
+            .iter()
+            .chain(self.sessions.iter().map(|s| &s.holder))
+            .chain(self.decryption.iter().map(|d| &d.holder))
+    }
+
+    /// The issuer or session that decision slot `index` stands for.
+    pub fn holder(&self, index: usize) -> Option<&Issuer> {
+        self.issuers.get(index).or_else(|| {
+            let n = self.issuers.len();
+            index
+                .checked_sub(n)
+                .and_then(|s| self.sessions.get(s))
+                .map(|s| &s.holder)
+        })
+    }
+
+    /// The ring generation a verdict about a token of holder `index` rests on; for an
+    /// encrypted token also on the `decryption` keys. Generations come from one counter
+    /// that only grows, so the larger of two changes whenever either does.
+    fn generation(&self, index: usize, encrypted: bool) -> u64 {
+        let own = self.holder(index).map_or(0, |i| i.keys.generation());
+        match (&self.decryption, encrypted) {
+            (Some(d), true) => own.max(d.holder.keys.generation()),
+            _ => own,
         }
     }
 
@@ -199,13 +290,23 @@ impl Policy {
     /// (computed once per verification and cached with the principal).
     /// Values with control characters are dropped ([`Principal::set_forward`]): a header
     /// value cannot carry them, and dropping beats mangling.
+    /// `subject`: the claim that stands for `sub` (a session's `subject_claim`).
     fn forward_values<'c>(
         &'c self,
         claims: &'c ClaimSet<'_>,
+        subject: &'c str,
     ) -> impl Iterator<Item = Option<Cow<'c, str>>> {
         self.claim_headers
             .iter()
-            .map(|(_, claim)| match claims.get(claim.as_str())? {
+            .map(move |(_, claim)| {
+                let claim = if claim == "sub" {
+                    subject
+                } else {
+                    claim.as_str()
+                };
+                claims.get(claim)
+            })
+            .map(|value| match value? {
                 ClaimValue::Null => None,
                 ClaimValue::Str(s) => Some(Cow::Borrowed(&**s)),
                 ClaimValue::Other(Value::Array(list)) if list.iter().all(Value::is_string) => {
@@ -363,7 +464,7 @@ impl Authorizer {
         }
         let issuer = judged
             .issuer
-            .and_then(|i| policy.issuers.get(i))
+            .and_then(|i| policy.holder(i))
             .map(|i| i.config.name.clone());
         let decision = if judged.decision.is_allowed() {
             "allow"
@@ -466,6 +567,7 @@ impl Authorizer {
             matched: judged.matched,
             cached: judged.cached,
             fingerprint,
+            decrypted: judged.decrypted,
         }
     }
 
@@ -499,6 +601,7 @@ impl Authorizer {
                     cached: false,
                     valid: None,
                     subject: None,
+                    decrypted: None,
                 },
                 _ => Judged::deny(DenyReason::MissingToken.into(), None),
             },
@@ -528,7 +631,10 @@ impl Authorizer {
                     dpop_scheme: presented.dpop,
                     token,
                 };
-                let mut judged = self.judge_token(&ask, token, hash, now).await;
+                let mut judged = match presented.session {
+                    Some(i) => self.judge_session(&ask, i, token, hash, now),
+                    None => self.judge_token(&ask, token, hash, now).await,
+                };
                 // Every denial of a DPoP-scheme request challenges with `DPoP` (RFC 9449
                 // §7.1), naming the algorithms of the token's issuer when it was found.
                 if presented.dpop
@@ -557,18 +663,15 @@ impl Authorizer {
         now: i64,
     ) -> Judged {
         let policy = ask.policy;
-        let generation_of = |i: usize| policy.issuers.get(i).map_or(0, |i| i.keys.generation());
+        // A compact JWE has five segments, a JWS three (SPEC §10).
+        let encrypted = token.bytes().filter(|b| *b == b'.').count() == 4;
         if let Some(hash) = &hash
-            && let Some(entry) = policy.cache.get(hash, generation_of, now)
+            && let Some(entry) = policy
+                .cache
+                .get(hash, |i| policy.generation(i, encrypted), now)
         {
             let mut judged = match &entry.outcome {
-                Ok(principal) => match self.bind(ask, principal, Some(hash), now) {
-                    Ok(()) => {
-                        principal.key.stats.record_use(principal.matched, now);
-                        Judged::allow_or_scope(ask, principal, payload_segment(token))
-                    }
-                    Err(denial) => Judged::unproven(denial, principal),
-                },
+                Ok(principal) => Judged::cached(self, ask, principal, hash, token, now),
                 Err(reason) => Judged::deny((*reason).into(), entry.issuer),
             };
             judged.cached = true;
@@ -586,7 +689,24 @@ impl Authorizer {
             DenyReason::Malformed => remember(None, reason),
             _ => Judged::deny(reason.into(), None),
         };
-        let jws = match jws::parse(token, policy.issuers.algorithms()) {
+        // An encrypted token is opened first; its plaintext is judged as the JWS it must
+        // be. The plaintext lives (zeroized on drop) only for this judgement.
+        let opened = if encrypted {
+            match self.open_token(policy, token) {
+                Ok(o) => Some(o),
+                Err(reason) => return refuse(reason),
+            }
+        } else {
+            None
+        };
+        let inner = match &opened {
+            Some(o) => match o.jws() {
+                Some(jws) => jws,
+                None => return Judged::deny(DenyReason::BadDecryption.into(), None),
+            },
+            None => token,
+        };
+        let jws = match jws::parse(inner, policy.issuers.algorithms()) {
             Ok(j) => j,
             Err(reason) => return refuse(reason),
         };
@@ -599,20 +719,29 @@ impl Authorizer {
             Err(reason) => return Judged::deny(reason.into(), None),
         };
         let deny = |reason: DenyReason| Judged::deny(reason.into(), Some(issuer.index));
-        if !issuer.config.algorithms.contains(jws.alg) {
+        // An issuer that wants its tokens encrypted refuses them bare (SPEC §10).
+        if !issuer.config.algorithms.contains(jws.alg)
+            || (issuer.config.require_encryption && opened.is_none())
+        {
             return deny(DenyReason::BadAlg);
         }
+        // What a verdict on an encrypted token rests on includes the decryption keys.
+        let with_opened = |g: u64| opened.as_ref().map_or(g, |o| g.max(o.generation));
         let (verified, generation) = match self.verify(policy, issuer, &jws).await {
-            Ok(v) => v,
+            Ok((v, g)) => (v, with_opened(g)),
             Err(Unverified {
                 reason,
                 generation: Some(g),
                 ttl,
             }) if matches!(reason, DenyReason::BadSignature | DenyReason::UnknownKey) => {
                 if let Some(hash) = hash {
-                    policy
-                        .cache
-                        .insert_denial(hash, Some((issuer.index, g)), reason, now, ttl);
+                    policy.cache.insert_denial(
+                        hash,
+                        Some((issuer.index, with_opened(g))),
+                        reason,
+                        now,
+                        ttl,
+                    );
                 }
                 return deny(reason);
             }
@@ -623,7 +752,7 @@ impl Authorizer {
                 Ok(p) => p,
                 Err(reason) => return deny(reason),
             };
-        principal.set_forward(policy.forward_values(&claims));
+        principal.set_forward(policy.forward_values(&claims, "sub"));
         let subject =
             policy
                 .config
@@ -638,11 +767,18 @@ impl Authorizer {
             .claims_read()
             .map(|wanted| RuleClaims::of(&claims, wanted, policy.routes.memo_slots()));
         let binding = Binding::of(&claims);
-        if subject.is_some() || rule_claims.is_some() || binding.is_some() {
+        let decrypted = opened.as_ref().map(|o| (o.key.clone(), o.matched));
+        let payload = opened
+            .as_ref()
+            .filter(|_| policy.claims_header.is_some())
+            .map(|_| Box::from(jws.payload_b64));
+        if subject.is_some() || rule_claims.is_some() || binding.is_some() || decrypted.is_some() {
             principal.extra = Some(Box::new(claims::Extra {
                 subject,
                 rule_claims,
                 binding,
+                decrypted,
+                payload,
             }));
         }
         // The token is valid: cache it whatever this request proves (the proof is
@@ -656,6 +792,10 @@ impl Authorizer {
             return judged;
         }
         principal.key.stats.record_use(principal.matched, now);
+        if let Some(o) = &opened {
+            o.key.stats.record_use(o.matched, now);
+            o.key.stats.record_issued(now);
+        }
         let issued = claims::numeric_date(&claims, "iat").ok().flatten();
         principal.key.stats.record_issued(issued.unwrap_or(now));
         if let (Some(iat), Ok(Some(exp))) = (issued, claims::numeric_date(&claims, "exp")) {
@@ -820,7 +960,32 @@ impl Judged {
             cached: false,
             valid: None,
             subject: None,
+            decrypted: None,
         }
+    }
+
+    /// The verdict on a principal found in the cache: its binding is proven again, and
+    /// its keys (the verifying one, the decrypting one) count one more use.
+    fn cached<H: Headers + ?Sized>(
+        authorizer: &Authorizer,
+        ask: &Ask<'_, H>,
+        p: &Principal,
+        hash: &[u8; 32],
+        token: &str,
+        now: i64,
+    ) -> Self {
+        if let Err(denial) = authorizer.bind(ask, p, Some(hash), now) {
+            return Judged::unproven(denial, p);
+        }
+        p.key.stats.record_use(p.matched, now);
+        let extra = p.extra.as_deref();
+        if let Some((key, matched)) = extra.and_then(|e| e.decrypted.as_ref()) {
+            key.stats.record_use(*matched, now);
+        }
+        let payload = extra
+            .and_then(|e| e.payload.as_deref())
+            .unwrap_or_else(|| payload_segment(token));
+        Judged::allow_or_scope(ask, p, payload)
     }
 
     /// A valid token whose binding the request did not prove.
@@ -833,6 +998,7 @@ impl Judged {
             cached: false,
             valid: None,
             subject: p.extra.as_ref().and_then(|e| e.subject.clone()),
+            decrypted: decrypted_by(p),
         }
     }
 
@@ -849,8 +1015,7 @@ impl Judged {
         let issuer_ok = route.is_none_or(|r| {
             r.config.issuers.is_empty()
                 || policy
-                    .issuers
-                    .get(p.issuer)
+                    .holder(p.issuer)
                     .is_some_and(|i| r.config.issuers.contains(&i.config.name))
         });
         if !issuer_ok {
@@ -862,6 +1027,7 @@ impl Judged {
                 cached: false,
                 valid: None,
                 subject,
+                decrypted: decrypted_by(p),
             };
         }
         // Scopes, then rules (which see this request, cached token or not).
@@ -874,7 +1040,7 @@ impl Judged {
                     method: ask.method,
                     path: ask.path,
                     headers: ask.headers,
-                    issuer: policy.issuers.get(p.issuer).map_or("-", |i| &i.config.name),
+                    issuer: policy.holder(p.issuer).map_or("-", |i| &i.config.name),
                     key: &p.key.id,
                 };
                 r.check_rules(
@@ -904,8 +1070,14 @@ impl Judged {
             cached: false,
             valid,
             subject,
+            decrypted: decrypted_by(p),
         }
     }
+}
+
+/// The key that decrypted a principal's token or session, and how it was found.
+fn decrypted_by(p: &Principal) -> Option<(Arc<Key>, MatchKind)> {
+    p.extra.as_ref().and_then(|e| e.decrypted.clone())
 }
 
 /// The payload segment of a compact JWS (verified, when called).

@@ -50,6 +50,13 @@ pub struct Extra {
     pub rule_claims: Option<RuleClaims>,
     /// What the token's `cnf` binds it to (SPEC §11), when it is bound.
     pub binding: Option<Binding>,
+    /// The key that decrypted an encrypted token or a session, and how it was found
+    /// (SPEC §10): it is counted as used whenever the principal is.
+    pub decrypted: Option<(Arc<Key>, MatchKind)>,
+    /// The claims as the claims header carries them (base64url) when the token's own
+    /// segment is not them: the inner JWS's payload of an encrypted token, a session's
+    /// plaintext. Kept only while `forward.claims_header` is set.
+    pub payload: Option<Box<str>>,
 }
 
 /// Leads a present forward-header value in [`Principal`]'s text.
@@ -129,6 +136,7 @@ impl Principal {
                     + e.subject.as_ref().map_or(0, |s| s.len() + 16)
                     + e.rule_claims.as_ref().map_or(0, RuleClaims::heap_size)
                     + e.binding.as_ref().map_or(0, Binding::heap_size)
+                    + e.payload.as_ref().map_or(0, |p| p.len())
             })
     }
 }
@@ -247,6 +255,67 @@ pub fn check(
     let scopes = scopes(claims)?;
     Ok(Principal {
         issuer: issuer_index,
+        key,
+        matched,
+        valid_until,
+        text: scopes.into_boxed_str(),
+        scopes_at: 0,
+        extra: None,
+    })
+}
+
+/// The principal of a shared JWT session (SPEC §10) that decrypted under `key`: `exp`
+/// (with `leeway`), PingGateway's own `_ig_exp` (milliseconds) and `max_age` from `iat`
+/// bound it, and `subject_claim` must name it. Every failure is `bad_session`.
+#[allow(clippy::too_many_arguments)]
+pub fn session(
+    claims: &ClaimSet<'_>,
+    index: usize,
+    key: Arc<Key>,
+    matched: MatchKind,
+    subject_claim: &str,
+    max_age: Option<std::time::Duration>,
+    leeway: std::time::Duration,
+    now: i64,
+) -> Result<Principal, DenyReason> {
+    const BAD: DenyReason = DenyReason::BadSession;
+    let leeway = i64::try_from(leeway.as_secs()).unwrap_or(i64::MAX);
+    let exp = numeric_date(claims, "exp").map_err(|_| BAD)?;
+    let iat = numeric_date(claims, "iat").map_err(|_| BAD)?;
+    // PingGateway writes the session's expiry as `_ig_exp`, in milliseconds.
+    let ig_exp = match claims.get("_ig_exp") {
+        None => None,
+        Some(ClaimValue::Number(n)) => Some(n.as_i64().filter(|ms| *ms >= 0).ok_or(BAD)? / 1000),
+        Some(_) => return Err(BAD),
+    };
+    let mut valid_until: Option<i64> = None;
+    for end in [exp, ig_exp].into_iter().flatten() {
+        if now >= end.saturating_add(leeway) {
+            return Err(BAD);
+        }
+        valid_until = Some(valid_until.map_or(end, |v| v.min(end)));
+    }
+    if let Some(iat) = iat
+        && now.saturating_add(leeway) < iat
+    {
+        return Err(BAD);
+    }
+    if let Some(max) = max_age {
+        let max = i64::try_from(max.as_secs()).unwrap_or(i64::MAX);
+        let iat = iat.ok_or(BAD)?;
+        let end = iat.saturating_add(max);
+        if now >= end.saturating_add(leeway) {
+            return Err(BAD);
+        }
+        valid_until = Some(valid_until.map_or(end, |v| v.min(end)));
+    }
+    match claims.get(subject_claim) {
+        Some(ClaimValue::Str(s)) if !s.is_empty() => {}
+        _ => return Err(BAD),
+    }
+    let scopes = scopes(claims).map_err(|_| BAD)?;
+    Ok(Principal {
+        issuer: index,
         key,
         matched,
         valid_until,

@@ -67,6 +67,12 @@ pub enum DenyReason {
     /// sent as `Bearer`, another proof key, another or no client certificate), or is
     /// unbound where the issuer requires DPoP.
     BindingMismatch,
+    /// An encrypted token (compact JWE) that no decryption key opens, or whose plaintext
+    /// is not the one JWS it must be (SPEC §10).
+    BadDecryption,
+    /// A session cookie that does not decrypt under its session's keys, or whose
+    /// content fails the session's checks (`exp`, `max_age`, subject) (SPEC §10).
+    BadSession,
 }
 
 /// The HTTP-facing error class of a denial (RFC 6750 §3.1).
@@ -177,7 +183,7 @@ impl AllowReason {
 
 impl DenyReason {
     /// Every deny reason, in SPEC order.
-    pub const ALL: [DenyReason; 21] = [
+    pub const ALL: [DenyReason; 23] = [
         DenyReason::MissingToken,
         DenyReason::InvalidRequest,
         DenyReason::Malformed,
@@ -199,6 +205,8 @@ impl DenyReason {
         DenyReason::InvalidDpopProof,
         DenyReason::UseDpopNonce,
         DenyReason::BindingMismatch,
+        DenyReason::BadDecryption,
+        DenyReason::BadSession,
     ];
 
     /// The one mapping table: (label, challenge, description). The descriptions are
@@ -292,6 +300,13 @@ impl DenyReason {
                 InvalidToken,
                 "the token is bound to a key or certificate the request did not prove",
             ),
+            // One description for every way a JWE fails: no padding oracle.
+            DenyReason::BadDecryption => (
+                "bad_decryption",
+                InvalidToken,
+                "the encrypted token cannot be decrypted",
+            ),
+            DenyReason::BadSession => ("bad_session", InvalidToken, "the session is not valid"),
         }
     }
 

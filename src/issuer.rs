@@ -84,6 +84,16 @@ impl Issuers {
         self.algorithms
     }
 
+    /// How many issuers there are.
+    pub fn len(&self) -> usize {
+        self.list.len()
+    }
+
+    /// True without issuers (a config of sessions only).
+    pub fn is_empty(&self) -> bool {
+        self.list.is_empty()
+    }
+
     /// All issuers, in config order.
     pub fn iter(&self) -> impl Iterator<Item = &Issuer> {
         self.list.iter()

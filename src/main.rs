@@ -67,6 +67,10 @@ enum Command {
         /// Path of the request to authorize.
         #[arg(long, default_value = "/")]
         path: String,
+        /// Present the token as this cookie (a session's `cookie`, SPEC §10) instead of
+        /// as a bearer token.
+        #[arg(long)]
+        cookie: Option<String>,
         /// Judge the token as if it were this Unix time.
         #[arg(long)]
         now: Option<i64>,
@@ -166,6 +170,7 @@ fn main() -> ExitCode {
                 token,
                 method,
                 path,
+                cookie,
                 now,
             } => {
                 let args = cmd::verify::Args {
@@ -173,6 +178,7 @@ fn main() -> ExitCode {
                     token,
                     method,
                     path,
+                    cookie,
                     now,
                 };
                 cmd::verify::run(args, env).await

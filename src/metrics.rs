@@ -67,6 +67,7 @@ pub struct Metrics {
     registry: Registry,
     decisions: IntCounterVec,
     key_verifications: IntCounterVec,
+    key_decryptions: IntCounterVec,
     key_last_used: IntGaugeVec,
     key_info: IntGaugeVec,
     key_not_after: IntGaugeVec,
@@ -243,6 +244,13 @@ impl Metrics {
              fallback) and the result (ok, bad_signature).",
             &["issuer", "source", "key", "match", "result"],
         );
+        let key_decryptions = counter(
+            "tokengate_key_decryptions_total",
+            "Decryption attempts per decryption key (count), by how the key was found (kid, \
+             fallback) and the result (ok, bad_decryption); `issuer` is `decryption` or the \
+             session's name.",
+            &["issuer", "source", "key", "match", "result"],
+        );
         let key_last_used = gauge(
             "tokengate_key_last_used_timestamp_seconds",
             "Unix time, in seconds, a token was last accepted on the strength of this key \
@@ -407,6 +415,7 @@ impl Metrics {
             registry,
             decisions,
             key_verifications,
+            key_decryptions,
             key_last_used,
             key_info,
             key_not_after,
@@ -576,16 +585,28 @@ impl Metrics {
 
     /// Resolves the handles of one key.
     pub fn key(&self, issuer: &str, source: &str, key: &str) -> KeyMetrics {
-        let v = |m, r| {
-            self.key_verifications
-                .with_label_values(&[issuer, source, key, m, r])
+        self.key_counting(issuer, source, key, false)
+    }
+
+    /// The handles of a decryption key (SPEC §10): its counters count decryptions
+    /// (`tokengate_key_decryptions_total`) instead of signature checks.
+    pub fn decryption_key(&self, issuer: &str, source: &str, key: &str) -> KeyMetrics {
+        self.key_counting(issuer, source, key, true)
+    }
+
+    fn key_counting(&self, issuer: &str, source: &str, key: &str, decrypts: bool) -> KeyMetrics {
+        let (family, bad) = if decrypts {
+            (&self.key_decryptions, "bad_decryption")
+        } else {
+            (&self.key_verifications, "bad_signature")
         };
+        let v = |m, r| family.with_label_values(&[issuer, source, key, m, r]);
         KeyMetrics {
             verifications: [
                 v("kid", "ok"),
-                v("kid", "bad_signature"),
+                v("kid", bad),
                 v("fallback", "ok"),
-                v("fallback", "bad_signature"),
+                v("fallback", bad),
             ],
             last_used: self.key_last_used.with_label_values(&[issuer, source, key]),
         }
@@ -641,6 +662,11 @@ impl Metrics {
                         .key_verifications
                         .remove_label_values(&[issuer, source, key, m, r]);
                 }
+                for r in ["ok", "bad_decryption"] {
+                    let _ = self
+                        .key_decryptions
+                        .remove_label_values(&[issuer, source, key, m, r]);
+                }
             }
         }
         exported.insert(issuer.to_string(), now);
@@ -662,7 +688,7 @@ impl std::fmt::Debug for Metrics {
 // === impl KeyMetrics ===
 
 impl KeyMetrics {
-    /// Counts one signature check.
+    /// Counts one signature check (a decryption, for a decryption key's handles).
     pub fn verification(&self, fallback: bool, ok: bool) {
         let i = usize::from(fallback) * 2 + usize::from(!ok);
         self.verifications[i].inc();

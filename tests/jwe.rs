@@ -1,9 +1,9 @@
 //! The JWE decryptor (SPEC §10, `tokengate::jwe`) on its own: the RFC 7520 §5 examples,
 //! tokens jwcrypto and Node's `jose` make for every algorithm × method pair, and hostile JWEs — each
 //! altered part, bad CBC padding under a valid tag (indistinguishable from a bad tag), a
-//! `dir` key of the wrong size, an `epk` off its curve, refused algorithms and headers.
-//! (Decryption keys from key sources, nested tokens and sessions are not wired yet:
-//! issue 19 continues.)
+//! `dir` key of the wrong size, an `epk` off its curve, refused algorithms and headers;
+//! keys made by keytool and openssl; and nested access tokens through a running
+//! tokengate. (Shared JWT sessions: `tests/sessions.rs`.)
 
 use std::process::Command;
 
@@ -481,4 +481,372 @@ fn keytool_and_openssl_keys_decrypt_tokens_of_jwcrypto() {
         .reload()
         .expect_err("a public key is not a decryption key");
     assert!(err.to_string().contains("PRIVATE KEY"), "{err}");
+}
+
+/// A fresh random secret of `n` bytes as an oct JWK named `kid`.
+fn oct_jwk(kid: &str, n: usize) -> Value {
+    let mut k = vec![0u8; n];
+    aws_lc_rs::rand::fill(&mut k).expect("random");
+    json!({"kty": "oct", "kid": kid, "k": URL_SAFE_NO_PAD.encode(k)})
+}
+
+/// `token` with bad CBC padding under a tag that is valid: `cek` is the 32-byte key of
+/// a `dir` + `A128CBC-HS256` token (the MAC half is its first 16 bytes).
+fn bad_padding(token: &str, cek: &[u8]) -> String {
+    let parts: Vec<&str> = token.split('.').collect();
+    let iv = URL_SAFE_NO_PAD.decode(parts[2]).expect("iv");
+    let mut ct = URL_SAFE_NO_PAD.decode(parts[3]).expect("ct");
+    // Changing the second-to-last block garbles the last block's padding on decryption.
+    let n = ct.len();
+    assert!(n >= 32, "two blocks at least");
+    ct[n - 17] ^= 0x5a;
+    let mac_key = hmac::Key::new(hmac::HMAC_SHA256, &cek[..16]);
+    let mut ctx = hmac::Context::with_key(&mac_key);
+    ctx.update(parts[0].as_bytes());
+    ctx.update(&iv);
+    ctx.update(&ct);
+    ctx.update(&((parts[0].len() as u64) * 8).to_be_bytes());
+    let tag = ctx.sign();
+    format!(
+        "{}..{}.{}.{}",
+        parts[0],
+        parts[2],
+        URL_SAFE_NO_PAD.encode(&ct),
+        URL_SAFE_NO_PAD.encode(&tag.as_ref()[..16])
+    )
+}
+
+/// Nested access tokens through a running tokengate (SPEC §10): JWEs made by jwcrypto
+/// around JWSs, decrypted with keys from a `jwks_file` (oct and EC private JWKs) and an
+/// openssl `pem_file`, judged as the JWS inside; `require_encryption`; every hostile
+/// JWE denied with 401 and the right reason, a bad tag and bad padding answered alike;
+/// `/keys`, the decryption metric, the cache and `tokengate verify`.
+#[test]
+fn encrypted_access_tokens_through_a_running_tokengate() {
+    use crate::support::dpop::Minter;
+    use crate::support::keystore::sh;
+    use crate::support::{TempDir, Tokengate, fixture_issuer, mint};
+    use jsonwebtoken::Algorithm;
+
+    let dir = TempDir::new("jwe-http");
+    let mut minter = Minter::start();
+    let dir32 = oct_jwk("dir-1", 32);
+    let kw16 = oct_jwk("kw-128", 16);
+    let mut ec = minter.key("ES256").private_jwk;
+    ec["kid"] = json!("ec-dec");
+    dir.write(
+        "dec.jwks.json",
+        json!({"keys": [dir32, kw16, ec]}).to_string(),
+    );
+    sh(
+        &dir,
+        "openssl genpkey -algorithm RSA -pkeyopt rsa_keygen_bits:2048 -out rsa-dec.pem",
+    );
+    sh(
+        &dir,
+        "openssl pkey -in rsa-dec.pem -pubout -out rsa-dec.pub",
+    );
+    let rsa_pub = json!({"pem": std::fs::read_to_string(dir.path("rsa-dec.pub")).expect("pub")});
+
+    let mut sealed = fixture_issuer();
+    sealed["name"] = json!("sealed");
+    sealed["issuer"] = json!("https://sealed.example");
+    sealed["require_encryption"] = json!(true);
+    let config = json!({
+        "issuers": [fixture_issuer(), sealed],
+        "decryption": {
+            "key_sources": [
+                {"jwks_file": dir.path("dec.jwks.json").to_string_lossy()},
+                {"pem_file": dir.path("rsa-dec.pem").to_string_lossy(), "kid": "rsa-dec"}
+            ],
+            "algorithms": ["dir", "A128KW", "RSA-OAEP-256", "ECDH-ES"],
+            "methods": ["A256GCM", "A128CBC-HS256"]
+        },
+        "forward": {"claims_header": "x-claims"}
+    });
+    let tg = Tokengate::start(&dir, config);
+    tg.wait_ready();
+
+    let inner = mint::sign(Algorithm::RS256, "rsa-1", Some("rsa-1"), &mint::claims());
+    let inner_payload = inner.split('.').nth(1).expect("payload").to_string();
+    let h = |alg: &str, enc: &str, kid: Option<&str>| {
+        let mut h = json!({"alg": alg, "enc": enc, "cty": "JWT"});
+        if let Some(k) = kid {
+            h["kid"] = json!(k);
+        }
+        h
+    };
+    let decryptions = |key: &str, matched: &str, result: &str| {
+        tg.metrics()
+            .value(
+                "tokengate_key_decryptions_total",
+                &[
+                    ("issuer", "decryption"),
+                    ("key", key),
+                    ("match", matched),
+                    ("result", result),
+                ],
+            )
+            .unwrap_or(0.0)
+    };
+
+    // Every key management algorithm allowed, by kid and by fallback.
+    let good = minter.seal(&dir32, h("dir", "A256GCM", Some("dir-1")), &inner);
+    for (what, token) in [
+        ("dir + A256GCM by kid", good.clone()),
+        (
+            "A128KW + A128CBC-HS256",
+            minter.seal(&kw16, h("A128KW", "A128CBC-HS256", Some("kw-128")), &inner),
+        ),
+        (
+            "RSA-OAEP-256 by kid",
+            minter.seal(
+                &rsa_pub,
+                h("RSA-OAEP-256", "A256GCM", Some("rsa-dec")),
+                &inner,
+            ),
+        ),
+        (
+            "RSA-OAEP-256 without kid",
+            minter.seal(&rsa_pub, h("RSA-OAEP-256", "A256GCM", None), &inner),
+        ),
+        (
+            "ECDH-ES with an unknown kid",
+            minter.seal(&ec, h("ECDH-ES", "A128CBC-HS256", Some("nope")), &inner),
+        ),
+        (
+            "no cty",
+            minter.seal(&dir32, json!({"alg": "dir", "enc": "A256GCM"}), &inner),
+        ),
+    ] {
+        let r = tg.check_token("/orders", &token);
+        assert_eq!(r.status, 200, "{what}: {}", r.body_text());
+        assert_eq!(r.header("x-auth-subject"), Some("alice"), "{what}");
+        assert_eq!(r.header("x-claims"), Some(inner_payload.as_str()), "{what}");
+    }
+    assert_eq!(decryptions("dir-1", "kid", "ok"), 1.0);
+    assert_eq!(decryptions("rsa-dec", "kid", "ok"), 1.0);
+    assert_eq!(decryptions("rsa-dec", "fallback", "ok"), 1.0);
+    assert_eq!(decryptions("ec-dec", "fallback", "ok"), 1.0);
+    // Again: answered from the cache (no decryption), forward headers as before.
+    let r = tg.check_token("/orders", &good);
+    assert_eq!(r.status, 200);
+    assert_eq!(r.header("x-claims"), Some(inner_payload.as_str()));
+    assert_eq!(
+        decryptions("dir-1", "kid", "ok"),
+        1.0,
+        "a cached token is not decrypted again"
+    );
+
+    // require_encryption: the bare token of that issuer is refused, encrypted it passes.
+    let mut c = mint::claims();
+    c["iss"] = json!("https://sealed.example");
+    let bare = mint::sign(Algorithm::RS256, "rsa-1", Some("rsa-1"), &c);
+    let r = tg.check_token("/orders", &bare);
+    assert_eq!((r.status, r.error()), (401, "bad_alg".to_string()));
+    let r = tg.check_token(
+        "/orders",
+        &minter.seal(&dir32, h("dir", "A256GCM", Some("dir-1")), &bare),
+    );
+    assert_eq!(r.status, 200, "{}", r.body_text());
+
+    // Hostile JWEs.
+    let b64 = |s: &str| URL_SAFE_NO_PAD.encode(s);
+    let raw = |header: Value, key: &str| {
+        format!(
+            "{}.{key}.AAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA.AAAAAAAAAAAAAAAAAAAAAA",
+            b64(&header.to_string())
+        )
+    };
+    let k32 = URL_SAFE_NO_PAD
+        .decode(dir32["k"].as_str().expect("k"))
+        .expect("k");
+    let cbc = minter.seal(&dir32, h("dir", "A128CBC-HS256", Some("dir-1")), &inner);
+    let mut truncated: Vec<String> = good.split('.').map(str::to_string).collect();
+    let mut tag = URL_SAFE_NO_PAD.decode(&truncated[4]).expect("tag");
+    tag.pop();
+    truncated[4] = URL_SAFE_NO_PAD.encode(tag);
+    let off_curve = json!({
+        "alg": "ECDH-ES", "enc": "A256GCM", "kid": "ec-dec",
+        "epk": {"kty": "EC", "crv": "P-256",
+                "x": b64("\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}\u{1}"),
+                "y": b64("\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}\u{2}")}
+    });
+    let cases: Vec<(&str, String, &str)> = vec![
+        (
+            "RSA1_5",
+            raw(json!({"alg": "RSA1_5", "enc": "A256GCM"}), "a2V5"),
+            "bad_alg",
+        ),
+        (
+            "PBES2 with a huge p2c",
+            raw(
+                json!({"alg": "PBES2-HS256+A128KW", "enc": "A256GCM", "p2s": "c2FsdA", "p2c": 2_000_000_000u64}),
+                "a2V5",
+            ),
+            "bad_alg",
+        ),
+        (
+            "an alg outside the allowlist",
+            minter.seal(&dir32, h("A256KW", "A256GCM", Some("dir-1")), &inner),
+            "bad_alg",
+        ),
+        (
+            "a method outside the allowlist",
+            minter.seal(&oct_jwk("x", 64), h("dir", "A256CBC-HS512", None), &inner),
+            "bad_alg",
+        ),
+        (
+            "zip",
+            minter.seal(
+                &dir32,
+                json!({"alg": "dir", "enc": "A256GCM", "zip": "DEF"}),
+                &inner,
+            ),
+            "malformed",
+        ),
+        (
+            "crit",
+            raw(
+                json!({"alg": "dir", "enc": "A256GCM", "crit": ["exp"], "exp": 1}),
+                "",
+            ),
+            "malformed",
+        ),
+        ("altered tag", flip(&good, 4), "bad_decryption"),
+        ("truncated tag", truncated.join("."), "bad_decryption"),
+        ("altered IV", flip(&good, 2), "bad_decryption"),
+        ("altered ciphertext", flip(&good, 3), "bad_decryption"),
+        (
+            "bad padding under a valid tag",
+            bad_padding(&cbc, &k32),
+            "bad_decryption",
+        ),
+        ("bad tag (CBC)", flip(&cbc, 4), "bad_decryption"),
+        (
+            "a dir key of the wrong size for the method",
+            minter.seal(&dir32, h("dir", "A128CBC-HS256", Some("kw-128")), &inner),
+            "bad_decryption",
+        ),
+        ("an epk off the curve", raw(off_curve, ""), "bad_decryption"),
+        (
+            "a JWE in a JWE",
+            minter.seal(&dir32, h("dir", "A256GCM", Some("dir-1")), &good),
+            "bad_decryption",
+        ),
+        (
+            "a plaintext that is not a JWS",
+            minter.seal(
+                &dir32,
+                h("dir", "A256GCM", Some("dir-1")),
+                "{\"sub\":\"alice\"}",
+            ),
+            "bad_decryption",
+        ),
+        (
+            "a cty that is not JWT",
+            minter.seal(
+                &dir32,
+                json!({"alg": "dir", "enc": "A256GCM", "cty": "text/plain"}),
+                &inner,
+            ),
+            "bad_decryption",
+        ),
+        (
+            "a JWS inside that does not verify",
+            minter.seal(
+                &dir32,
+                h("dir", "A256GCM", Some("dir-1")),
+                &flip(&format!("{inner}.x.x"), 2)
+                    .rsplitn(3, '.')
+                    .nth(2)
+                    .expect("the JWS"),
+            ),
+            "bad_signature",
+        ),
+        (
+            "a ciphertext over token.max_bytes",
+            minter.seal(
+                &dir32,
+                h("dir", "A256GCM", Some("dir-1")),
+                &"a.b.".repeat(3000),
+            ),
+            "too_large",
+        ),
+    ];
+    let mut answers = Vec::new();
+    for (what, token, want) in &cases {
+        let r = tg.check_token("/orders", token);
+        assert_eq!(
+            (r.status, r.error().as_str()),
+            (401, *want),
+            "{what}: {}",
+            r.body_text()
+        );
+        answers.push((*what, r));
+    }
+    // No padding oracle: bad padding and a bad tag get the very same answer.
+    let answer = |what: &str| {
+        let r = &answers.iter().find(|(w, _)| *w == what).expect(what).1;
+        (
+            r.status,
+            r.header("www-authenticate").map(str::to_string),
+            r.body.clone(),
+        )
+    };
+    assert_eq!(
+        answer("bad padding under a valid tag"),
+        answer("bad tag (CBC)")
+    );
+    assert!(
+        answer("bad tag (CBC)")
+            .1
+            .is_some_and(|c| c.contains("error=\"invalid_token\"")),
+        "a Bearer invalid_token challenge"
+    );
+    assert_eq!(
+        crate::support::http::get(tg.admin, "/healthz").map(|r| r.status),
+        Some(200),
+        "tokengate is alive"
+    );
+    assert!(decryptions("dir-1", "kid", "bad_decryption") >= 4.0);
+
+    // /keys: the decryption keys, `use: "enc"`, with their use.
+    let keys = tg.keys();
+    let listed: Vec<&Value> = keys["keys"]
+        .as_array()
+        .expect("keys")
+        .iter()
+        .filter(|k| k["issuer"] == "decryption")
+        .collect();
+    let mut ids: Vec<&str> = listed.iter().filter_map(|k| k["key"].as_str()).collect();
+    ids.sort_unstable();
+    assert_eq!(ids, ["dir-1", "ec-dec", "kw-128", "rsa-dec"]);
+    assert!(listed.iter().all(|k| k["use"] == "enc"), "{listed:?}");
+    let dir1 = listed.iter().find(|k| k["key"] == "dir-1").expect("dir-1");
+    assert!(dir1["validations"].as_u64() >= Some(3), "{dir1}");
+    assert!(dir1["last_used"].is_string(), "{dir1}");
+    assert!(
+        !keys.to_string().contains(dir32["k"].as_str().expect("k")),
+        "no key material in /keys"
+    );
+    let metrics = crate::support::http::get(tg.admin, "/metrics")
+        .expect("metrics")
+        .body_text();
+    assert!(!metrics.contains(dir32["k"].as_str().expect("k")));
+    assert!(!tg.logs().contains(dir32["k"].as_str().expect("k")));
+
+    // `tokengate verify` says which key decrypted the token and how.
+    let cfg = tg.config.to_string_lossy().into_owned();
+    let (code, out, err) = crate::support::run(&["verify", "--config", &cfg, &good], None);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("decision: allow"), "{out}");
+    assert!(
+        out.contains("decrypted by: dir-1 (decryption key, source jwks_file, matched by kid)"),
+        "{out}"
+    );
+    assert!(out.contains("key: rsa-1"), "{out}");
+    let (code, out, _) = crate::support::run(&["verify", "--config", &cfg, &flip(&good, 4)], None);
+    assert_eq!(code, 1);
+    assert!(out.contains("deny (bad_decryption)"), "{out}");
 }

@@ -76,6 +76,7 @@ pub fn jws_parse(data: &[u8]) {
             prefix: "Bearer ".into(),
         }],
         from_cookies: vec!["session".into()],
+        session_cookies: vec!["IG".into()],
         max_bytes: MAX_BYTES,
     };
     for name in ["authorization", "cookie"] {

@@ -115,6 +115,11 @@ fn entry_from_json(v: &serde_json::Value) -> Option<KeyEntry> {
         validations_fallback: v["validations_by_match"]["fallback"].as_u64().unwrap_or(0),
         fetched_at: ts("fetched_at"),
         retired_at: ts("retired_at"),
+        usage: if v["use"].as_str() == Some("enc") {
+            "enc"
+        } else {
+            "sig"
+        },
     })
 }
 

@@ -523,6 +523,7 @@ mod tests {
             validations_fallback: 0,
             fetched_at: None,
             retired_at: None,
+            usage: "sig",
         }
     }
 

@@ -1,6 +1,8 @@
 //! `tokengate verify`: validates one token offline against the config and prints the
 //! decision, the key that matched (kid or alias, and how: by kid or by fallback) and
-//! the claims. Exit 0 allowed, 1 denied, 2 usage or config error.
+//! the claims. An encrypted token (or, with `--cookie`, a session cookie) is decrypted
+//! first, and the key that decrypted it is printed the same way (SPEC §10). Exit 0
+//! allowed, 1 denied, 2 usage or config error.
 
 use std::io::Read as _;
 use std::path::PathBuf;
@@ -24,6 +26,8 @@ pub struct Args {
     pub method: String,
     /// Path of the request to authorize (route policy).
     pub path: String,
+    /// Present the token as this cookie (a session cookie) rather than as a bearer token.
+    pub cookie: Option<String>,
     /// Judge as if it were this Unix time.
     pub now: Option<i64>,
 }
@@ -49,11 +53,19 @@ pub async fn run(args: Args, env: EnvLookup) -> Exit {
     let clock: Option<Arc<dyn Clock>> = args
         .now
         .map(|t| Arc::new(FixedClock::new(t)) as Arc<dyn Clock>);
+    let sessions: Vec<String> = config
+        .sessions
+        .iter()
+        .map(|s| s.keys.name.to_string())
+        .collect();
     let (app, problems) = one_shot_app(config, clock, env).await;
     for p in &problems {
         eprintln!("warning: {}: {}", p.field, p.error);
     }
-    let headers = vec![("authorization".to_string(), format!("Bearer {token}"))];
+    let headers = match &args.cookie {
+        Some(name) => vec![("cookie".to_string(), format!("{name}={token}"))],
+        None => vec![("authorization".to_string(), format!("Bearer {token}"))],
+    };
     let view = RequestView {
         method: &args.method,
         target: &args.path,
@@ -73,12 +85,25 @@ pub async fn run(args: Args, env: EnvLookup) -> Exit {
             }
         ),
     }
+    let session = verdict
+        .issuer
+        .as_deref()
+        .is_some_and(|i| sessions.iter().any(|s| s == i));
     if let Some(issuer) = &verdict.issuer {
-        println!("issuer: {issuer}");
+        println!("{}: {issuer}", if session { "session" } else { "issuer" });
     }
     if let (Some(key), Some(m)) = (&verdict.key, verdict.matched) {
         println!(
-            "key: {} (source {}, matched by {})",
+            "{}: {} (source {}, matched by {})",
+            if session { "decrypted by" } else { "key" },
+            key.id,
+            key.source.label(),
+            m.label()
+        );
+    }
+    if let Some((key, m)) = &verdict.decrypted {
+        println!(
+            "decrypted by: {} (decryption key, source {}, matched by {})",
             key.id,
             key.source.label(),
             m.label()

@@ -13,8 +13,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::alg::{Alg, AlgSet};
+use crate::jwe::{Enc, KeyAlg};
 use crate::rules::Rule;
-use raw::{RawConfig, RawIssuer, RawKeySource, RawTelemetry, Setting};
+use raw::{RawConfig, RawDecryption, RawIssuer, RawKeySource, RawSession, RawTelemetry, Setting};
 
 /// `listeners.proxy` when `upstream` is set and the field is absent.
 pub const DEFAULT_PROXY: &str = "0.0.0.0:8080";
@@ -65,6 +66,20 @@ pub const DEFAULT_DPOP_MAX_AGE: Duration = Duration::from_secs(60);
 pub const MAX_DPOP_MAX_AGE: Duration = Duration::from_secs(3600);
 /// `issuers[].dpop_algorithms` when absent.
 pub const DEFAULT_DPOP_ALGORITHMS: [Alg; 4] = [Alg::ES256, Alg::EdDSA, Alg::RS256, Alg::PS256];
+/// `decryption.algorithms` when absent.
+pub const DEFAULT_DECRYPTION_ALGORITHMS: [KeyAlg; 4] = [
+    KeyAlg::Dir,
+    KeyAlg::A256Kw,
+    KeyAlg::RsaOaep256,
+    KeyAlg::EcdhEs,
+];
+/// `decryption.methods` when absent.
+pub const DEFAULT_DECRYPTION_METHODS: [Enc; 2] = [Enc::A256CbcHs512, Enc::A256Gcm];
+/// `sessions[].methods` when absent (PingGateway's `JwtSession` default).
+pub const DEFAULT_SESSION_METHODS: [Enc; 1] = [Enc::A256CbcHs512];
+/// The name top-level decryption keys carry in metrics and `/keys` (no issuer or session
+/// may take it).
+pub const DECRYPTION_NAME: &str = "decryption";
 /// Shortest accepted DPoP nonce secret, in bytes.
 pub const MIN_NONCE_SECRET_BYTES: usize = 32;
 
@@ -126,6 +141,39 @@ pub struct Config {
     /// The secret DPoP nonces are made with, shared by a fleet (`None`: a random one per
     /// process, so only this process accepts its nonces).
     pub dpop_nonce_secret: Option<NonceSecret>,
+    /// Keys and allowlists that decrypt encrypted access tokens (SPEC §10); `None`: an
+    /// encrypted token is refused (`bad_alg`).
+    pub decryption: Option<DecryptionConfig>,
+    /// Shared JWT sessions (SPEC §10), in file order.
+    pub sessions: Vec<SessionConfig>,
+}
+
+/// `decryption`: the keys and allowlists encrypted access tokens are opened with.
+#[derive(Debug, Clone)]
+pub struct DecryptionConfig {
+    /// The key holder (named `decryption`, local key sources only).
+    pub keys: IssuerConfig,
+    /// Key management algorithms accepted.
+    pub algorithms: Vec<KeyAlg>,
+    /// Content encryption methods accepted.
+    pub methods: Vec<Enc>,
+}
+
+/// One `sessions[]` entry: PingGateway `JwtSession` cookies as credentials.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// The key holder (named after the session, local key sources only).
+    pub keys: IssuerConfig,
+    /// The cookie that carries the session.
+    pub cookie: String,
+    /// Content encryption methods accepted (`dir` always).
+    pub methods: Vec<Enc>,
+    /// The claim that names the principal (fed to forward headers mapped from `sub`).
+    pub subject_claim: String,
+    /// Longest age from the session's `iat`.
+    pub max_age: Option<Duration>,
+    /// Clock skew tolerated on `exp` and `iat`.
+    pub leeway: Duration,
 }
 
 /// `trusted_proxy_headers`: both off unless turned on.
@@ -276,6 +324,8 @@ pub struct IssuerConfig {
     pub key_sources: Vec<KeySourceConfig>,
     /// DPoP (SPEC §11).
     pub dpop: DpopConfig,
+    /// Tokens must arrive encrypted (a nested JWT, SPEC §10); a bare JWS is `bad_alg`.
+    pub require_encryption: bool,
 }
 
 /// Settings shared by remote JWKS sources.
@@ -403,6 +453,8 @@ pub struct TokenConfig {
     pub from_headers: Vec<HeaderSource>,
     /// Cookie names, in order.
     pub from_cookies: Vec<String>,
+    /// The cookies of `sessions[]`, in order (SPEC §10).
+    pub session_cookies: Vec<String>,
     /// Largest accepted token.
     pub max_bytes: usize,
 }
@@ -546,8 +598,11 @@ impl Config {
             bound.push((addr, name));
         }
 
-        if raw.issuers.is_empty() {
-            return Err(cx.err("issuers", "at least one issuer is required"));
+        if raw.issuers.is_empty() && raw.sessions.is_empty() {
+            return Err(cx.err(
+                "issuers",
+                "at least one issuer (or one session) is required",
+            ));
         }
         let mut issuers = Vec::with_capacity(raw.issuers.len());
         let mut names = BTreeSet::new();
@@ -584,6 +639,43 @@ impl Config {
             }
             issuers.push(issuer);
         }
+        let decryption = match raw.decryption {
+            None => None,
+            Some(rd) => Some(cx.decryption(rd)?),
+        };
+        if decryption.is_none()
+            && let Some(i) = issuers.iter().position(|i| i.require_encryption)
+        {
+            return Err(cx.err(
+                &format!("issuers[{i}].require_encryption"),
+                "needs a `decryption` section with keys that open the tokens",
+            ));
+        }
+        let mut sessions: Vec<SessionConfig> = Vec::with_capacity(raw.sessions.len());
+        for (i, rs) in raw.sessions.into_iter().enumerate() {
+            let session = cx.session(i, rs)?;
+            if !names.insert(session.keys.name.clone()) {
+                return Err(cx.err(
+                    &format!("sessions[{i}].name"),
+                    format!(
+                        "the name {:?} is used by an issuer or another session",
+                        session.keys.name
+                    ),
+                ));
+            }
+            if raw.token.from_cookies.contains(&session.cookie)
+                || sessions.iter().any(|s| s.cookie == session.cookie)
+            {
+                return Err(cx.err(
+                    &format!("sessions[{i}].cookie"),
+                    format!(
+                        "the cookie {:?} is already a token cookie or another session's",
+                        session.cookie
+                    ),
+                ));
+            }
+            sessions.push(session);
+        }
 
         let mut routes = Vec::with_capacity(raw.routes.len());
         let mut route_names = BTreeSet::new();
@@ -611,7 +703,7 @@ impl Config {
                 if !names.iter().any(|known| **known == *n) {
                     return Err(cx.err(
                         &format!("{field}.issuers[{j}]"),
-                        format!("no issuer is named {n:?}"),
+                        format!("no issuer or session is named {n:?}"),
                     ));
                 }
                 route_issuers.push(Arc::<str>::from(n));
@@ -696,7 +788,7 @@ impl Config {
                 out
             }
         };
-        if from_headers.is_empty() && raw.token.from_cookies.is_empty() {
+        if from_headers.is_empty() && raw.token.from_cookies.is_empty() && sessions.is_empty() {
             return Err(cx.err(
                 "token.from_headers",
                 "no header and no cookie is configured: tokens could never be found",
@@ -720,6 +812,7 @@ impl Config {
         let token = TokenConfig {
             from_headers,
             from_cookies: raw.token.from_cookies,
+            session_cookies: sessions.iter().map(|s| s.cookie.clone()).collect(),
             max_bytes,
         };
 
@@ -868,13 +961,214 @@ impl Config {
             telemetry,
             trusted_proxy_headers,
             dpop_nonce_secret,
+            decryption,
+            sessions,
         })
+    }
+
+    /// Every key holder in the order the app keeps them: the issuers, then each
+    /// session's keys, then the `decryption` keys (so that an issuer or a session is
+    /// named by its position in the first part). With each: where it is configured
+    /// (`issuers[0]`, `decryption`, `sessions[1]`), and whether its keys decrypt.
+    pub fn key_holders(&self) -> Vec<(String, &IssuerConfig, bool)> {
+        let issuers = self
+            .issuers
+            .iter()
+            .enumerate()
+            .map(|(i, c)| (format!("issuers[{i}]"), c, false));
+        let decryption = self
+            .decryption
+            .iter()
+            .map(|d| (DECRYPTION_NAME.to_string(), &d.keys, true));
+        let sessions = self
+            .sessions
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (format!("sessions[{i}]"), &s.keys, true));
+        issuers.chain(sessions).chain(decryption).collect()
+    }
+}
+
+// === impl IssuerConfig ===
+
+impl IssuerConfig {
+    /// The key holder of decryption keys (the `decryption` section, a session): a name
+    /// and key sources; nothing it holds verifies a token.
+    fn key_holder(name: Arc<str>, key_sources: Vec<KeySourceConfig>) -> Self {
+        Self {
+            name,
+            issuer: None,
+            audiences: Vec::new(),
+            algorithms: AlgSet::EMPTY,
+            require_typ: Vec::new(),
+            required_claims: Vec::new(),
+            leeway: DEFAULT_LEEWAY,
+            max_lifetime: None,
+            max_key_age: None,
+            certificate_validity: CertificateValidity::Off,
+            key_sources,
+            dpop: DpopConfig {
+                required: false,
+                algorithms: AlgSet::EMPTY,
+                max_age: DEFAULT_DPOP_MAX_AGE,
+                nonce: false,
+                algs: Arc::from(""),
+            },
+            require_encryption: false,
+        }
     }
 }
 
 // === impl Ctx ===
 
 impl Ctx<'_> {
+    /// The `decryption` section.
+    fn decryption(&self, rd: RawDecryption) -> Result<DecryptionConfig, ConfigError> {
+        let algorithms = match rd.algorithms {
+            None => DEFAULT_DECRYPTION_ALGORITHMS.to_vec(),
+            Some(list) => self.jwe_names("decryption.algorithms", &list, |n| {
+                KeyAlg::from_name(n).ok_or_else(|| {
+                    let valid: Vec<_> = KeyAlg::ALL.iter().map(|a| a.name()).collect();
+                    refused_jwe_name(n).unwrap_or_else(|| {
+                        format!("unknown algorithm {n:?}; valid: {}", valid.join(", "))
+                    })
+                })
+            })?,
+        };
+        let methods = self.methods(
+            "decryption.methods",
+            rd.methods,
+            &DEFAULT_DECRYPTION_METHODS,
+        )?;
+        let key_sources = self.decryption_sources("decryption", rd.key_sources)?;
+        Ok(DecryptionConfig {
+            keys: IssuerConfig::key_holder(Arc::from(DECRYPTION_NAME), key_sources),
+            algorithms,
+            methods,
+        })
+    }
+
+    /// One `sessions[]` entry.
+    fn session(&self, i: usize, rs: RawSession) -> Result<SessionConfig, ConfigError> {
+        let f = |name: &str| format!("sessions[{i}].{name}");
+        if rs.name.is_empty()
+            || !rs
+                .name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
+        {
+            return Err(self.err(
+                &f("name"),
+                "must be a non-empty word of letters, digits, '-', '_' or '.' (it becomes a metric label)",
+            ));
+        }
+        if rs.name == DECRYPTION_NAME {
+            return Err(self.err(
+                &f("name"),
+                "\"decryption\" is reserved for the decryption keys",
+            ));
+        }
+        if rs.cookie.is_empty()
+            || rs
+                .cookie
+                .bytes()
+                .any(|b| b <= b' ' || b >= 0x7f || b"=;,\"".contains(&b))
+        {
+            return Err(self.err(
+                &f("cookie"),
+                format!("{:?} is not a cookie name", rs.cookie),
+            ));
+        }
+        let methods = self.methods(&f("methods"), rs.methods, &DEFAULT_SESSION_METHODS)?;
+        let subject_claim = rs.subject_claim.unwrap_or_else(|| "sub".into());
+        if subject_claim.is_empty() {
+            return Err(self.err(&f("subject_claim"), "the claim name is empty"));
+        }
+        let max_age = match rs.max_age.as_deref() {
+            None => None,
+            Some(v) => Some(parse_duration(v).map_err(|r| self.err(&f("max_age"), r))?),
+        };
+        let leeway = self.duration_or(&f("leeway"), rs.leeway.as_deref(), DEFAULT_LEEWAY)?;
+        let key_sources = self.decryption_sources(&format!("sessions[{i}]"), rs.key_sources)?;
+        Ok(SessionConfig {
+            keys: IssuerConfig::key_holder(Arc::from(rs.name), key_sources),
+            cookie: rs.cookie,
+            methods,
+            subject_claim,
+            max_age,
+            leeway,
+        })
+    }
+
+    /// Content encryption methods (`default` when absent).
+    fn methods(
+        &self,
+        field: &str,
+        list: Option<Vec<String>>,
+        default: &[Enc],
+    ) -> Result<Vec<Enc>, ConfigError> {
+        match list {
+            None => Ok(default.to_vec()),
+            Some(list) => self.jwe_names(field, &list, |n| {
+                Enc::from_name(n).ok_or_else(|| {
+                    let valid: Vec<_> = Enc::ALL.iter().map(|e| e.name()).collect();
+                    format!("unknown method {n:?}; valid: {}", valid.join(", "))
+                })
+            }),
+        }
+    }
+
+    /// A non-empty list of JWE algorithm names, each known.
+    fn jwe_names<T: PartialEq>(
+        &self,
+        field: &str,
+        list: &[String],
+        parse: impl Fn(&str) -> Result<T, String>,
+    ) -> Result<Vec<T>, ConfigError> {
+        if list.is_empty() {
+            return Err(self.err(field, "must name at least one"));
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for (j, name) in list.iter().enumerate() {
+            let v = parse(name).map_err(|why| self.err(&format!("{field}[{j}]"), why))?;
+            if !out.contains(&v) {
+                out.push(v);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The key sources of decryption keys: local kinds only (a private key never comes
+    /// over the network), at least one.
+    fn decryption_sources(
+        &self,
+        at: &str,
+        list: Vec<RawKeySource>,
+    ) -> Result<Vec<KeySourceConfig>, ConfigError> {
+        if list.is_empty() {
+            return Err(self.err(
+                &format!("{at}.key_sources"),
+                "needs at least one key source (keystore, jwks_file or pem_file)",
+            ));
+        }
+        let mut out = Vec::with_capacity(list.len());
+        for (j, rs) in list.into_iter().enumerate() {
+            let field = format!("{at}.key_sources[{j}]");
+            let source = self.key_source(&field, rs)?;
+            if matches!(
+                source,
+                KeySourceConfig::JwksUri { .. } | KeySourceConfig::Discovery { .. }
+            ) {
+                return Err(self.err(
+                    &field,
+                    "decryption keys are private: only keystore, jwks_file and pem_file sources hold them",
+                ));
+            }
+            out.push(source);
+        }
+        Ok(out)
+    }
+
     /// Reads the DPoP nonce secret from the environment or a file (at most one of them).
     fn nonce_secret(
         &self,
@@ -1116,8 +1410,8 @@ impl Ctx<'_> {
                 "must be a non-empty word of letters, digits, '-', '_' or '.' (it becomes a metric label)",
             ));
         }
-        if ri.name == "-" {
-            return Err(self.err(&f("name"), "\"-\" is reserved"));
+        if ri.name == "-" || ri.name == DECRYPTION_NAME {
+            return Err(self.err(&f("name"), format!("{:?} is reserved", ri.name)));
         }
         if let Some(iss) = &ri.issuer
             && iss.is_empty()
@@ -1184,6 +1478,7 @@ impl Ctx<'_> {
             return Err(self.err(&f("audiences"), "an audience must not be empty"));
         }
         Ok(IssuerConfig {
+            require_encryption: ri.require_encryption,
             name: ri.name.into(),
             issuer: ri.issuer,
             audiences: ri.audiences,
@@ -1398,6 +1693,19 @@ impl Ctx<'_> {
                 }
             }
         })
+    }
+}
+
+/// Why a JWE algorithm tokengate knows of is never accepted (`None`: not one of them).
+fn refused_jwe_name(name: &str) -> Option<String> {
+    if name == "RSA1_5" {
+        Some("\"RSA1_5\" is never accepted: RSAES-PKCS1-v1_5 decryption is open to padding-oracle attacks (use RSA-OAEP-256)".into())
+    } else if name.starts_with("PBES2-") {
+        Some(format!(
+            "{name:?} is never accepted: password-based key wrapping lets a token set the work factor (p2c) of every check"
+        ))
+    } else {
+        None
     }
 }
 

@@ -48,6 +48,38 @@ pub struct RawConfig {
     pub dpop_nonce_secret_env: Option<String>,
     #[serde(default)]
     pub dpop_nonce_secret_file: Option<String>,
+    #[serde(default)]
+    pub decryption: Option<RawDecryption>,
+    #[serde(default)]
+    pub sessions: Vec<RawSession>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawDecryption {
+    #[serde(default)]
+    pub key_sources: Vec<RawKeySource>,
+    #[serde(default)]
+    pub algorithms: Option<Vec<String>>,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RawSession {
+    pub name: String,
+    pub cookie: String,
+    #[serde(default)]
+    pub methods: Option<Vec<String>>,
+    #[serde(default)]
+    pub key_sources: Vec<RawKeySource>,
+    #[serde(default)]
+    pub subject_claim: Option<String>,
+    #[serde(default)]
+    pub max_age: Option<String>,
+    #[serde(default)]
+    pub leeway: Option<String>,
 }
 
 /// A listener address: absent (default), `null` (off) or an address.
@@ -115,6 +147,8 @@ pub struct RawIssuer {
     pub dpop_max_age: Option<String>,
     #[serde(default)]
     pub dpop_nonce: bool,
+    #[serde(default)]
+    pub require_encryption: bool,
 }
 
 #[derive(Debug, Default, Deserialize)]

@@ -159,7 +159,7 @@ fn routes_have_names_and_may_name_their_issuers() {
         (
             r#"[{"issuers":["nobody"]}]"#,
             "routes[0].issuers[0]",
-            "no issuer is named \"nobody\"",
+            "no issuer or session is named \"nobody\"",
         ),
         (
             r#"[{"name":"a b"}]"#,

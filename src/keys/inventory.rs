@@ -52,6 +52,8 @@ pub struct KeyEntry {
     pub fetched_at: Option<i64>,
     /// When it left its source (retired keys).
     pub retired_at: Option<i64>,
+    /// `sig` (verifies tokens) or `enc` (decrypts them, SPEC §10).
+    pub usage: &'static str,
 }
 
 /// The inventory of one issuer: current keys in ring order, then keys its sources were
@@ -90,7 +92,7 @@ pub fn entries(issuer: &IssuerKeys, max_key_age: Option<std::time::Duration>) ->
         } else {
             KeyState::Valid
         };
-        let mut e = entry(issuer.name(), k, state, None, now);
+        let mut e = entry(issuer, k, state, None, now);
         e.past_max_age = state == KeyState::Active
             && max_age.is_some_and(|max| {
                 let born = e.not_before.or(e.first_seen).unwrap_or(now);
@@ -120,11 +122,12 @@ pub fn entries(issuer: &IssuerKeys, max_key_age: Option<std::time::Duration>) ->
             validations_fallback: 0,
             fetched_at: None,
             retired_at: None,
+            usage: usage(issuer),
         });
     }
     for r in &ring.retired {
         out.push(entry(
-            issuer.name(),
+            issuer,
             &r.key,
             KeyState::Retired,
             Some(r.retired_at),
@@ -134,11 +137,23 @@ pub fn entries(issuer: &IssuerKeys, max_key_age: Option<std::time::Duration>) ->
     out
 }
 
-fn entry(issuer: &str, k: &Key, state: KeyState, retired_at: Option<i64>, now: i64) -> KeyEntry {
+/// The inventory's `use` of a holder's keys.
+fn usage(issuer: &IssuerKeys) -> &'static str {
+    if issuer.decrypts() { "enc" } else { "sig" }
+}
+
+fn entry(
+    issuer: &IssuerKeys,
+    k: &Key,
+    state: KeyState,
+    retired_at: Option<i64>,
+    now: i64,
+) -> KeyEntry {
     let (kid, fallback) = k.stats.validations_by_match();
     let (validations_1h, validations_24h) = k.stats.recent_validations(now);
     KeyEntry {
-        issuer: issuer.to_string(),
+        usage: usage(issuer),
+        issuer: issuer.name().to_string(),
         source: k.source.label(),
         key: k.id.to_string(),
         kty: k.material.kty().name(),
@@ -201,7 +216,7 @@ pub fn to_json(entries: &[KeyEntry]) -> Value {
                 "alg": e.alg,
                 "thumbprint": (!e.thumbprint.is_empty()).then_some(&e.thumbprint),
                 "state": e.state.label(),
-                "use": "sig",
+                "use": e.usage,
                 "not_before": ts(e.not_before),
                 "not_after": ts(e.not_after),
                 "first_seen": ts(e.first_seen),

@@ -46,6 +46,8 @@ pub struct KeystoreSource {
     aliases: Vec<String>,
     env: EnvLookup,
     last_digest: Option<[u8; 32]>,
+    /// Loads decryption keys (SPEC §10).
+    decrypting: bool,
 }
 
 /// A store password. Deliberately neither `Debug` nor `Display`.
@@ -71,7 +73,17 @@ impl KeystoreSource {
             aliases,
             env,
             last_digest: None,
+            decrypting: false,
         }
+    }
+
+    /// The same source for decryption keys (SPEC §10): every secret-key entry (HMAC or
+    /// AES) and every private-key entry (with or without a certificate) loads with its
+    /// decrypting half; a trusted certificate cannot decrypt and fails the alias.
+    #[must_use]
+    pub fn for_decryption(mut self) -> Self {
+        self.decrypting = true;
+        self
     }
 
     /// The keystore file.
@@ -167,13 +179,19 @@ impl KeystoreSource {
                 missing.push(alias.clone());
                 continue;
             };
-            let (material, validity) = entry_material(entry).map_err(|reason| {
+            let loaded = if self.decrypting {
+                decrypting_entry(entry)
+            } else {
+                entry_material(entry)
+                    .map(|(material, validity)| (material, validity, entry_decryption(entry)))
+            };
+            let (material, validity, decryption) = loaded.map_err(|reason| {
                 SourceError::Invalid(format!(
                     "alias \"{alias}\" in {}: {reason}",
                     self.path.display()
                 ))
             })?;
-            let decryption = entry_decryption(entry).map(Arc::new);
+            let decryption = decryption.map(Arc::new);
             keys.push(LoadedKey {
                 id: alias.clone(),
                 material: Arc::new(material),
@@ -415,6 +433,30 @@ fn entry_decryption(entry: &Entry<'_>) -> Option<DecryptionKey> {
             DecryptionKey::from_pkcs8(key.as_der()).ok().map(|(k, _)| k)
         }
         Entry::TrustedCert(_) => None,
+    }
+}
+
+/// A decryption key entry: its public (or, for a secret, HMAC) material for the
+/// inventory's thumbprint, its certificate's validity, and the key that decrypts.
+fn decrypting_entry(
+    entry: &Entry<'_>,
+) -> Result<(KeyMaterial, Option<Validity>, Option<DecryptionKey>), String> {
+    match entry {
+        Entry::Secret(secret) => {
+            let material = KeyMaterial::hmac(secret.key()).map_err(|e| e.to_string())?;
+            Ok((material, None, Some(DecryptionKey::secret(secret.key()))))
+        }
+        Entry::PrivateKey { key, leaf } => {
+            let (decryption, material) = DecryptionKey::from_pkcs8(key.as_der())?;
+            let validity = leaf
+                .as_ref()
+                .and_then(|c| KeyMaterial::from_certificate_der(c.as_der()).ok())
+                .map(|(_, v)| v);
+            Ok((material, validity, Some(decryption)))
+        }
+        Entry::TrustedCert(_) => {
+            Err("a trusted certificate holds no private key: it cannot decrypt".into())
+        }
     }
 }
 

@@ -23,7 +23,7 @@ use arc_swap::ArcSwap;
 
 use crate::alg::Alg;
 use crate::clock::Clock;
-use crate::jwe::DecryptionKey;
+use crate::jwe::{DecryptionKey, Enc, KeyAlg};
 use crate::metrics::{KeyInfoRow, KeyMetrics, Metrics};
 pub use material::{KeyError, KeyMaterial, Validity};
 
@@ -276,6 +276,8 @@ pub struct IssuerKeys {
     health: Mutex<Vec<SourceHealth>>,
     /// The longest `exp - iat` of a token accepted (0: none yet).
     longest_lifetime: AtomicI64,
+    /// Its keys decrypt (the `decryption` section, a session) rather than verify.
+    decrypts: bool,
 }
 
 /// The outcome of a source's last load or fetch.
@@ -431,6 +433,12 @@ impl Key {
             && self.material.fits(alg)
     }
 
+    /// Can decrypt a JWE of `alg` with `enc` (SPEC §10): it has a decrypting half that
+    /// fits them and is not revoked.
+    pub fn decrypts(&self, alg: KeyAlg, enc: Enc) -> bool {
+        !self.revoked && self.decryption.as_ref().is_some_and(|d| d.fits(alg, enc))
+    }
+
     fn same_key(&self, source_index: usize, id: &str, thumbprint: &str) -> bool {
         self.source_index == source_index
             && &*self.id == id
@@ -451,6 +459,19 @@ impl KeyRing {
         self.keys
             .iter()
             .filter(move |k| k.compatible(alg))
+            .take(max)
+    }
+
+    /// Keys that can decrypt `alg` with `enc`, active first, at most `max`.
+    pub fn decryption_fallback(
+        &self,
+        alg: KeyAlg,
+        enc: Enc,
+        max: usize,
+    ) -> impl Iterator<Item = &Arc<Key>> {
+        self.keys
+            .iter()
+            .filter(move |k| k.decrypts(alg, enc))
             .take(max)
     }
 }
@@ -490,7 +511,21 @@ impl IssuerKeys {
             refetchers: Mutex::new(Vec::new()),
             health: Mutex::new(vec![SourceHealth::default(); sources]),
             longest_lifetime: AtomicI64::new(0),
+            decrypts: false,
         }
+    }
+
+    /// The same holder, for keys that decrypt (SPEC §10): they count decryptions and are
+    /// listed with `use: "enc"`.
+    #[must_use]
+    pub fn for_decryption(mut self) -> Self {
+        self.decrypts = true;
+        self
+    }
+
+    /// Its keys decrypt.
+    pub fn decrypts(&self) -> bool {
+        self.decrypts
     }
 
     /// Notes the lifetime (`exp - iat`) of an accepted token.
@@ -639,7 +674,12 @@ impl IssuerKeys {
                     Some(k) => k.stats.clone(),
                     None => Arc::new(KeyStats::new(
                         now,
-                        self.metrics.key(&self.name, src.kind.label(), &lk.id),
+                        if self.decrypts {
+                            self.metrics
+                                .decryption_key(&self.name, src.kind.label(), &lk.id)
+                        } else {
+                            self.metrics.key(&self.name, src.kind.label(), &lk.id)
+                        },
                     )),
                 };
                 keys.push(Arc::new(Key {

@@ -66,6 +66,9 @@ pub struct Presented<'s> {
     pub token: &'s str,
     /// Under the `DPoP` scheme (`Authorization: DPoP <token>`): it comes with a proof.
     pub dpop: bool,
+    /// The cookie of `sessions[i]` (`token.session_cookies[i]`) carried it: a shared JWT
+    /// session rather than a bearer token (SPEC §10).
+    pub session: Option<usize>,
 }
 
 /// Finds the token. `Ok(None)`: the request carries none.
@@ -119,6 +122,7 @@ pub fn extract_presented<'s, H: Headers + ?Sized>(
                     from_header = Some(Presented {
                         token: token_word(rest, cfg.max_bytes)?,
                         dpop,
+                        session: None,
                     });
                 }
             }
@@ -128,9 +132,13 @@ pub fn extract_presented<'s, H: Headers + ?Sized>(
     match (from_header, from_cookie) {
         (Some(_), Some(_)) => Err(DenyReason::InvalidRequest),
         (Some(p), None) => Ok(Some(p)),
-        (None, Some(v)) => {
-            token_word(v, cfg.max_bytes).map(|token| Some(Presented { token, dpop: false }))
-        }
+        (None, Some((v, session))) => token_word(v, cfg.max_bytes).map(|token| {
+            Some(Presented {
+                token,
+                dpop: false,
+                session,
+            })
+        }),
         (None, None) => Ok(None),
     }
 }
@@ -155,16 +163,24 @@ fn carries_second_credential(value: &[u8], cfg: &TokenConfig) -> bool {
     })
 }
 
-/// The value of the first configured cookie present (RFC 6265 §5.2), `None` when none
-/// is (an empty value counts as absent).
+/// A credential cookie's value, and the session it is the cookie of (`None`: a token
+/// cookie).
+type CookieCredential<'s> = (&'s [u8], Option<usize>);
+
+/// The value of the first configured token cookie present (RFC 6265 §5.2), or of the
+/// session cookie present (with its session's index), `None` when none is (an empty
+/// value counts as absent). A session cookie beside any other credential cookie is two
+/// credentials (`invalid_request`).
 fn cookie_token<'s, H: Headers + ?Sized>(
     cfg: &TokenConfig,
     headers: &'s H,
-) -> Result<Option<&'s [u8]>, DenyReason> {
-    if cfg.from_cookies.is_empty() {
+) -> Result<Option<CookieCredential<'s>>, DenyReason> {
+    if cfg.from_cookies.is_empty() && cfg.session_cookies.is_empty() {
         return Ok(None);
     }
-    let mut found: Vec<Option<&'s [u8]>> = vec![None; cfg.from_cookies.len()];
+    let names = || cfg.from_cookies.iter().chain(&cfg.session_cookies);
+    let mut found: Vec<Option<&'s [u8]>> =
+        vec![None; cfg.from_cookies.len() + cfg.session_cookies.len()];
     let mut refused = false;
     headers.for_each("cookie", &mut |value| {
         for pair in value.split(|b| *b == b';') {
@@ -176,7 +192,7 @@ fn cookie_token<'s, H: Headers + ?Sized>(
                     .iter()
                     .position(|b| *b == b'=')
                     .map_or(p, |e| trim(&p[..e]));
-                cfg.from_cookies.iter().any(|c| c.as_bytes() == name)
+                names().any(|c| c.as_bytes() == name)
             }) {
                 refused = true;
             }
@@ -184,7 +200,7 @@ fn cookie_token<'s, H: Headers + ?Sized>(
                 continue;
             };
             let name = trim(&pair[..eq]);
-            let Some(i) = cfg.from_cookies.iter().position(|c| c.as_bytes() == name) else {
+            let Some(i) = names().position(|c| c.as_bytes() == name) else {
                 continue;
             };
             let mut v = trim(&pair[eq + 1..]);
@@ -200,7 +216,22 @@ fn cookie_token<'s, H: Headers + ?Sized>(
     if refused {
         return Err(DenyReason::InvalidRequest);
     }
-    Ok(found.into_iter().flatten().find(|v| !v.is_empty()))
+    let tokens = cfg.from_cookies.len();
+    let present = |range: std::ops::Range<usize>| {
+        found
+            .get(range)
+            .unwrap_or_default()
+            .iter()
+            .enumerate()
+            .filter_map(|(i, v)| v.filter(|v| !v.is_empty()).map(|v| (i, v)))
+            .collect::<Vec<_>>()
+    };
+    let sessions = present(tokens..found.len());
+    match sessions.as_slice() {
+        [] => Ok(present(0..tokens).first().map(|(_, v)| (*v, None))),
+        [(i, v)] if present(0..tokens).is_empty() => Ok(Some((*v, Some(*i)))),
+        _ => Err(DenyReason::InvalidRequest),
+    }
 }
 
 /// What a header value is, for a token prefix.
@@ -286,8 +317,38 @@ mod tests {
                 prefix: "Bearer ".into(),
             }],
             from_cookies: vec!["session".into()],
+            session_cookies: vec!["IG".into(), "other-ig".into()],
             max_bytes: 64,
         }
+    }
+
+    #[test]
+    fn a_session_cookie_is_a_credential_of_its_own() {
+        let got = |pairs: &[(&str, &str)]| {
+            let headers = h(pairs);
+            extract_presented(&cfg(), headers.as_slice())
+                .map(|p| p.map(|p| (p.token.to_string(), p.session)))
+        };
+        assert_eq!(
+            got(&[("cookie", "a=1; IG=s.e.s.s.n")]),
+            Ok(Some(("s.e.s.s.n".into(), Some(0))))
+        );
+        assert_eq!(
+            got(&[("cookie", "other-ig=x")]),
+            Ok(Some(("x".into(), Some(1))))
+        );
+        // Beside a bearer token, a token cookie or another session: two credentials.
+        for pairs in [
+            vec![("authorization", "Bearer a"), ("cookie", "IG=b")],
+            vec![("cookie", "session=a; IG=b")],
+            vec![("cookie", "IG=a; other-ig=b")],
+            vec![("cookie", "IG=a"), ("cookie", "IG=b")],
+            vec![("cookie", "x=1, IG=b")],
+        ] {
+            assert_eq!(got(&pairs), Err(DenyReason::InvalidRequest), "{pairs:?}");
+        }
+        // An empty session cookie is no credential.
+        assert_eq!(got(&[("cookie", "IG=")]), Ok(None));
     }
 
     fn h(pairs: &[(&str, &str)]) -> Vec<(String, String)> {
@@ -323,7 +384,8 @@ mod tests {
                 extract_presented(&cfg(), headers.as_slice()),
                 Ok(Some(Presented {
                     token: "abc",
-                    dpop: true
+                    dpop: true,
+                    session: None,
                 })),
                 "{v:?}"
             );
@@ -333,7 +395,8 @@ mod tests {
             extract_presented(&cfg(), headers.as_slice()),
             Ok(Some(Presented {
                 token: "abc",
-                dpop: false
+                dpop: false,
+                session: None,
             }))
         );
         for (v, want) in [

@@ -113,6 +113,18 @@ impl Minter {
         answer
     }
 
+    /// A compact JWE of `plaintext` under `key` (a JWK, or `{"pem": <public key PEM>}`)
+    /// with this protected header, made by jwcrypto.
+    pub fn seal(&mut self, key: &Value, header: Value, plaintext: &str) -> String {
+        let mut req = json!({"op": "seal", "header": header, "plaintext": plaintext});
+        match key.get("pem") {
+            Some(pem) => req["pem"] = pem.clone(),
+            None => req["jwk"] = key.clone(),
+        }
+        let answer = self.call(&req);
+        answer["jwe"].as_str().expect("jwe").to_string()
+    }
+
     /// A fresh key for `alg` (`ES256`, `ES384`, `EdDSA`, `RS256` or `PS256`).
     pub fn key(&mut self, alg: &str) -> ProofKey {
         let answer = self.call(&json!({"op": "key", "alg": alg}));

@@ -37,6 +37,16 @@ Requests:
   {"op": "hs256", "secret": "<utf-8 string>", "header": {...}, "claims": {...}}
       -> {"proof": <compact JWS signed by jwcrypto with HS256 and an oct key of that
       secret (of any length), protected header exactly as given>}
+
+Encrypted tokens and PingGateway JWT sessions (tests/jwe.rs, tests/sessions.rs):
+
+  {"op": "seal", "jwk": <JWK: oct, or a public or private RSA/EC one> | "pem": <public
+   key PEM>, "header": {...}, "plaintext": "<utf-8 string>"}
+      -> {"jwe": "<compact JWE made by jwcrypto with that protected header>"}
+
+  {"op": "keystore_secret", "path": P, "password": W, "alias": A}
+      -> {"jwk": <oct JWK of the secret-key entry A of keystore P (made by keytool
+          -genseckey), read by p12_secret.py, never by tokengate>}
 """
 import json
 import sys
@@ -44,7 +54,7 @@ import sys
 try:
     from importlib.metadata import version as _dist_version
 
-    from jwcrypto import jwa, jwk, jws
+    from jwcrypto import jwa, jwe, jwk, jws
     from jwcrypto.common import base64url_decode, base64url_encode
 
     IMPORT_ERROR = None
@@ -221,7 +231,35 @@ def op_hs256(req):
     return {"proof": sign(key, "HS256", header, compact(claims).encode("utf-8"))}
 
 
-OPS = {"hello": op_hello, "key": op_key, "proof": op_proof, "none": op_none, "hs256": op_hs256}
+def op_seal(req):
+    if isinstance(req.get("pem"), str):
+        key = jwk.JWK.from_pem(req["pem"].encode("ascii"))
+    else:
+        key = jwk.JWK(**object_field(req, "jwk"))
+    plaintext = req.get("plaintext")
+    if not isinstance(plaintext, str):
+        raise ValueError("plaintext must be a string")
+    token = jwe.JWE(plaintext.encode("utf-8"), compact(object_field(req, "header")))
+    token.add_recipient(key)
+    return {"jwe": token.serialize(compact=True)}
+
+
+def op_keystore_secret(req):
+    from p12_secret import secret_key  # beside this script; needs pyasn1
+
+    secret = secret_key(req["path"], req["password"], req["alias"])
+    return {"jwk": {"kty": "oct", "k": b64(secret)}}
+
+
+OPS = {
+    "hello": op_hello,
+    "key": op_key,
+    "proof": op_proof,
+    "none": op_none,
+    "hs256": op_hs256,
+    "seal": op_seal,
+    "keystore_secret": op_keystore_secret,
+}
 
 
 def answer(line):
