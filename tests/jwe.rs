@@ -757,7 +757,7 @@ fn encrypted_access_tokens_through_a_running_tokengate() {
             minter.seal(
                 &dir32,
                 h("dir", "A256GCM", Some("dir-1")),
-                &flip(&format!("{inner}.x.x"), 2)
+                flip(&format!("{inner}.x.x"), 2)
                     .rsplitn(3, '.')
                     .nth(2)
                     .expect("the JWS"),
