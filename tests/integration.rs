@@ -73,5 +73,10 @@ mod mtls;
 mod dpop;
 
 /// The JWE decryptor (SPEC §10): RFC 7520 §5 examples, jwcrypto and Node jose tokens for every
-/// algorithm × method pair, hostile JWEs (no padding oracle, invalid curves, refusals).
+/// algorithm × method pair, hostile JWEs (no padding oracle, invalid curves, refusals),
+/// nested access tokens through a running tokengate.
 mod jwe;
+
+/// Shared JWT sessions (SPEC §10): PingGateway session cookies under a keytool-made key,
+/// and the seed's three-instance rotation drill with traffic throughout.
+mod sessions;
