@@ -439,6 +439,65 @@ fn sender_constrained_tokens() {
     run_cases(config(json!([issuer]), json!({})), vec![no_nonce]);
 }
 
+/// Encrypted access tokens and shared JWT sessions (SPEC §10) at the fixed clock: JWEs
+/// made by jwcrypto, keys from a `jwks_file` of oct JWKs.
+#[test]
+fn encrypted_tokens_and_sessions() {
+    use DenyReason::*;
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
+    let dir = crate::support::TempDir::new("decisions-jwe");
+    let mut minter = crate::support::dpop::Minter::start();
+    let tok_key = json!({"kty": "oct", "kid": "dec-1", "k": URL_SAFE_NO_PAD.encode([3u8; 32])});
+    let ses_key = json!({"kty": "oct", "kid": "ses-1", "k": URL_SAFE_NO_PAD.encode([5u8; 64])});
+    let dec = dir.write("dec.json", json!({"keys": [tok_key]}).to_string());
+    let ses = dir.write("ses.json", json!({"keys": [ses_key]}).to_string());
+    let inner = token("GOOD_RS256");
+    let nested = minter.seal(
+        &tok_key,
+        json!({"alg": "dir", "enc": "A256GCM", "kid": "dec-1", "cty": "JWT"}),
+        &inner,
+    );
+    let mut altered: Vec<u8> = nested.clone().into_bytes();
+    let at = altered.len() - 3;
+    altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).expect("ASCII");
+    let mut session = |exp: i64| {
+        let value = minter.seal(
+            &ses_key,
+            json!({"alg": "dir", "enc": "A256CBC-HS512"}),
+            &json!({"sub": "Sam Carter", "iat": NOW - 10, "exp": exp}).to_string(),
+        );
+        Case {
+            name: "session",
+            headers: vec![("cookie".into(), format!("IG={value}"))],
+            method: "GET",
+            path: "/",
+            want: Ok(("ses-1", "fallback")),
+        }
+    };
+    let mut expired = session(NOW - 60);
+    expired.want = Err(BadSession);
+    let cases = vec![
+        case("nested", &nested, Ok(("rsa-1", "kid"))),
+        case("nested, altered tag", &altered, Err(BadDecryption)),
+        session(NOW + 60),
+        expired,
+    ];
+    run_cases(
+        config(
+            json!([fixture_issuer()]),
+            json!({
+                "decryption": {"key_sources": [{"jwks_file": dec.to_string_lossy()}]},
+                "sessions": [{"name": "ig", "cookie": "IG",
+                              "key_sources": [{"jwks_file": ses.to_string_lossy()}]}]
+            }),
+        ),
+        cases,
+    );
+}
+
 #[test]
 fn every_deny_reason_is_covered_above() {
     // Keeps this file honest: a new reason must get a case.
@@ -464,6 +523,8 @@ fn every_deny_reason_is_covered_above() {
         "invalid_dpop_proof",
         "use_dpop_nonce",
         "binding_mismatch",
+        "bad_decryption",
+        "bad_session",
     ];
     for r in DenyReason::ALL {
         assert!(covered.contains(&r.label()), "no case for {}", r.label());
