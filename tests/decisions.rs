@@ -485,16 +485,24 @@ fn encrypted_tokens_and_sessions() {
         session(NOW + 60),
         expired,
     ];
+    let sections = json!({
+        "decryption": {"key_sources": [{"jwks_file": dec.to_string_lossy()}]},
+        "sessions": [{"name": "ig", "cookie": "IG",
+                      "key_sources": [{"jwks_file": ses.to_string_lossy()}]}]
+    });
+    run_cases(config(json!([fixture_issuer()]), sections.clone()), cases);
+
+    // A revoked decryption key (by kid) opens nothing, by kid or by fallback.
+    let mut revoked = sections;
+    revoked["revoked"] = json!({"kids": ["dec-1", "ses-1"]});
+    let mut session = session(NOW + 60);
+    session.want = Err(BadSession);
     run_cases(
-        config(
-            json!([fixture_issuer()]),
-            json!({
-                "decryption": {"key_sources": [{"jwks_file": dec.to_string_lossy()}]},
-                "sessions": [{"name": "ig", "cookie": "IG",
-                              "key_sources": [{"jwks_file": ses.to_string_lossy()}]}]
-            }),
-        ),
-        cases,
+        config(json!([fixture_issuer()]), revoked),
+        vec![
+            case("nested, key revoked", &nested, Err(BadDecryption)),
+            session,
+        ],
     );
 }
 

@@ -280,3 +280,119 @@ fn a_rule_that_does_not_compile_names_the_file_field_and_position() {
     .unwrap_err();
     assert_eq!(e.field, "routes[0].allow_anonymous");
 }
+
+#[test]
+fn decryption_and_sessions_are_checked_and_defaulted() {
+    let ok = parse(
+        r#"{"issuers":[{"name":"am","require_encryption":true,"key_sources":[{"jwks_file":"jwks.json"}]}],
+            "decryption":{"key_sources":[{"pem_file":"dec.pem","kid":"d1"}]},
+            "sessions":[{"name":"ig","cookie":"IG","key_sources":[{"keystore":"s.p12","password_env":"PW","aliases":["symmetric-key"]}]}]}"#,
+    )
+    .unwrap();
+    let d = ok.decryption.as_ref().expect("decryption");
+    assert_eq!(d.algorithms, DEFAULT_DECRYPTION_ALGORITHMS.to_vec());
+    assert_eq!(d.methods, DEFAULT_DECRYPTION_METHODS.to_vec());
+    assert_eq!(&*d.keys.name, "decryption");
+    let s = &ok.sessions[0];
+    assert_eq!(s.methods, DEFAULT_SESSION_METHODS.to_vec());
+    assert_eq!((s.subject_claim.as_str(), s.max_age), ("sub", None));
+    assert_eq!(s.leeway, DEFAULT_LEEWAY);
+    assert_eq!(ok.token.session_cookies, ["IG"]);
+    let holders: Vec<(String, bool)> = ok
+        .key_holders()
+        .into_iter()
+        .map(|(f, _, d)| (f, d))
+        .collect();
+    assert_eq!(
+        holders,
+        [
+            ("issuers[0]".to_string(), false),
+            ("sessions[0]".to_string(), true),
+            ("decryption".to_string(), true)
+        ]
+    );
+    // Sessions alone are a config.
+    parse(r#"{"issuers":[],"sessions":[{"name":"ig","cookie":"IG","key_sources":[{"jwks_file":"s.json"}]}]}"#)
+        .unwrap();
+
+    let src = r#"[{"jwks_file":"k.json"}]"#;
+    for (json, field, why) in [
+        (
+            format!(r#""decryption":{{"key_sources":{src},"algorithms":["dir","RSA1_5"]}}"#),
+            "decryption.algorithms[1]",
+            "RSA1_5",
+        ),
+        (
+            format!(r#""decryption":{{"key_sources":{src},"algorithms":["PBES2-HS256+A128KW"]}}"#),
+            "decryption.algorithms[0]",
+            "p2c",
+        ),
+        (
+            format!(r#""decryption":{{"key_sources":{src},"methods":["A192GCM"]}}"#),
+            "decryption.methods[0]",
+            "unknown method",
+        ),
+        (
+            r#""decryption":{"key_sources":[{"jwks_uri":"https://as.example/jwks"}]}"#.into(),
+            "decryption.key_sources[0]",
+            "only keystore, jwks_file and pem_file",
+        ),
+        (
+            r#""decryption":{"key_sources":[]}"#.into(),
+            "decryption.key_sources",
+            "at least one",
+        ),
+        (
+            format!(r#""sessions":[{{"name":"decryption","cookie":"IG","key_sources":{src}}}]"#),
+            "sessions[0].name",
+            "reserved",
+        ),
+        (
+            format!(r#""sessions":[{{"name":"am","cookie":"IG","key_sources":{src}}}]"#),
+            "sessions[0].name",
+            "used by an issuer",
+        ),
+        (
+            format!(r#""sessions":[{{"name":"ig","cookie":"I G","key_sources":{src}}}]"#),
+            "sessions[0].cookie",
+            "not a cookie name",
+        ),
+        (
+            format!(
+                r#""token":{{"from_cookies":["IG"]}},"sessions":[{{"name":"ig","cookie":"IG","key_sources":{src}}}]"#
+            ),
+            "sessions[0].cookie",
+            "already a token cookie",
+        ),
+        (
+            format!(
+                r#""sessions":[{{"name":"ig","cookie":"IG","max_age":"soon","key_sources":{src}}}]"#
+            ),
+            "sessions[0].max_age",
+            "",
+        ),
+        (
+            format!(
+                r#""sessions":[{{"name":"ig","cookie":"IG","methods":["RSA-OAEP"],"key_sources":{src}}}]"#
+            ),
+            "sessions[0].methods[0]",
+            "unknown method",
+        ),
+    ] {
+        let e = parse(&format!(
+            r#"{{"issuers":[{{"name":"am","key_sources":[{{"jwks_file":"jwks.json"}}]}}],{json}}}"#
+        ))
+        .unwrap_err();
+        assert_eq!(e.field, field, "{json}: {e}");
+        assert!(e.reason.contains(why), "{json}: {e}");
+    }
+    let e = parse(
+        r#"{"issuers":[{"name":"am","require_encryption":true,"key_sources":[{"jwks_file":"jwks.json"}]}]}"#,
+    )
+    .unwrap_err();
+    assert_eq!(e.field, "issuers[0].require_encryption");
+    let e =
+        parse(r#"{"issuers":[{"name":"decryption","key_sources":[{"jwks_file":"jwks.json"}]}]}"#)
+            .unwrap_err();
+    assert_eq!(e.field, "issuers[0].name");
+}
