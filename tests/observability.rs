@@ -32,9 +32,10 @@ use crate::support::{self, ClosedPort, Metrics, TempDir, Tokengate, fixtures, ht
 
 /// SPEC §7: name, TYPE, label names (histograms: of the `_count` series).
 #[rustfmt::skip]
-const SPEC_METRICS: [(&str, &str, &[&str]); 13] = [
+const SPEC_METRICS: [(&str, &str, &[&str]); 14] = [
     ("tokengate_decisions_total", "counter", &["issuer", "listener", "decision", "reason"]),
     ("tokengate_key_verifications_total", "counter", &["issuer", "source", "key", "match", "result"]),
+    ("tokengate_key_decryptions_total", "counter", &["issuer", "source", "key", "match", "result"]),
     ("tokengate_key_last_used_timestamp_seconds", "gauge", &["issuer", "source", "key"]),
     ("tokengate_key_info", "gauge", &["issuer", "source", "key", "kty", "alg", "thumbprint", "state"]),
     ("tokengate_key_not_after_timestamp_seconds", "gauge", &["issuer", "source", "key"]),
@@ -50,12 +51,19 @@ const SPEC_METRICS: [(&str, &str, &[&str]); 13] = [
 
 /// SPEC §7 `reason` values, allow reasons first.
 #[rustfmt::skip]
-const REASONS: [&str; 23] = [
+const REASONS: [&str; 25] = [
     "ok", "anonymous", "missing_token", "invalid_request", "malformed", "too_large", "bad_alg",
     "bad_issuer", "unknown_key", "revoked_key", "bad_signature", "expired", "not_yet_valid",
     "lifetime_exceeded", "key_out_of_validity", "bad_audience", "bad_type", "insufficient_scope",
     "rule_failed", "keys_unavailable", "invalid_dpop_proof", "use_dpop_nonce", "binding_mismatch",
+    "bad_decryption", "bad_session",
 ];
+
+/// The decryption keys of the stack (SPEC §10): one for encrypted tokens, one for the
+/// `ig` session's cookies.
+const DEC_KEY: &str =
+    r#"{"kty":"oct","kid":"dec-1","k":"AwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwMDAwM"}"#;
+const SESSION_KEY: &str = r#"{"kty":"oct","kid":"ses-1","k":"BQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQUFBQ"}"#;
 
 /// The process metrics tokengate adds to SPEC §7.
 const PROCESS_METRICS: [(&str, &str); 7] = [
@@ -109,6 +117,11 @@ fn start(tag: &str) -> Stack {
     let dir = TempDir::new(tag);
     let jwks = JwksServer::start(&jwks_of(&["rsa-2", "ec-p384"]));
     let jwks_file = dir.write("keys.jwks.json", jwks_of(&["rsa-1", "ed-1"]));
+    let dec_file = dir.write("dec.jwks.json", format!(r#"{{"keys":[{DEC_KEY}]}}"#));
+    let session_file = dir.write(
+        "session.jwks.json",
+        format!(r#"{{"keys":[{SESSION_KEY}]}}"#),
+    );
     let down = ClosedPort::new();
     let config = json!({
         "issuers": [
@@ -141,6 +154,9 @@ fn start(tag: &str) -> Stack {
             { "name": "invoices", "path_prefix": "/invoices", "rules": ["has(claims.groups) && 'billing' in claims.groups"] }
         ],
         "revoked": { "kids": ["ec-p384"] },
+        "decryption": { "key_sources": [{ "jwks_file": dec_file.to_string_lossy() }] },
+        "sessions": [{ "name": "ig", "cookie": "IG",
+                       "key_sources": [{ "jwks_file": session_file.to_string_lossy() }] }],
         // Reloads happen on POST /refresh only, so that reload counts are exact.
         "reload": { "scan_interval": "1h" }
     });
@@ -344,6 +360,40 @@ fn drive_every_path(s: &Stack) -> Expected {
     let proof = minter.proof(&key, &support::dpop::claims("GET", &htu, &t3), json!({}));
     send(s, &mut e, &dpop_case(&t3, Some(proof), "use_dpop_nonce"));
 
+    // Encrypted tokens and sessions (SPEC §10), made by jwcrypto: a nested token
+    // (judged by its issuer) and one that no key opens; a session and an expired one.
+    let dec: Value = serde_json::from_str(DEC_KEY).expect("key");
+    let nested = minter.seal(
+        &dec,
+        json!({"alg": "dir", "enc": "A256GCM", "kid": "dec-1", "cty": "JWT"}),
+        &mint_token(Algorithm::RS256, "rsa-1", Some("rsa-1"), |c| {
+            c["jti"] = json!("sealed")
+        }),
+    );
+    send(s, &mut e, &get(nested.clone(), "main", "ok", 200));
+    let mut altered = nested.into_bytes();
+    let at = altered.len() - 2;
+    altered[at] = if altered[at] == b'A' { b'B' } else { b'A' };
+    let altered = String::from_utf8(altered).expect("ASCII");
+    send(s, &mut e, &get(altered, "-", "bad_decryption", 401));
+    let session: Value = serde_json::from_str(SESSION_KEY).expect("key");
+    let now = mint::now();
+    for (exp, status, reason) in [(now + 600, 200, "ok"), (now - 600, 401, "bad_session")] {
+        let value = minter.seal(
+            &session,
+            json!({"alg": "dir", "enc": "A256CBC-HS512"}),
+            &json!({"sub": "Sam Carter", "exp": exp}).to_string(),
+        );
+        let r =
+            s.tg.check("GET", "/orders/1", &[("cookie", &format!("IG={value}"))]);
+        assert_eq!(
+            (r.status, r.error().as_str()),
+            (status, if status == 200 { "" } else { reason })
+        );
+        *e.decisions.entry(("ig", reason)).or_default() += 1;
+        e.cache_lookups += 1;
+    }
+
     let config_text = std::fs::read_to_string(&s.tg.config).expect("config");
     let key_file_text = std::fs::read_to_string(&s.jwks_file).expect("key file");
     s.dir.write("config.json", "{ this is not json");
@@ -498,14 +548,36 @@ fn metrics_show_every_spec_series_after_traffic_on_every_path() {
             "{result}"
         );
     }
+    // Decryptions per key: the nested token and the altered one by kid; both session
+    // cookies opened (the expired one fails after).
+    for (issuer, key, matched, result, n) in [
+        ("decryption", "dec-1", "kid", "ok", 1.0),
+        ("decryption", "dec-1", "kid", "bad_decryption", 1.0),
+        ("ig", "ses-1", "fallback", "ok", 2.0),
+        ("ig", "ses-1", "fallback", "bad_decryption", 0.0),
+    ] {
+        assert_eq!(
+            v(
+                "tokengate_key_decryptions_total",
+                &[
+                    ("issuer", issuer),
+                    ("key", key),
+                    ("match", matched),
+                    ("result", result)
+                ]
+            ),
+            n,
+            "{issuer} {key} {matched} {result}"
+        );
+    }
     assert_eq!(v("tokengate_audit_dropped_total", &[]), 0.0);
     assert_eq!(v("tokengate_telemetry_export_errors_total", &[]), 0.0);
 
     // Per key version. Signature checks count whatever the claims say next, so every
     // rsa-1/kid token that got past the header counts: 1 good (+1 cached, not checked
     // again), expired, not_yet_valid, lifetime_exceeded, bad_audience, bad_type,
-    // insufficient_scope, the one after the reload, and the three bound tokens (valid
-    // tokens, refused for what the request did not prove).
+    // insufficient_scope, the one after the reload, the three bound tokens (valid
+    // tokens, refused for what the request did not prove) and the nested token.
     let kv = |key: &str, source: &str, matched: &str, result: &str| {
         v(
             "tokengate_key_verifications_total",
@@ -518,7 +590,7 @@ fn metrics_show_every_spec_series_after_traffic_on_every_path() {
             ],
         )
     };
-    assert_eq!(kv("rsa-1", "jwks_file", "kid", "ok"), 11.0);
+    assert_eq!(kv("rsa-1", "jwks_file", "kid", "ok"), 12.0);
     assert_eq!(
         kv("rsa-1", "jwks_file", "kid", "bad_signature"),
         1.0,
@@ -634,8 +706,9 @@ fn metrics_show_every_spec_series_after_traffic_on_every_path() {
     );
     assert_eq!(
         from_metrics.len(),
-        6,
-        "rsa-1, ed-1, pem-1, ec-p256, ec-p384 and retired rsa-2: {from_metrics:#?}"
+        8,
+        "rsa-1, ed-1, pem-1, ec-p256, ec-p384, retired rsa-2 and the decryption keys dec-1 and \
+         ses-1: {from_metrics:#?}"
     );
 
     // `tokengate keys --admin` reads the same inventory over HTTP.
