@@ -9,11 +9,20 @@
 //! - `jwe/session_dir_a256cbc_hs512` vs `jwe/raw_a256cbc_hs512`: a PingGateway-style
 //!   session under `dir` + A256CBC-HS512 against HMAC-SHA-512 and AES-256-CBC alone.
 //!
-//! `jwe/parse_dir_a256gcm` is the parse alone. The bench prints raw ÷ decryptor for each (issue 19's floors, for whole decisions:
-//! ≥ 0.85 for tokens, ≥ 0.8 for sessions). Run: `cargo bench --bench jwe`.
+//! `jwe/parse_dir_a256gcm` is the parse alone.
+//!
+//! Then whole decisions through the `Authorizer` (issue 19's floors), the cache off
+//! unless said:
+//!
+//! - `jwe/decision_dir_a256gcm` vs `jwe/raw_a256gcm_rs256`: the nested token judged
+//!   (decrypted, its RS256 JWS verified, its claims checked) against AES-GCM open plus
+//!   the RS256 verification of the inner JWS with a prepared key (floor 0.85);
+//! - `jwe/decision_rsa_oaep_256_a256gcm` vs `jwe/raw_rsa_oaep_256_a256gcm_rs256` (0.85);
+//! - `jwe/decision_session` vs `jwe/raw_a256cbc_hs512` (0.8), and
+//!   `jwe/decision_session_cached`: the same cookie answered from the cache.
+//!
+//! The bench prints raw ÷ ours for each. Run: `cargo bench --bench jwe`.
 
-// Only the fixtures and the medians: the decision helpers are for the other benches.
-#[allow(dead_code)]
 mod support;
 
 use std::hint::black_box;
@@ -28,8 +37,12 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use serde_json::Value;
-use support::{criterion_dir, fixtures, median};
+use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
+use tokengate::alg::Alg;
+use tokengate::authz::RequestView;
+use tokengate::decision::Decision;
 use tokengate::jwe::{self, DecryptionKey, Enc, KeyAlg};
+use tokengate::keys::jwks::parse_set;
 
 /// The five segments of a compact JWE, decoded (the header kept as sent: it is the AAD).
 struct Parts {
@@ -102,6 +115,130 @@ fn main() {
         s("session_plaintext").len()
     );
 
+    // Whole decisions, next to the raw decryption plus the raw verification of the JWS
+    // inside (keys prepared once).
+    let inner = s("nested_plaintext");
+    let rsa_1 = parse_set(
+        &std::fs::read(fixtures().join("jwks.json")).unwrap_or_else(|e| panic!("jwks.json: {e}")),
+        true,
+    )
+    .unwrap_or_else(|e| panic!("jwks.json: {e}"))
+    .keys
+    .into_iter()
+    .find(|k| k.id == "rsa-1")
+    .unwrap_or_else(|| panic!("no rsa-1"));
+    let (input, sig) = inner
+        .rsplit_once('.')
+        .unwrap_or_else(|| panic!("not a JWS"));
+    let sig = URL_SAFE_NO_PAD
+        .decode(sig)
+        .unwrap_or_else(|e| panic!("signature: {e}"));
+    let verify_inner = || rsa_1.material.verify(Alg::RS256, input.as_bytes(), &sig);
+    assert!(verify_inner());
+    let rt = runtime();
+    let keys_dir = std::env::temp_dir().join(format!("tokengate-bench-jwe-{}", std::process::id()));
+    std::fs::create_dir_all(&keys_dir).unwrap_or_else(|e| panic!("{e}"));
+    let write = |name: &str, keys: Vec<&Value>| {
+        let path = keys_dir.join(name);
+        std::fs::write(&path, serde_json::json!({ "keys": keys }).to_string())
+            .unwrap_or_else(|e| panic!("{name}: {e}"));
+        path.to_string_lossy().into_owned()
+    };
+    let token_keys = write("decryption.json", vec![&doc["dir32"], &doc["rsa"]]);
+    let session_keys = write("session.json", vec![&doc["dir64"]]);
+    let config = |max_entries: u64| {
+        serde_json::json!({
+            "listeners": {"authz_http": "127.0.0.1:0", "admin": null, "authz_grpc": null},
+            "issuers": [{
+                "name": "main",
+                "issuer": "https://issuer.example",
+                "audiences": ["orders-api"],
+                "algorithms": ["RS256"],
+                "key_sources": [{ "jwks_file": fixtures().join("jwks.json").to_string_lossy() }]
+            }],
+            "decryption": {
+                "key_sources": [{ "jwks_file": token_keys }],
+                "algorithms": ["dir", "RSA-OAEP-256"],
+                "methods": ["A256GCM"]
+            },
+            "sessions": [{ "name": "ig", "cookie": "IG",
+                           "key_sources": [{ "jwks_file": session_keys }] }],
+            // The fixture JWEs carry no kid: every decision takes the fallback, which
+            // must not meet the per-second budget of a real deployment here.
+            "fallback": { "max_verifications_per_second": 1_000_000_000u32 },
+            "cache": { "max_entries": max_entries }
+        })
+    };
+    let now = 1_800_000_000;
+    let uncached = app_of(&config(0), now, &rt);
+    let cached = app_of(&config(10_000), now, &rt);
+    let bearer = |t: &str| vec![("authorization".to_string(), format!("Bearer {t}"))];
+    let gcm_headers = bearer(&gcm_token);
+    let rsa_headers = bearer(&rsa_token);
+    let cookie = vec![("cookie".to_string(), format!("IG={session_token}"))];
+    let view = |headers: &'static [(String, String)]| RequestView {
+        method: "GET",
+        target: "/orders/1",
+        headers,
+        peer: Default::default(),
+    };
+    let leak = |h: Vec<(String, String)>| -> &'static [(String, String)] {
+        Box::leak(h.into_boxed_slice())
+    };
+    let (gcm_view, rsa_view, session_view) = (
+        view(leak(gcm_headers)),
+        view(leak(rsa_headers)),
+        view(leak(cookie)),
+    );
+    for (what, v) in [
+        ("dir", &gcm_view),
+        ("rsa", &rsa_view),
+        ("session", &session_view),
+    ] {
+        for app in [&uncached, &cached] {
+            let verdict = decide(&rt, app, v);
+            assert!(
+                matches!(verdict.decision, Decision::Allow(_)),
+                "{what}: {:?}",
+                verdict.decision
+            );
+        }
+    }
+    // `TG_BENCH_COUNT=<case>:<n>`: n of one case and nothing else, for instruction
+    // counts under `valgrind --tool=cachegrind` (this host's timings drift 2×):
+    // `none` (setup only), `raw_dir` (AES-GCM open + RS256 verify), `decision_dir`,
+    // `decision_bearer` (the inner JWS alone), `raw_session`, `decision_session`.
+    if let Ok(spec) = std::env::var("TG_BENCH_COUNT") {
+        let (case, n) = spec
+            .split_once(':')
+            .and_then(|(c, n)| Some((c.to_string(), n.parse::<u64>().ok()?)))
+            .unwrap_or_else(|| panic!("TG_BENCH_COUNT=<case>:<n>, not {spec}"));
+        let bearer_view = view(leak(bearer(&inner)));
+        for _ in 0..n {
+            match case.as_str() {
+                "none" => {}
+                "raw_dir" => {
+                    black_box((raw_gcm(&gcm_parts, &gcm_key), verify_inner()));
+                }
+                "decision_dir" => {
+                    black_box(decide(&rt, &uncached, &gcm_view));
+                }
+                "decision_bearer" => {
+                    black_box(decide(&rt, &uncached, &bearer_view));
+                }
+                "raw_session" => {
+                    black_box(raw_cbc(&session_parts, &session_key));
+                }
+                "decision_session" => {
+                    black_box(decide(&rt, &uncached, &session_view));
+                }
+                other => panic!("unknown case {other}"),
+            }
+        }
+        let _ = std::fs::remove_dir_all(&keys_dir);
+        return;
+    }
+
     let mut g = c.benchmark_group("jwe");
     g.bench_function("raw_a256gcm", |b| {
         b.iter(|| raw_gcm(black_box(&gcm_parts), &gcm_key))
@@ -139,15 +276,56 @@ fn main() {
     g.bench_function("session_dir_a256cbc_hs512", |b| {
         b.iter(|| decrypt(black_box(&session_token), &dir64))
     });
+
+    g.bench_function("raw_a256gcm_rs256", |b| {
+        b.iter(|| (raw_gcm(black_box(&gcm_parts), &gcm_key), verify_inner()))
+    });
+    g.bench_function("raw_rsa_oaep_256_a256gcm_rs256", |b| {
+        b.iter(|| {
+            let mut cek = vec![0u8; rsa_key.min_output_size()];
+            let cek = rsa_key
+                .decrypt(
+                    &OAEP_SHA256_MGF1SHA256,
+                    black_box(&rsa_parts.key),
+                    &mut cek,
+                    None,
+                )
+                .unwrap_or_else(|e| panic!("{e}"));
+            let key = LessSafeKey::new(
+                UnboundKey::new(&aead::AES_256_GCM, cek).unwrap_or_else(|e| panic!("{e}")),
+            );
+            (raw_gcm(&rsa_parts, &key), verify_inner())
+        })
+    });
+    g.bench_function("decision_dir_a256gcm", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&gcm_view)))
+    });
+    g.bench_function("decision_rsa_oaep_256_a256gcm", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&rsa_view)))
+    });
+    g.bench_function("decision_session", |b| {
+        b.iter(|| decide(&rt, &uncached, black_box(&session_view)))
+    });
+    g.bench_function("decision_session_cached", |b| {
+        b.iter(|| decide(&rt, &cached, black_box(&session_view)))
+    });
     g.finish();
+    let _ = std::fs::remove_dir_all(&keys_dir);
     c.final_summary();
 
     let m = |b: &str| median(&dir, "jwe", b, started);
-    println!("\nfrom the medians of this run (raw ÷ decryptor; 1.0 = no overhead):");
+    println!("\nfrom the medians of this run (raw ÷ ours; 1.0 = no overhead):");
     for (raw, ours) in [
         ("raw_a256gcm", "dir_a256gcm"),
         ("raw_rsa_oaep_256_a256gcm", "rsa_oaep_256_a256gcm"),
         ("raw_a256cbc_hs512", "session_dir_a256cbc_hs512"),
+        ("raw_a256gcm_rs256", "decision_dir_a256gcm"),
+        (
+            "raw_rsa_oaep_256_a256gcm_rs256",
+            "decision_rsa_oaep_256_a256gcm",
+        ),
+        ("raw_a256cbc_hs512", "decision_session"),
+        ("raw_a256cbc_hs512", "decision_session_cached"),
     ] {
         if let (Some(r), Some(o)) = (m(raw), m(ours)) {
             println!("  {ours}: {:.0} ns vs {raw} {:.0} ns = {:.3}", o, r, r / o);

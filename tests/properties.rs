@@ -1,6 +1,7 @@
 //! Property tests: arbitrary bytes and arbitrary "almost tokens" never panic the
 //! compact-JWS parser, the JWKS parser, the DPoP proof check or the
-//! `X-Forwarded-Client-Cert` reader, and are always denied / refused.
+//! `X-Forwarded-Client-Cert` reader, and are always denied / refused; arbitrary JWEs, as
+//! bearer tokens and as session cookies, are denied by the whole authorizer.
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
@@ -11,6 +12,68 @@ use tokengate::token::jws;
 
 fn all() -> AlgSet {
     Alg::ALL.into_iter().collect()
+}
+
+/// One app for every case: decryption keys (oct, EC) and a session, their key files in
+/// a directory kept for the process.
+fn jwe_app() -> &'static (tokio::runtime::Runtime, std::sync::Arc<tokengate::app::App>) {
+    use std::sync::{Arc, OnceLock};
+    static APP: OnceLock<(tokio::runtime::Runtime, Arc<tokengate::app::App>)> = OnceLock::new();
+    APP.get_or_init(|| {
+        let dir = std::env::temp_dir().join(format!("tokengate-props-jwe-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).expect("dir");
+        // RFC 7520 §5.5's P-256 key (and its RSA key of §5.2) decrypt too.
+        let rfc: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(
+                std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/rfc7520-jwe.json"),
+            )
+            .expect("rfc7520-jwe.json"),
+        )
+        .expect("JSON");
+        let example = |section: &str, kid: &str| {
+            let mut k = rfc["examples"]
+                .as_array()
+                .and_then(|l| l.iter().find(|e| e["section"] == section))
+                .map(|e| e["key"].clone())
+                .expect("example");
+            k["kid"] = serde_json::json!(kid);
+            k
+        };
+        let keys = serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "k32", "k": URL_SAFE_NO_PAD.encode([1u8; 32])},
+            {"kty": "oct", "kid": "k16", "k": URL_SAFE_NO_PAD.encode([2u8; 16])},
+            example("5.5", "ec"),
+            example("5.2", "rsa"),
+        ]});
+        let session = serde_json::json!({"keys": [
+            {"kty": "oct", "kid": "s64", "k": URL_SAFE_NO_PAD.encode([3u8; 64])}
+        ]});
+        std::fs::write(dir.join("dec.json"), keys.to_string()).expect("write");
+        std::fs::write(dir.join("ses.json"), session.to_string()).expect("write");
+        let cfg = serde_json::json!({
+            "listeners": {"authz_http": null, "authz_grpc": null, "admin": null},
+            "issuers": [{"name": "main", "key_sources": [{"jwks_file": dir.join("dec.json").to_string_lossy()}]}],
+            "decryption": {"key_sources": [{"jwks_file": dir.join("dec.json").to_string_lossy()}],
+                           "algorithms": ["dir", "A128KW", "A256KW", "ECDH-ES", "ECDH-ES+A128KW", "RSA-OAEP"],
+                           "methods": ["A128CBC-HS256", "A256CBC-HS512", "A128GCM", "A256GCM"]},
+            "sessions": [{"name": "ig", "cookie": "IG",
+                          "key_sources": [{"jwks_file": dir.join("ses.json").to_string_lossy()}]}]
+        });
+        let config = tokengate::config::Config::parse(std::path::Path::new("/virtual/c.json"), cfg.to_string().as_bytes())
+            .expect("config");
+        let rt = tokio::runtime::Runtime::new().expect("runtime");
+        let app = {
+            let _guard = rt.enter();
+            tokengate::app::App::new(
+                config,
+                rt.handle().clone(),
+                Arc::new(tokengate::clock::FixedClock::new(1_800_000_000)),
+                Arc::new(tokengate::metrics::Metrics::new()),
+                Arc::new(|_: &str| None),
+            )
+        };
+        (rt, app)
+    })
 }
 
 proptest! {
@@ -121,5 +184,48 @@ proptest! {
         let peer = tokengate::request::Peer { certificate: Some(&value), ..Default::default() };
         let none: Vec<(String, String)> = Vec::new();
         prop_assert!(tokengate::binding::mtls::certificate_digest(&peer, none.as_slice(), false).is_none() || value.contains("CERTIFICATE"));
+    }
+
+    #[test]
+    fn arbitrary_jwes_are_denied_as_tokens_and_as_sessions(
+        alg in prop_oneof![Just("dir".to_string()), Just("A128KW".to_string()), Just("A256KW".to_string()), Just("ECDH-ES".to_string()),
+                           Just("ECDH-ES+A128KW".to_string()), Just("RSA-OAEP".to_string()), Just("RSA1_5".to_string()), Just("PBES2-HS256+A128KW".to_string()), "[A-Z0-9-]{0,8}"],
+        enc in prop_oneof![Just("A128CBC-HS256".to_string()), Just("A256CBC-HS512".to_string()), Just("A128GCM".to_string()), Just("A256GCM".to_string()), "[A-Z0-9-]{0,8}"],
+        kid in prop_oneof![Just(None), Just(Some("k32")), Just(Some("k16")), Just(Some("ec")), Just(Some("rsa")), Just(Some("zz"))],
+        epk_x in proptest::collection::vec(any::<u8>(), 0..40),
+        segments in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..80), 4),
+    ) {
+        use tokengate::decision::Decision;
+        let mut header = serde_json::json!({"alg": &alg, "enc": &enc, "cty": "JWT"});
+        if let Some(k) = kid {
+            header["kid"] = serde_json::json!(k);
+        }
+        if alg.starts_with("ECDH") {
+            let c = URL_SAFE_NO_PAD.encode(&epk_x);
+            header["epk"] = serde_json::json!({"kty": "EC", "crv": "P-256", "x": c, "y": c});
+        }
+        let mut token = URL_SAFE_NO_PAD.encode(header.to_string());
+        for s in &segments {
+            token.push('.');
+            token.push_str(&URL_SAFE_NO_PAD.encode(s));
+        }
+        let (rt, app) = jwe_app();
+        for (name, value) in [("authorization", format!("Bearer {token}")), ("cookie", format!("IG={token}"))] {
+            let headers = vec![(name.to_string(), value)];
+            let view = tokengate::authz::RequestView {
+                method: "GET",
+                target: "/",
+                headers: headers.as_slice(),
+                peer: Default::default(),
+            };
+            let v = rt.block_on(app.authorizer().check(tokengate::metrics::Listener::Cli, &view));
+            let Decision::Deny(d) = &v.decision else {
+                return Err(TestCaseError::fail(format!("allowed: {token}")));
+            };
+            prop_assert!(
+                ["malformed", "bad_alg", "bad_decryption", "bad_session"].contains(&d.reason.label()),
+                "{name}: {} for {token}", d.reason.label()
+            );
+        }
     }
 }

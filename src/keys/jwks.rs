@@ -124,11 +124,10 @@ pub fn parse_jwk(jwk: &Value, allow_oct: bool) -> Result<LoadedKey, String> {
             .as_ref()
             .is_none_or(|ops| ops.iter().any(|o| o == "verify"));
     let id = kid.map_or_else(|| material.thumbprint().to_string(), str::to_string);
-    // A private or secret JWK decrypts too, from local files only (`allow_oct`): a key
-    // a remote JWKS would publish with its private part is never taken.
+    // A private or secret JWK (RSA, EC, oct) decrypts too, from local files only
+    // (`allow_oct`): a key a remote JWKS would publish with its private part is never
+    // taken.
     let private = ["d", "k"].iter().any(|m| obj.contains_key(*m));
-    // (RSA private JWKs are not read for decryption: RSA keys come from PEM files and
-    // keystores.)
     let decryption = (allow_oct && private)
         .then(|| DecryptionKey::from_jwk(jwk).ok().map(Arc::new))
         .flatten();
