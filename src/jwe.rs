@@ -192,11 +192,14 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
         return Err(MALFORMED);
     }
     let header: ClaimSet<'_> = serde_json::from_slice(&header_bytes).map_err(|_| MALFORMED)?;
-    if HEADER_MEMBERS
-        .iter()
-        .any(|m| header.members().filter(|(k, _)| k == m).count() > 1)
-    {
-        return Err(MALFORMED);
+    let mut seen = 0u16;
+    for (name, _) in header.members() {
+        if let Some(i) = HEADER_MEMBERS.iter().position(|m| *m == name) {
+            if seen & (1 << i) != 0 {
+                return Err(MALFORMED);
+            }
+            seen |= 1 << i;
+        }
     }
     let text = |name: &str| match header.get(name) {
         None => Ok(None),
@@ -260,6 +263,13 @@ impl Jwe<'_> {
         &self,
         key: &DecryptionKey,
     ) -> Result<zeroize::Zeroizing<Vec<u8>>, Undecryptable> {
+        // `dir` with a GCM method: the key prepared when it was loaded.
+        if let (KeyAlg::Dir, Enc::A128Gcm | Enc::A256Gcm, DecryptionKey::Secret(k, Some(gcm))) =
+            (self.alg, self.enc, key)
+            && k.len() == self.enc.key_len()
+        {
+            return crypto::open_gcm(self, gcm);
+        }
         let cek = crypto::content_key(self, key)?;
         crypto::open(self, &cek)
     }

@@ -35,8 +35,10 @@ pub struct Undecryptable;
 /// A decryption key: its material, never printed.
 pub enum DecryptionKey {
     /// A symmetric key: `dir` (when its length is the method's key length), `A128KW`
-    /// (16 bytes), `A256KW` (32 bytes).
-    Secret(Zeroizing<Vec<u8>>),
+    /// (16 bytes), `A256KW` (32 bytes); with its AES-GCM key prepared once when it has
+    /// a GCM size (`dir` + `A128GCM` / `A256GCM`, the common case, expands no key per
+    /// token).
+    Secret(Zeroizing<Vec<u8>>, Option<LessSafeKey>),
     /// An RSA private key: `RSA-OAEP`, `RSA-OAEP-256`.
     Rsa(OaepPrivateDecryptingKey),
     /// An EC private key (P-256, P-384, P-521) or X25519: `ECDH-ES*`.
@@ -46,7 +48,7 @@ pub enum DecryptionKey {
 impl std::fmt::Debug for DecryptionKey {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
-            DecryptionKey::Secret(k) => write!(f, "Secret({} bytes)", k.len()),
+            DecryptionKey::Secret(k, _) => write!(f, "Secret({} bytes)", k.len()),
             DecryptionKey::Rsa(k) => write!(f, "Rsa({} bits)", k.key_size_bits()),
             DecryptionKey::Ec(k) => write!(f, "Ec({:?})", k.algorithm()),
         }
@@ -58,7 +60,14 @@ impl std::fmt::Debug for DecryptionKey {
 impl DecryptionKey {
     /// A symmetric key.
     pub fn secret(bytes: &[u8]) -> Self {
-        DecryptionKey::Secret(Zeroizing::new(bytes.to_vec()))
+        let gcm = match bytes.len() {
+            16 => Some(&aead::AES_128_GCM),
+            32 => Some(&aead::AES_256_GCM),
+            _ => None,
+        }
+        .and_then(|alg| UnboundKey::new(alg, bytes).ok())
+        .map(LessSafeKey::new);
+        DecryptionKey::Secret(Zeroizing::new(bytes.to_vec()), gcm)
     }
 
     /// An RSA private key from PKCS #8 DER.
@@ -125,7 +134,7 @@ impl DecryptionKey {
                 .ok_or(Undecryptable)
         };
         match jwk.get("kty").and_then(Value::as_str) {
-            Some("oct") => Ok(DecryptionKey::Secret(Zeroizing::new(member("k")?))),
+            Some("oct") => Ok(DecryptionKey::secret(&member("k")?)),
             Some("RSA") => {
                 let private = |name: &str| member(name).map(Zeroizing::new);
                 let components = KeyPairComponents {
@@ -160,9 +169,9 @@ impl DecryptionKey {
     /// fallback candidates before any decryption).
     pub fn fits(&self, alg: KeyAlg, enc: Enc) -> bool {
         match (self, alg) {
-            (DecryptionKey::Secret(k), KeyAlg::Dir) => k.len() == enc.key_len(),
-            (DecryptionKey::Secret(k), KeyAlg::A128Kw) => k.len() == 16,
-            (DecryptionKey::Secret(k), KeyAlg::A256Kw) => k.len() == 32,
+            (DecryptionKey::Secret(k, _), KeyAlg::Dir) => k.len() == enc.key_len(),
+            (DecryptionKey::Secret(k, _), KeyAlg::A128Kw) => k.len() == 16,
+            (DecryptionKey::Secret(k, _), KeyAlg::A256Kw) => k.len() == 32,
             (DecryptionKey::Rsa(_), KeyAlg::RsaOaep | KeyAlg::RsaOaep256) => true,
             (DecryptionKey::Ec(_), a) => a.is_ecdh(),
             _ => false,
@@ -194,8 +203,8 @@ pub(super) fn content_key(
         return Err(Undecryptable);
     }
     let cek = match (jwe.alg, key) {
-        (KeyAlg::Dir, DecryptionKey::Secret(k)) => Zeroizing::new(k.to_vec()),
-        (KeyAlg::A128Kw | KeyAlg::A256Kw, DecryptionKey::Secret(k)) => {
+        (KeyAlg::Dir, DecryptionKey::Secret(k, _)) => Zeroizing::new(k.to_vec()),
+        (KeyAlg::A128Kw | KeyAlg::A256Kw, DecryptionKey::Secret(k, _)) => {
             unwrap_key(k, &jwe.encrypted_key)?
         }
         (KeyAlg::RsaOaep | KeyAlg::RsaOaep256, DecryptionKey::Rsa(k)) => {
@@ -302,6 +311,26 @@ fn agree(
 }
 
 /// Decrypts the content with `cek` (RFC 7518 §5.2.2.2, §5.3).
+/// AES-GCM open with a prepared key: ciphertext ‖ tag in one buffer, opened in place.
+pub(super) fn open_gcm(
+    jwe: &Jwe<'_>,
+    key: &LessSafeKey,
+) -> Result<Zeroizing<Vec<u8>>, Undecryptable> {
+    let nonce = Nonce::try_assume_unique_for_key(&jwe.iv).map_err(|_| Undecryptable)?;
+    if jwe.tag.len() != 16 {
+        return Err(Undecryptable);
+    }
+    let mut in_out = Zeroizing::new(Vec::with_capacity(jwe.ciphertext.len() + 16));
+    in_out.extend_from_slice(&jwe.ciphertext);
+    in_out.extend_from_slice(&jwe.tag);
+    let len = key
+        .open_in_place(nonce, Aad::from(jwe.aad.as_bytes()), &mut in_out)
+        .map_err(|_| Undecryptable)?
+        .len();
+    in_out.truncate(len);
+    Ok(in_out)
+}
+
 pub(super) fn open(jwe: &Jwe<'_>, cek: &[u8]) -> Result<Zeroizing<Vec<u8>>, Undecryptable> {
     let aad = jwe.aad.as_bytes();
     match jwe.enc {
@@ -312,19 +341,7 @@ pub(super) fn open(jwe: &Jwe<'_>, cek: &[u8]) -> Result<Zeroizing<Vec<u8>>, Unde
                 &aead::AES_256_GCM
             };
             let key = LessSafeKey::new(UnboundKey::new(alg, cek).map_err(|_| Undecryptable)?);
-            let nonce = Nonce::try_assume_unique_for_key(&jwe.iv).map_err(|_| Undecryptable)?;
-            if jwe.tag.len() != 16 {
-                return Err(Undecryptable);
-            }
-            let mut in_out = Zeroizing::new(Vec::with_capacity(jwe.ciphertext.len() + 16));
-            in_out.extend_from_slice(&jwe.ciphertext);
-            in_out.extend_from_slice(&jwe.tag);
-            let len = key
-                .open_in_place(nonce, Aad::from(aad), &mut in_out)
-                .map_err(|_| Undecryptable)?
-                .len();
-            in_out.truncate(len);
-            Ok(in_out)
+            open_gcm(jwe, &key)
         }
         Enc::A128CbcHs256 | Enc::A256CbcHs512 => {
             let half = cek.len() / 2;
