@@ -44,11 +44,12 @@ enum Shut {
 // === impl Opened ===
 
 impl Opened {
-    /// The plaintext as the one compact JWS it must be: ASCII with three segments. A JWE
-    /// inside the JWE (five segments) or any other content is `None`.
+    /// The plaintext as the one compact JWS it must be: text of three segments (the JWS
+    /// parser checks the rest). A JWE inside the JWE (five segments) or any other content
+    /// is `None`.
     pub(super) fn jws(&self) -> Option<&str> {
         let text = std::str::from_utf8(&self.plaintext).ok()?;
-        (text.is_ascii() && text.bytes().filter(|b| *b == b'.').count() == 2).then_some(text)
+        (super::segments(text, 4) == 3).then_some(text)
     }
 }
 
