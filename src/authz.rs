@@ -276,6 +276,27 @@ impl Policy {
         }
     }
 
+    /// What a principal keeps of its claims for some policies: the decision log's subject
+    /// (the `audit.subject_claim`, or a session's `subject_claim`), and the claims the
+    /// route rules read.
+    fn kept_claims(
+        &self,
+        claims: &ClaimSet<'_>,
+        session_subject: Option<&str>,
+    ) -> (Option<Arc<str>>, Option<RuleClaims>) {
+        let subject = self.config.audit.as_ref().and_then(|a| {
+            match claims.get(session_subject.unwrap_or(&a.subject_claim)) {
+                Some(ClaimValue::Str(s)) => Some(Arc::from(&**s)),
+                _ => None,
+            }
+        });
+        let rule_claims = self
+            .routes
+            .claims_read()
+            .map(|wanted| RuleClaims::of(claims, wanted, self.routes.memo_slots()));
+        (subject, rule_claims)
+    }
+
     /// Header names that allowed requests must not carry from the client.
     pub fn headers_to_remove(&self) -> &Arc<[Arc<str>]> {
         &self.headers_to_remove
@@ -753,19 +774,7 @@ impl Authorizer {
                 Err(reason) => return deny(reason),
             };
         principal.set_forward(policy.forward_values(&claims, "sub"));
-        let subject =
-            policy
-                .config
-                .audit
-                .as_ref()
-                .and_then(|a| match claims.get(&a.subject_claim) {
-                    Some(ClaimValue::Str(s)) => Some(Arc::from(&**s)),
-                    _ => None,
-                });
-        let rule_claims = policy
-            .routes
-            .claims_read()
-            .map(|wanted| RuleClaims::of(&claims, wanted, policy.routes.memo_slots()));
+        let (subject, rule_claims) = policy.kept_claims(&claims, None);
         let binding = Binding::of(&claims);
         let decrypted = opened.as_ref().map(|o| (o.key.clone(), o.matched));
         let payload = opened

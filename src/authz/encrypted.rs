@@ -16,9 +16,8 @@ use crate::decision::DenyReason;
 use crate::issuer::Issuer;
 use crate::jwe::{self, Jwe, KeyAlg};
 use crate::keys::{Key, MatchKind};
-use crate::rules::RuleClaims;
 use crate::token::extract::Headers;
-use crate::token::jws::{ClaimSet, ClaimValue};
+use crate::token::jws::ClaimSet;
 use crate::verify::FallbackBudget;
 
 /// An opened JWE: its plaintext (zeroized when dropped), the key that opened it, how that
@@ -138,19 +137,7 @@ impl Authorizer {
             Err(reason) => return bad(reason),
         };
         principal.set_forward(policy.forward_values(&claims, &c.subject_claim));
-        let subject =
-            policy
-                .config
-                .audit
-                .as_ref()
-                .and_then(|_| match claims.get(&c.subject_claim) {
-                    Some(ClaimValue::Str(s)) => Some(Arc::from(&**s)),
-                    _ => None,
-                });
-        let rule_claims = policy
-            .routes
-            .claims_read()
-            .map(|wanted| RuleClaims::of(&claims, wanted, policy.routes.memo_slots()));
+        let (subject, rule_claims) = policy.kept_claims(&claims, Some(&c.subject_claim));
         let payload: Option<Box<str>> = policy
             .claims_header
             .as_ref()

@@ -1051,17 +1051,7 @@ impl Ctx<'_> {
     /// One `sessions[]` entry.
     fn session(&self, i: usize, rs: RawSession) -> Result<SessionConfig, ConfigError> {
         let f = |name: &str| format!("sessions[{i}].{name}");
-        if rs.name.is_empty()
-            || !rs
-                .name
-                .bytes()
-                .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
-        {
-            return Err(self.err(
-                &f("name"),
-                "must be a non-empty word of letters, digits, '-', '_' or '.' (it becomes a metric label)",
-            ));
-        }
+        self.label_name(&f("name"), &rs.name)?;
         if rs.name == DECRYPTION_NAME {
             return Err(self.err(
                 &f("name"),
@@ -1397,19 +1387,24 @@ impl Ctx<'_> {
         }
     }
 
-    fn issuer(&self, i: usize, ri: RawIssuer) -> Result<IssuerConfig, ConfigError> {
-        let f = |name: &str| format!("issuers[{i}].{name}");
-        if ri.name.is_empty()
-            || !ri
-                .name
+    /// An issuer's or a session's name: it becomes the `issuer` label.
+    fn label_name(&self, field: &str, name: &str) -> Result<(), ConfigError> {
+        if name.is_empty()
+            || !name
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b"-_.".contains(&b))
         {
             return Err(self.err(
-                &f("name"),
+                field,
                 "must be a non-empty word of letters, digits, '-', '_' or '.' (it becomes a metric label)",
             ));
         }
+        Ok(())
+    }
+
+    fn issuer(&self, i: usize, ri: RawIssuer) -> Result<IssuerConfig, ConfigError> {
+        let f = |name: &str| format!("issuers[{i}].{name}");
+        self.label_name(&f("name"), &ri.name)?;
         if ri.name == "-" || ri.name == DECRYPTION_NAME {
             return Err(self.err(&f("name"), format!("{:?} is reserved", ri.name)));
         }
