@@ -462,6 +462,43 @@ fn keytool_and_openssl_keys_decrypt_tokens_of_jwcrypto() {
         .reload()
         .expect_err("a public key is not a decryption key");
     assert!(err.to_string().contains("PRIVATE KEY"), "{err}");
+
+    // An AES key made by keytool (`-keyalg AES`) in a decryption keystore is an
+    // `A256KW` key; the same keystore source without `for_decryption` refuses it (it
+    // verifies nothing).
+    sh(
+        &dir,
+        &format!(
+            "keytool -genseckey -alias enc-aes -keyalg AES -keysize 256 -keystore aes.p12 \
+             -storepass {pw} -storetype PKCS12"
+        ),
+    );
+    let mut minter = crate::support::dpop::Minter::start();
+    let aes = minter.call(&json!({
+        "op": "keystore_secret",
+        "path": dir.path("aes.p12").to_string_lossy(),
+        "password": pw,
+        "alias": "enc-aes",
+    }))["jwk"]
+        .clone();
+    let token = minter.seal(&aes, json!({"alg": "A256KW", "enc": "A256GCM"}), "wrapped");
+    let store = || {
+        KeystoreSource::new(
+            dir.path("aes.p12"),
+            PasswordSource::Env("JWE_KS_PW".into()),
+            PasswordEncoding::Plain,
+            vec!["enc-aes".into()],
+            env.clone(),
+        )
+    };
+    let loaded = store()
+        .for_decryption()
+        .reload()
+        .expect("the AES keystore loads for decryption")
+        .expect("keys");
+    let k = loaded.keys[0].decryption.clone().expect("a decryption key");
+    assert_eq!(decrypt(&token, &k), Ok(b"wrapped".to_vec()));
+    assert!(store().reload().is_err(), "an AES key verifies nothing");
 }
 
 /// A fresh random secret of `n` bytes as an oct JWK named `kid`.
