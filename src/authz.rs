@@ -685,7 +685,7 @@ impl Authorizer {
     ) -> Judged {
         let policy = ask.policy;
         // A compact JWE has five segments, a JWS three (SPEC §10).
-        let encrypted = segments(token, 6) == 5;
+        let encrypted = crate::token::segments(token).take(6).count() == 5;
         if let Some(hash) = &hash
             && let Some(entry) = policy
                 .cache
@@ -1082,13 +1082,6 @@ impl Judged {
             decrypted: decrypted_by(p),
         }
     }
-}
-
-/// How many `.`-separated segments `token` has, counting up to `max` (SIMD search).
-fn segments(token: &str, max: usize) -> usize {
-    1 + memchr::memchr_iter(b'.', token.as_bytes())
-        .take(max.saturating_sub(1))
-        .count()
 }
 
 /// The key that decrypted a principal's token or session, and how it was found.

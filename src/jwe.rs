@@ -173,18 +173,7 @@ impl Enc {
 /// Parses `token` and checks its header against the allowlists (see the module docs).
 pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t>, DenyReason> {
     const MALFORMED: DenyReason = DenyReason::Malformed;
-    // Segment boundaries by SIMD search (a JWE is mostly ciphertext).
-    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
-    let mut start = 0;
-    let mut parts = std::iter::from_fn(|| {
-        let from = start;
-        if from > token.len() {
-            return None;
-        }
-        let end = dots.next().unwrap_or(token.len());
-        start = end + 1;
-        token.get(from..end)
-    });
+    let mut parts = crate::token::segments(token);
     let (Some(h), Some(k), Some(i), Some(c), Some(t), None) = (
         parts.next(),
         parts.next(),

@@ -71,7 +71,7 @@ const HEADER_MEMBERS: [&str; 6] = ["alg", "kid", "typ", "crit", "b64", "jwk"];
 /// (including every casing of `none`) is `bad_alg`; everything else wrong is `malformed`.
 /// The claims are read afterwards, by [`Jws::claims`].
 pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
-    let mut parts = token.splitn(4, '.');
+    let mut parts = super::segments(token);
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
     else {
