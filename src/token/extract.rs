@@ -216,20 +216,15 @@ fn cookie_token<'s, H: Headers + ?Sized>(
     if refused {
         return Err(DenyReason::InvalidRequest);
     }
-    let tokens = cfg.from_cookies.len();
-    let present = |range: std::ops::Range<usize>| {
-        found
-            .get(range)
-            .unwrap_or_default()
-            .iter()
-            .enumerate()
-            .filter_map(|(i, v)| v.filter(|v| !v.is_empty()).map(|v| (i, v)))
-            .collect::<Vec<_>>()
-    };
-    let sessions = present(tokens..found.len());
-    match sessions.as_slice() {
-        [] => Ok(present(0..tokens).first().map(|(_, v)| (*v, None))),
-        [(i, v)] if present(0..tokens).is_empty() => Ok(Some((*v, Some(*i)))),
+    let (tokens, sessions) = found.split_at(cfg.from_cookies.len());
+    let token = tokens.iter().flatten().find(|v| !v.is_empty()).copied();
+    let mut sessions = sessions
+        .iter()
+        .enumerate()
+        .filter_map(|(i, v)| v.filter(|v| !v.is_empty()).map(|v| (v, Some(i))));
+    match (sessions.next(), sessions.next(), token) {
+        (None, _, token) => Ok(token.map(|v| (v, None))),
+        (Some(session), None, None) => Ok(Some(session)),
         _ => Err(DenyReason::InvalidRequest),
     }
 }
