@@ -109,6 +109,22 @@ fn main() {
     let rsa_parts = parts(&rsa_token);
     let session_parts = parts(&session_token);
     let session_key = secret("dir64");
+    // RSA-OAEP-256 unwrap of the content key, then AES-GCM open with it.
+    let raw_rsa = || {
+        let mut cek = vec![0u8; rsa_key.min_output_size()];
+        let cek = rsa_key
+            .decrypt(
+                &OAEP_SHA256_MGF1SHA256,
+                black_box(&rsa_parts.key),
+                &mut cek,
+                None,
+            )
+            .unwrap_or_else(|e| panic!("{e}"));
+        let key = LessSafeKey::new(
+            UnboundKey::new(&aead::AES_256_GCM, cek).unwrap_or_else(|e| panic!("{e}")),
+        );
+        raw_gcm(&rsa_parts, &key)
+    };
     assert_eq!(raw_gcm(&gcm_parts, &gcm_key), s("nested_plaintext").len());
     assert_eq!(
         raw_cbc(&session_parts, &session_key),
@@ -148,7 +164,9 @@ fn main() {
     let session_keys = write("session.json", vec![&doc["dir64"]]);
     let config = |max_entries: u64| {
         serde_json::json!({
-            "listeners": {"authz_http": "127.0.0.1:0", "admin": null, "authz_grpc": null},
+            // No listener, as in the other decision benches: no per-listener decision
+            // metrics (the same for every token, encrypted or not).
+            "listeners": {"authz_http": null, "admin": null, "authz_grpc": null},
             "issuers": [{
                 "name": "main",
                 "issuer": "https://issuer.example",
@@ -204,6 +222,70 @@ fn main() {
             );
         }
     }
+    // `TG_BENCH_INTERLEAVED=<rounds>`: each decision and its raw baseline in alternating
+    // blocks within this one process (the host's drift falls on both alike); prints the
+    // median per-round ratio raw ÷ ours. This is the time figure the floors are read on.
+    if let Ok(rounds) = std::env::var("TG_BENCH_INTERLEAVED") {
+        let rounds = rounds.parse().unwrap_or(100);
+        let bearer_view = view(leak(bearer(&inner)));
+        let raw_dir = || {
+            black_box((raw_gcm(black_box(&gcm_parts), &gcm_key), verify_inner()));
+        };
+        let raw_rsa_rs256 = || {
+            black_box((raw_rsa(), verify_inner()));
+        };
+        let raw_session = || {
+            black_box(raw_cbc(black_box(&session_parts), &session_key));
+        };
+        let ours = |app: &std::sync::Arc<tokengate::app::App>, v: &RequestView<'_, _>| {
+            black_box(decide(&rt, app, black_box(v)));
+        };
+        println!("interleaved, {rounds} rounds (raw ÷ ours; median, 10th-90th percentile):");
+        let report = |what: &str, raw: &dyn Fn(), decision: &dyn Fn(), floor: f64, block: u32| {
+            let r = support::alternate(rounds, block, raw, decision);
+            println!(
+                "  {what}: {:.0} ns vs raw {:.0} ns = {:.3} ({:.3}-{:.3}; floor {floor})",
+                r.b, r.a, r.ratio, r.ratio_p10, r.ratio_p90
+            );
+        };
+        report(
+            "bearer decision of the inner JWS",
+            &raw_dir,
+            &|| ours(&uncached, &bearer_view),
+            0.85,
+            200,
+        );
+        report(
+            "dir + A256GCM nested token decision",
+            &raw_dir,
+            &|| ours(&uncached, &gcm_view),
+            0.85,
+            200,
+        );
+        report(
+            "RSA-OAEP-256 + A256GCM nested token decision",
+            &raw_rsa_rs256,
+            &|| ours(&uncached, &rsa_view),
+            0.85,
+            20,
+        );
+        report(
+            "session decision",
+            &raw_session,
+            &|| ours(&uncached, &session_view),
+            0.8,
+            2000,
+        );
+        report(
+            "session decision, cached",
+            &raw_session,
+            &|| ours(&cached, &session_view),
+            0.8,
+            2000,
+        );
+        let _ = std::fs::remove_dir_all(&keys_dir);
+        return;
+    }
     // `TG_BENCH_COUNT=<case>:<n>`: n of one case and nothing else, for instruction
     // counts under `valgrind --tool=cachegrind` (this host's timings drift 2×):
     // `none` (setup only), `raw_dir` (AES-GCM open + RS256 verify), `decision_dir`,
@@ -250,22 +332,6 @@ fn main() {
     g.bench_function("parse_dir_a256gcm", |b| {
         b.iter(|| jwe::parse(black_box(&gcm_token), &KeyAlg::ALL, &Enc::ALL).is_ok())
     });
-    // RSA-OAEP-256 unwrap of the content key, then AES-GCM open with it.
-    let raw_rsa = || {
-        let mut cek = vec![0u8; rsa_key.min_output_size()];
-        let cek = rsa_key
-            .decrypt(
-                &OAEP_SHA256_MGF1SHA256,
-                black_box(&rsa_parts.key),
-                &mut cek,
-                None,
-            )
-            .unwrap_or_else(|e| panic!("{e}"));
-        let key = LessSafeKey::new(
-            UnboundKey::new(&aead::AES_256_GCM, cek).unwrap_or_else(|e| panic!("{e}")),
-        );
-        raw_gcm(&rsa_parts, &key)
-    };
     g.bench_function("raw_rsa_oaep_256_a256gcm", |b| b.iter(raw_rsa));
     g.bench_function("rsa_oaep_256_a256gcm", |b| {
         b.iter(|| decrypt(black_box(&rsa_token), &rsa))

@@ -105,3 +105,50 @@ pub fn median(dir: &Path, group: &str, bench: &str, since: SystemTime) -> Option
     let v: Value = serde_json::from_slice(&text).ok()?;
     v["median"]["point_estimate"].as_f64()
 }
+
+/// `a` and `b` timed in alternating blocks of `block` calls, `rounds` times (A B, then B
+/// A, so that neither always runs first and the host's drift falls on both alike): the
+/// median ns per call of each and the median, 10th and 90th percentile of the per-round
+/// ratios a ÷ b.
+#[allow(dead_code)]
+pub struct Alternated {
+    pub a: f64,
+    pub b: f64,
+    pub ratio: f64,
+    pub ratio_p10: f64,
+    pub ratio_p90: f64,
+}
+
+#[allow(dead_code)]
+pub fn alternate(rounds: usize, block: u32, a: &dyn Fn(), b: &dyn Fn()) -> Alternated {
+    let time = |f: &dyn Fn()| {
+        let t = std::time::Instant::now();
+        for _ in 0..block {
+            f();
+        }
+        t.elapsed().as_nanos() as f64 / f64::from(block)
+    };
+    let (mut xs, mut ys, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+    for i in 0..rounds.max(1) {
+        let (x, y) = if i % 2 == 0 {
+            let x = time(a);
+            (x, time(b))
+        } else {
+            let y = time(b);
+            (time(a), y)
+        };
+        xs.push(x);
+        ys.push(y);
+        rs.push(x / y);
+    }
+    for v in [&mut xs, &mut ys, &mut rs] {
+        v.sort_by(f64::total_cmp);
+    }
+    Alternated {
+        a: xs[xs.len() / 2],
+        b: ys[ys.len() / 2],
+        ratio: rs[rs.len() / 2],
+        ratio_p10: rs[rs.len() / 10],
+        ratio_p90: rs[rs.len() * 9 / 10],
+    }
+}

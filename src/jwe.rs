@@ -18,8 +18,6 @@
 
 mod crypto;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde_json::Value;
 
 use crate::decision::DenyReason;
@@ -187,11 +185,11 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
     if h.is_empty() || i.is_empty() || c.is_empty() || t.is_empty() {
         return Err(MALFORMED);
     }
-    let header_bytes = URL_SAFE_NO_PAD.decode(h).map_err(|_| MALFORMED)?;
+    let header_bytes = crate::token::decode(h).ok_or(MALFORMED)?;
     if header_bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(MALFORMED);
     }
-    let header: ClaimSet<'_> = serde_json::from_slice(&header_bytes).map_err(|_| MALFORMED)?;
+    let header = ClaimSet::from_json(&header_bytes).ok_or(MALFORMED)?;
     let mut seen = 0u16;
     for (name, _) in header.members() {
         if let Some(i) = HEADER_MEMBERS.iter().position(|m| *m == name) {
@@ -203,15 +201,15 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
     }
     let text = |name: &str| match header.get(name) {
         None => Ok(None),
-        Some(ClaimValue::Str(s)) => Ok(Some(s.to_string())),
+        Some(ClaimValue::Str(s)) => Ok(Some(s)),
         Some(_) => Err(MALFORMED),
     };
     // The algorithms first: a refused one is refused whatever else the header says.
     let alg = text("alg")?
-        .and_then(|n| KeyAlg::from_name(&n))
+        .and_then(|n| KeyAlg::from_name(n))
         .filter(|a| algs.contains(a));
     let enc = text("enc")?
-        .and_then(|n| Enc::from_name(&n))
+        .and_then(|n| Enc::from_name(n))
         .filter(|e| encs.contains(e));
     let (Some(alg), Some(enc)) = (alg, enc) else {
         return Err(DenyReason::BadAlg);
@@ -230,10 +228,10 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
     let party = |name: &str| -> Result<Vec<u8>, DenyReason> {
         match text(name)? {
             None => Ok(Vec::new()),
-            Some(s) => URL_SAFE_NO_PAD.decode(s).map_err(|_| MALFORMED),
+            Some(s) => crate::token::decode(s).ok_or(MALFORMED),
         }
     };
-    let decode = |s: &str| URL_SAFE_NO_PAD.decode(s).map_err(|_| MALFORMED);
+    let decode = |s: &str| crate::token::decode(s).ok_or(MALFORMED);
     let encrypted_key = decode(k)?;
     // `dir` and `ECDH-ES` (direct) carry no encrypted key (RFC 7516 §5.1 step 5).
     if matches!(alg, KeyAlg::Dir | KeyAlg::EcdhEs) != encrypted_key.is_empty() {
@@ -242,8 +240,8 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
     Ok(Jwe {
         alg,
         enc,
-        kid: text("kid")?,
-        cty: text("cty")?,
+        kid: text("kid")?.map(|s| s.to_string()),
+        cty: text("cty")?.map(|s| s.to_string()),
         apu: party("apu")?,
         apv: party("apv")?,
         epk,
@@ -259,10 +257,9 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
 
 impl Jwe<'_> {
     /// Decrypts with `key`: the plaintext, or [`Undecryptable`] for every failure alike.
-    pub fn decrypt(
-        &self,
-        key: &DecryptionKey,
-    ) -> Result<zeroize::Zeroizing<Vec<u8>>, Undecryptable> {
+    /// The content key is wiped when dropped; the plaintext, a token or a session's
+    /// claims as a plain token's would be, is not (it is not key material).
+    pub fn decrypt(&self, key: &DecryptionKey) -> Result<Vec<u8>, Undecryptable> {
         // `dir` with a GCM method: the key prepared when it was loaded.
         if let (KeyAlg::Dir, Enc::A128Gcm | Enc::A256Gcm, DecryptionKey::Secret(k, Some(gcm))) =
             (self.alg, self.enc, key)

@@ -8,7 +8,6 @@ use std::sync::Arc;
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use zeroize::Zeroizing;
 
 use super::{Ask, Authorizer, Judged, Policy};
 use crate::claims;
@@ -20,10 +19,10 @@ use crate::token::extract::Headers;
 use crate::token::jws::ClaimSet;
 use crate::verify::FallbackBudget;
 
-/// An opened JWE: its plaintext (zeroized when dropped), the key that opened it, how that
-/// key was found, and the generation of the ring it was found in.
+/// An opened JWE: its plaintext, the key that opened it, how that key was found, and the
+/// generation of the ring it was found in.
 pub(super) struct Opened {
-    plaintext: Zeroizing<Vec<u8>>,
+    plaintext: Vec<u8>,
     /// The decryption key.
     pub(super) key: Arc<Key>,
     /// By `kid` or by fallback.
@@ -119,7 +118,7 @@ impl Authorizer {
             Err(Shut::NoKeys) => return bad(DenyReason::KeysUnavailable),
             Err(Shut::Failed) => return bad(DenyReason::BadSession),
         };
-        let Ok(claims) = serde_json::from_slice::<ClaimSet<'_>>(&opened.plaintext) else {
+        let Some(claims) = ClaimSet::from_json(&opened.plaintext) else {
             return bad(DenyReason::BadSession);
         };
         let c = &session.config;

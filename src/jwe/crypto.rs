@@ -310,17 +310,13 @@ fn agree(
     })
 }
 
-/// Decrypts the content with `cek` (RFC 7518 §5.2.2.2, §5.3).
 /// AES-GCM open with a prepared key: ciphertext ‖ tag in one buffer, opened in place.
-pub(super) fn open_gcm(
-    jwe: &Jwe<'_>,
-    key: &LessSafeKey,
-) -> Result<Zeroizing<Vec<u8>>, Undecryptable> {
+pub(super) fn open_gcm(jwe: &Jwe<'_>, key: &LessSafeKey) -> Result<Vec<u8>, Undecryptable> {
     let nonce = Nonce::try_assume_unique_for_key(&jwe.iv).map_err(|_| Undecryptable)?;
     if jwe.tag.len() != 16 {
         return Err(Undecryptable);
     }
-    let mut in_out = Zeroizing::new(Vec::with_capacity(jwe.ciphertext.len() + 16));
+    let mut in_out = Vec::with_capacity(jwe.ciphertext.len() + 16);
     in_out.extend_from_slice(&jwe.ciphertext);
     in_out.extend_from_slice(&jwe.tag);
     let len = key
@@ -331,7 +327,8 @@ pub(super) fn open_gcm(
     Ok(in_out)
 }
 
-pub(super) fn open(jwe: &Jwe<'_>, cek: &[u8]) -> Result<Zeroizing<Vec<u8>>, Undecryptable> {
+/// Decrypts the content with `cek` (RFC 7518 §5.2.2.2, §5.3).
+pub(super) fn open(jwe: &Jwe<'_>, cek: &[u8]) -> Result<Vec<u8>, Undecryptable> {
     let aad = jwe.aad.as_bytes();
     match jwe.enc {
         Enc::A128Gcm | Enc::A256Gcm => {
@@ -373,7 +370,7 @@ pub(super) fn open(jwe: &Jwe<'_>, cek: &[u8]) -> Result<Zeroizing<Vec<u8>>, Unde
                 UnboundCipherKey::new(cipher, enc_key).map_err(|_| Undecryptable)?,
             )
             .map_err(|_| Undecryptable)?;
-            let mut in_out = Zeroizing::new(jwe.ciphertext.clone());
+            let mut in_out = jwe.ciphertext.clone();
             let len = key
                 .decrypt(&mut in_out, DecryptionContext::Iv128(FixedLength::from(iv)))
                 .map_err(|_| Undecryptable)?

@@ -154,7 +154,7 @@ fn carries_second_credential(value: &[u8], cfg: &TokenConfig) -> bool {
             && !is_tchar(part[scheme.len()])
     };
     // Nearly every value has no comma: one `memchr` then.
-    if !value.contains(&b',') {
+    if memchr::memchr(b',', value).is_none() {
         return false;
     }
     value.split(|b| *b == b',').skip(1).any(|part| {
@@ -176,6 +176,11 @@ fn cookie_token<'s, H: Headers + ?Sized>(
     headers: &'s H,
 ) -> Result<Option<CookieCredential<'s>>, DenyReason> {
     if cfg.from_cookies.is_empty() && cfg.session_cookies.is_empty() {
+        return Ok(None);
+    }
+    let mut cookies = false;
+    headers.for_each("cookie", &mut |_| cookies = true);
+    if !cookies {
         return Ok(None);
     }
     let names = || cfg.from_cookies.iter().chain(&cfg.session_cookies);

@@ -7,8 +7,6 @@
 use std::borrow::Cow;
 use std::fmt;
 
-use base64::Engine as _;
-use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use serde::Deserialize;
 use serde::de::{self, Deserializer, MapAccess, SeqAccess, Visitor};
 use serde_json::{Number, Value};
@@ -80,15 +78,12 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     if h.is_empty() || p.is_empty() {
         return Err(DenyReason::Malformed);
     }
-    let header_bytes = URL_SAFE_NO_PAD
-        .decode(h)
-        .map_err(|_| DenyReason::Malformed)?;
+    let header_bytes = super::decode(h).ok_or(DenyReason::Malformed)?;
     if !first_non_space_is(&header_bytes, b'{') {
         // An array or a scalar is not a JOSE header (serde would read an array as a struct).
         return Err(DenyReason::Malformed);
     }
-    let mut header: ClaimSet<'_> =
-        serde_json::from_slice(&header_bytes).map_err(|_| DenyReason::Malformed)?;
+    let mut header = ClaimSet::from_json(&header_bytes).ok_or(DenyReason::Malformed)?;
     if HEADER_MEMBERS
         .iter()
         .any(|m| header.members.iter().filter(|(k, _)| k == m).count() > 1)
@@ -126,12 +121,8 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         None | Some(ClaimValue::Null | ClaimValue::Bool(true)) => {}
         Some(_) => return Err(DenyReason::Malformed),
     }
-    let payload = URL_SAFE_NO_PAD
-        .decode(p)
-        .map_err(|_| DenyReason::Malformed)?;
-    let signature = URL_SAFE_NO_PAD
-        .decode(s)
-        .map_err(|_| DenyReason::Malformed)?;
+    let payload = super::decode(p).ok_or(DenyReason::Malformed)?;
+    let signature = super::decode(s).ok_or(DenyReason::Malformed)?;
     if !first_non_space_is(&payload, b'{') {
         return Err(DenyReason::Malformed);
     }
@@ -153,13 +144,19 @@ impl Jws<'_> {
     /// The claims (unverified until the signature is): `malformed` unless the payload is
     /// one JSON object.
     pub fn claims(&self) -> Result<ClaimSet<'_>, DenyReason> {
-        serde_json::from_slice(&self.payload).map_err(|_| DenyReason::Malformed)
+        ClaimSet::from_json(&self.payload).ok_or(DenyReason::Malformed)
     }
 }
 
 // === impl ClaimSet ===
 
 impl<'p> ClaimSet<'p> {
+    /// Reads `json`, a JSON object: its UTF-8 checked once as a whole, then read as text
+    /// (read as bytes, serde_json would check every string again on its own).
+    pub fn from_json(json: &'p [u8]) -> Option<ClaimSet<'p>> {
+        serde_json::from_str(std::str::from_utf8(json).ok()?).ok()
+    }
+
     /// The value of member `name` (its last occurrence).
     pub fn get(&self, name: &str) -> Option<&ClaimValue<'p>> {
         self.members
@@ -310,6 +307,9 @@ fn first_non_space_is(bytes: &[u8], want: u8) -> bool {
 
 #[cfg(test)]
 mod tests {
+    use base64::Engine as _;
+    use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+
     use super::*;
 
     fn b64(s: &str) -> String {
