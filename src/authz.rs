@@ -711,7 +711,7 @@ impl Authorizer {
             _ => Judged::deny(reason.into(), None),
         };
         // An encrypted token is opened first; its plaintext is judged as the JWS it must
-        // be. The plaintext lives (zeroized on drop) only for this judgement.
+        // be. The plaintext lives only for this judgement.
         let opened = if encrypted {
             match self.open_token(policy, token) {
                 Ok(o) => Some(o),

@@ -157,7 +157,7 @@ fn carries_second_credential(value: &[u8], cfg: &TokenConfig) -> bool {
     if memchr::memchr(b',', value).is_none() {
         return false;
     }
-    value.split(|b| *b == b',').skip(1).any(|part| {
+    super::pieces(value, b',').skip(1).any(|part| {
         let part = trim(part);
         is_scheme(part, DPOP_PREFIX) || cfg.from_headers.iter().any(|s| is_scheme(part, &s.prefix))
     })
@@ -188,20 +188,19 @@ fn cookie_token<'s, H: Headers + ?Sized>(
         vec![None; cfg.from_cookies.len() + cfg.session_cookies.len()];
     let mut refused = false;
     headers.for_each("cookie", &mut |value| {
-        for pair in value.split(|b| *b == b';') {
+        for pair in super::pieces(value, b';') {
             // A lenient (RFC 2109) reader also splits at `,`: a configured name there
             // would be read by the app and not by us.
-            if pair.split(|b| *b == b',').skip(1).any(|p| {
-                let p = trim(p);
-                let name = p
-                    .iter()
-                    .position(|b| *b == b'=')
-                    .map_or(p, |e| trim(&p[..e]));
-                names().any(|c| c.as_bytes() == name)
-            }) {
+            if memchr::memchr(b',', pair).is_some()
+                && super::pieces(pair, b',').skip(1).any(|p| {
+                    let p = trim(p);
+                    let name = memchr::memchr(b'=', p).map_or(p, |e| trim(&p[..e]));
+                    names().any(|c| c.as_bytes() == name)
+                })
+            {
                 refused = true;
             }
-            let Some(eq) = pair.iter().position(|b| *b == b'=') else {
+            let Some(eq) = memchr::memchr(b'=', pair) else {
                 continue;
             };
             let name = trim(&pair[..eq]);

@@ -7,16 +7,27 @@ pub mod jws;
 /// The `.`-separated segments of a compact JWS or JWE, as `str::split('.')` gives them,
 /// the dots found by SIMD search (a token is mostly base64 between four dots at most).
 pub fn segments(token: &str) -> impl Iterator<Item = &str> {
-    let mut dots = memchr::memchr_iter(b'.', token.as_bytes());
+    spans(token.as_bytes(), b'.').map(|r| token.get(r).unwrap_or_default())
+}
+
+/// The pieces of `bytes` between `sep`s, as `<[u8]>::split` gives them (separators found
+/// by SIMD search: header values and tokens are long, separators few).
+pub fn pieces(bytes: &[u8], sep: u8) -> impl Iterator<Item = &[u8]> {
+    spans(bytes, sep).map(|r| bytes.get(r).unwrap_or_default())
+}
+
+/// The ranges of the pieces of `bytes` between `sep`s.
+fn spans(bytes: &[u8], sep: u8) -> impl Iterator<Item = std::ops::Range<usize>> + '_ {
+    let mut at = memchr::memchr_iter(sep, bytes);
     let mut start = 0;
     std::iter::from_fn(move || {
         let from = start;
-        if from > token.len() {
+        if from > bytes.len() {
             return None;
         }
-        let end = dots.next().unwrap_or(token.len());
+        let end = at.next().unwrap_or(bytes.len());
         start = end + 1;
-        token.get(from..end)
+        Some(from..end)
     })
 }
 
@@ -44,6 +55,9 @@ mod tests {
         ] {
             let ours: Vec<&str> = super::segments(t).collect();
             let std: Vec<&str> = t.split('.').collect();
+            assert_eq!(ours, std, "{t:?}");
+            let ours: Vec<&[u8]> = super::pieces(t.as_bytes(), b'.').collect();
+            let std: Vec<&[u8]> = t.as_bytes().split(|b| *b == b'.').collect();
             assert_eq!(ours, std, "{t:?}");
         }
     }
