@@ -1,5 +1,5 @@
-//! What the JWE decryptor adds to the raw primitives (issue 19, measured before it is
-//! wired into decisions): each case next to the same primitives called directly with
+//! What the JWE decryptor and the decisions on encrypted tokens and sessions add to the
+//! raw primitives (issue 19): each case next to the same primitives called directly with
 //! keys prepared once, on tokens jwcrypto made (`tests/fixtures/jwe-bench.json`):
 //!
 //! - `jwe/dir_a256gcm` vs `jwe/raw_a256gcm`: a nested access token under `dir` + A256GCM
@@ -22,6 +22,11 @@
 //!   `jwe/decision_session_cached`: the same cookie answered from the cache.
 //!
 //! The bench prints raw ÷ ours for each. Run: `cargo bench --bench jwe`.
+//!
+//! `TG_BENCH_INTERLEAVED=<rounds>` times each decision and its raw baseline in
+//! alternating blocks in this one process instead (the floors are read on it: this
+//! host's speed drifts between criterion's benchmarks), and `TG_BENCH_COUNT=<case>:<n>`
+//! runs n of one case for an instruction count.
 
 mod support;
 
