@@ -293,6 +293,16 @@ fn main() {
             200,
         );
         report(
+            "nested token decision (vs the bearer decision plus the decryptor alone)",
+            &|| {
+                ours(&uncached, &bearer_view);
+                black_box(decrypt(black_box(&gcm_token), &dir32));
+            },
+            &|| ours(&uncached, &gcm_view),
+            0.0,
+            200,
+        );
+        report(
             "RSA-OAEP-256 + A256GCM nested token decision",
             &raw_rsa_rs256,
             &|| ours(&uncached, &rsa_view),
@@ -318,7 +328,8 @@ fn main() {
     }
     // `TG_BENCH_COUNT=<case>:<n>`: n of one case and nothing else, for instruction
     // counts under `valgrind --tool=cachegrind` (this host's timings drift 2×):
-    // `none` (setup only), `raw_dir` (AES-GCM open + RS256 verify), `decision_dir`,
+    // `none` (setup only), `raw_dir` (AES-GCM open + RS256 verify), `decrypt_dir` (parse and decrypt
+    // alone), `decision_dir`,
     // `decision_bearer` (the inner JWS alone), `raw_session`, `decision_session`.
     if let Ok(spec) = std::env::var("TG_BENCH_COUNT") {
         let (case, n) = spec
@@ -331,6 +342,9 @@ fn main() {
                 "none" => {}
                 "raw_dir" => {
                     black_box((raw_gcm(&gcm_parts, &gcm_key), verify_inner()));
+                }
+                "decrypt_dir" => {
+                    black_box(decrypt(black_box(&gcm_token), &dir32));
                 }
                 "decision_dir" => {
                     black_box(decide(&rt, &uncached, &gcm_view));
