@@ -242,40 +242,25 @@ fn interleaved(rounds: usize) {
         assert_allowed("interleaved", &decide(&rt, app, &view));
     }
     const BLOCK: u32 = 2000;
-    let block = |app: &App| {
-        let t = std::time::Instant::now();
-        for _ in 0..BLOCK {
-            black_box(decide(&rt, app, black_box(&view)));
-        }
-        t.elapsed().as_nanos() as f64 / f64::from(BLOCK)
-    };
-    let (mut a, mut b, mut d) = (Vec::new(), Vec::new(), Vec::new());
-    for i in 0..rounds {
-        // A B, then B A: neither side always runs first.
-        let (x, y) = if i % 2 == 0 {
-            let x = block(&without);
-            (x, block(&with))
-        } else {
-            let y = block(&with);
-            (block(&without), y)
-        };
-        a.push(x);
-        b.push(y);
-        d.push(y - x);
-    }
-    let median = |v: &mut Vec<f64>| {
-        v.sort_by(f64::total_cmp);
-        v[v.len() / 2]
-    };
-    let (ma, mb, md) = (median(&mut a), median(&mut b), median(&mut d));
-    let (lo, hi) = (d[d.len() / 10], d[d.len() * 9 / 10]);
+    let r = support::alternate(
+        rounds,
+        BLOCK,
+        &|| {
+            black_box(decide(&rt, &without, black_box(&view)));
+        },
+        &|| {
+            black_box(decide(&rt, &with, black_box(&view)));
+        },
+    );
     println!(
-        "interleaved, {rounds} rounds of {BLOCK}: no rules {ma:.0} ns, three rules {mb:.0} ns; \
+        "interleaved, {rounds} rounds of {BLOCK}: no rules {:.0} ns, three rules {:.0} ns; \
          three rules add {:.2} µs (median of per-round differences; 10th-90th percentile \
          {:.2}-{:.2} µs)",
-        md / 1e3,
-        lo / 1e3,
-        hi / 1e3
+        r.a,
+        r.b,
+        r.diff / 1e3,
+        r.diff_p10 / 1e3,
+        r.diff_p90 / 1e3
     );
 }
 

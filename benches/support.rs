@@ -108,8 +108,8 @@ pub fn median(dir: &Path, group: &str, bench: &str, since: SystemTime) -> Option
 
 /// `a` and `b` timed in alternating blocks of `block` calls, `rounds` times (A B, then B
 /// A, so that neither always runs first and the host's drift falls on both alike): the
-/// median ns per call of each and the median, 10th and 90th percentile of the per-round
-/// ratios a ÷ b.
+/// median ns per call of each, and the median, 10th and 90th percentile of the per-round
+/// ratios a ÷ b and differences b − a (ns).
 #[allow(dead_code)]
 pub struct Alternated {
     pub a: f64,
@@ -117,6 +117,9 @@ pub struct Alternated {
     pub ratio: f64,
     pub ratio_p10: f64,
     pub ratio_p90: f64,
+    pub diff: f64,
+    pub diff_p10: f64,
+    pub diff_p90: f64,
 }
 
 #[allow(dead_code)]
@@ -128,7 +131,7 @@ pub fn alternate(rounds: usize, block: u32, a: &dyn Fn(), b: &dyn Fn()) -> Alter
         }
         t.elapsed().as_nanos() as f64 / f64::from(block)
     };
-    let (mut xs, mut ys, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+    let (mut xs, mut ys, mut rs, mut ds) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     for i in 0..rounds.max(1) {
         let (x, y) = if i % 2 == 0 {
             let x = time(a);
@@ -140,15 +143,20 @@ pub fn alternate(rounds: usize, block: u32, a: &dyn Fn(), b: &dyn Fn()) -> Alter
         xs.push(x);
         ys.push(y);
         rs.push(x / y);
+        ds.push(y - x);
     }
-    for v in [&mut xs, &mut ys, &mut rs] {
+    for v in [&mut xs, &mut ys, &mut rs, &mut ds] {
         v.sort_by(f64::total_cmp);
     }
+    let (mid, p10, p90) = (xs.len() / 2, xs.len() / 10, xs.len() * 9 / 10);
     Alternated {
-        a: xs[xs.len() / 2],
-        b: ys[ys.len() / 2],
-        ratio: rs[rs.len() / 2],
-        ratio_p10: rs[rs.len() / 10],
-        ratio_p90: rs[rs.len() * 9 / 10],
+        a: xs[mid],
+        b: ys[mid],
+        ratio: rs[mid],
+        ratio_p10: rs[p10],
+        ratio_p90: rs[p90],
+        diff: ds[mid],
+        diff_p10: ds[p10],
+        diff_p90: ds[p90],
     }
 }

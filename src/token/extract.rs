@@ -153,10 +153,7 @@ fn carries_second_credential(value: &[u8], cfg: &TokenConfig) -> bool {
             && part[..scheme.len()].eq_ignore_ascii_case(scheme)
             && !is_tchar(part[scheme.len()])
     };
-    // Nearly every value has no comma: one `memchr` then.
-    if memchr::memchr(b',', value).is_none() {
-        return false;
-    }
+    // Nearly every value has no comma: one `memchr`, and no piece after the first.
     super::pieces(value, b',').skip(1).any(|part| {
         let part = trim(part);
         is_scheme(part, DPOP_PREFIX) || cfg.from_headers.iter().any(|s| is_scheme(part, &s.prefix))
@@ -191,13 +188,11 @@ fn cookie_token<'s, H: Headers + ?Sized>(
         for pair in super::pieces(value, b';') {
             // A lenient (RFC 2109) reader also splits at `,`: a configured name there
             // would be read by the app and not by us.
-            if memchr::memchr(b',', pair).is_some()
-                && super::pieces(pair, b',').skip(1).any(|p| {
-                    let p = trim(p);
-                    let name = memchr::memchr(b'=', p).map_or(p, |e| trim(&p[..e]));
-                    names().any(|c| c.as_bytes() == name)
-                })
-            {
+            if super::pieces(pair, b',').skip(1).any(|p| {
+                let p = trim(p);
+                let name = memchr::memchr(b'=', p).map_or(p, |e| trim(&p[..e]));
+                names().any(|c| c.as_bytes() == name)
+            }) {
                 refused = true;
             }
             let Some(eq) = memchr::memchr(b'=', pair) else {
