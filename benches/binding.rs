@@ -27,9 +27,9 @@ use std::time::SystemTime;
 use aws_lc_rs::{rand, signature};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use criterion::{BatchSize, Criterion};
+use criterion::BatchSize;
 use serde_json::{Value, json};
-use support::{app_of, criterion_dir, decide, fixtures, median, runtime, sign_rsa_1};
+use support::{app_of, criterion, decide, fixtures, median, runtime, sign_rsa_1};
 use tokengate::alg::{Alg, Crv};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
@@ -60,10 +60,7 @@ fn main() {
         return count(&spec);
     }
     let started = SystemTime::now();
-    let dir = criterion_dir();
-    let mut c = Criterion::default()
-        .output_directory(&dir)
-        .configure_from_args();
+    let (mut c, dir) = criterion();
     let rt = runtime();
     let key = proof_key();
     let bound = mint(Some(&key.jkt));

@@ -47,7 +47,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
+use support::{app_of, criterion, decide, fixtures, median, runtime};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::decision::{AllowReason, Decision, DenyReason};
@@ -163,10 +163,7 @@ impl Request {
 
 fn main() {
     let started = SystemTime::now();
-    let dir = criterion_dir();
-    let mut c = Criterion::default()
-        .output_directory(&dir)
-        .configure_from_args();
+    let (mut c, dir) = criterion();
     for case in &CASES {
         bench_alg(&mut c, case);
     }

@@ -40,9 +40,8 @@ use aws_lc_rs::rsa::{OAEP_SHA256_MGF1SHA256, OaepPrivateDecryptingKey, PrivateDe
 use aws_lc_rs::{constant_time, hmac};
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;
-use criterion::Criterion;
 use serde_json::Value;
-use support::{app_of, criterion_dir, decide, fixtures, median, runtime};
+use support::{app_of, criterion, decide, fixtures, median, runtime};
 use tokengate::alg::Alg;
 use tokengate::authz::RequestView;
 use tokengate::decision::Decision;
@@ -60,10 +59,7 @@ struct Parts {
 
 fn main() {
     let started = SystemTime::now();
-    let dir = criterion_dir();
-    let mut c = Criterion::default()
-        .output_directory(&dir)
-        .configure_from_args();
+    let (mut c, dir) = criterion();
     let text = std::fs::read_to_string(fixtures().join("jwe-bench.json"))
         .unwrap_or_else(|e| panic!("jwe-bench.json: {e}"));
     let doc: Value = serde_json::from_str(&text).unwrap_or_else(|e| panic!("jwe-bench.json: {e}"));

@@ -34,9 +34,8 @@ use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
 use std::time::SystemTime;
 
-use criterion::Criterion;
 use serde_json::json;
-use support::{app_of, criterion_dir, decide, fixtures, median, runtime, sign_rsa_1};
+use support::{app_of, criterion, decide, fixtures, median, runtime, sign_rsa_1};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::config::Config;
@@ -74,10 +73,7 @@ fn main() {
     if let Ok(rounds) = std::env::var("TG_BENCH_INTERLEAVED") {
         return interleaved(rounds.parse().unwrap_or(200));
     }
-    let dir = criterion_dir();
-    let mut c = Criterion::default()
-        .output_directory(&dir)
-        .configure_from_args();
+    let (mut c, dir) = criterion();
     let rt = runtime();
     let token = mint();
     let plain = request(&token, None);
@@ -290,10 +286,7 @@ fn count(spec: &str) {
 
 /// `tracing_ab/uncached`, telemetry off or on (see `main`).
 fn tracing_ab(on: bool, started: SystemTime) {
-    let dir = criterion_dir();
-    let mut c = Criterion::default()
-        .output_directory(&dir)
-        .configure_from_args();
+    let (mut c, dir) = criterion();
     let _on = on.then(start_telemetry);
     let rt = runtime();
     let app = app(0, false, &rt);

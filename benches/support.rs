@@ -77,6 +77,17 @@ pub fn decide<H: Headers + ?Sized + Sync>(
     }
 }
 
+/// Criterion configured from the command line, writing to [`criterion_dir`] (returned
+/// too: [`median`] reads this run's results from it).
+#[allow(dead_code)]
+pub fn criterion() -> (criterion::Criterion, PathBuf) {
+    let dir = criterion_dir();
+    let c = criterion::Criterion::default()
+        .output_directory(&dir)
+        .configure_from_args();
+    (c, dir)
+}
+
 /// Where criterion writes: `$CRITERION_HOME`, else `$CARGO_TARGET_DIR/criterion`, else
 /// `target/criterion` in the package (criterion's own order without its `cargo metadata`
 /// step; the benches pass it to criterion so that both agree).
