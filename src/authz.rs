@@ -34,6 +34,7 @@ use crate::rules::{RuleClaims, RuleInput};
 use crate::telemetry;
 use crate::token::extract::{Headers, extract_presented};
 use crate::token::jws::{self, ClaimSet, ClaimValue};
+use crate::token::memo::HeaderMemo;
 use crate::verify::{self, VerifiedToken};
 
 mod encrypted;
@@ -115,6 +116,10 @@ pub struct Authorizer {
     audit: OnceLock<AuditLog>,
     /// Proof-of-possession state (the DPoP replay cache), kept across config reloads.
     binder: Binder,
+    /// The headers of tokens that verified, and of JWEs that opened, by their segment:
+    /// read once (`token::memo`).
+    jws_headers: HeaderMemo<jws::Header>,
+    jwe_headers: HeaderMemo<crate::jwe::Header>,
 }
 
 /// What a token is judged for: the policy, the route and the request (for its rules).
@@ -378,6 +383,8 @@ impl Authorizer {
             metrics,
             audit: OnceLock::new(),
             binder: Binder::default(),
+            jws_headers: HeaderMemo::new(),
+            jwe_headers: HeaderMemo::new(),
         };
         authorizer.start_audit();
         authorizer
@@ -727,7 +734,7 @@ impl Authorizer {
             },
             None => token,
         };
-        let jws = match jws::parse(inner, policy.issuers.algorithms()) {
+        let jws = match jws::parse_memo(inner, policy.issuers.algorithms(), &self.jws_headers) {
             Ok(j) => j,
             Err(reason) => return refuse(reason),
         };
@@ -768,6 +775,7 @@ impl Authorizer {
             }
             Err(u) => return deny(u.reason),
         };
+        jws.memoize(&self.jws_headers);
         let mut principal =
             match claims::check(verified, &claims, issuer.index, &issuer.config, now) {
                 Ok(p) => p,

@@ -22,6 +22,7 @@ use serde_json::Value;
 
 use crate::decision::DenyReason;
 use crate::token::jws::{ClaimSet, ClaimValue};
+use crate::token::memo::HeaderMemo;
 
 pub use crypto::{DecryptionKey, Undecryptable};
 
@@ -81,6 +82,19 @@ pub struct Jwe<'t> {
     iv: Vec<u8>,
     ciphertext: Vec<u8>,
     tag: Vec<u8>,
+    /// [`Jwe::memoize`] may keep the header (read, not taken from a memo; no `epk`).
+    keep: bool,
+}
+
+/// What a JWE protected header that passed every check of its own read as (a
+/// [`HeaderMemo`] keeps it by the header's segment). `alg` and `enc` are known ones,
+/// not yet held against anyone's allowlists.
+#[derive(Debug, Clone)]
+pub struct Header {
+    alg: KeyAlg,
+    enc: Enc,
+    kid: Option<String>,
+    cty: Option<String>,
 }
 
 /// Header members a JWE may carry at most once.
@@ -170,6 +184,26 @@ impl Enc {
 
 /// Parses `token` and checks its header against the allowlists (see the module docs).
 pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t>, DenyReason> {
+    parse_with(token, algs, encs, None)
+}
+
+/// [`parse`], taking the header from `memo` when its segment is kept there (the same
+/// answer, without reading the header again). [`Jwe::memoize`] keeps it there.
+pub fn parse_memo<'t>(
+    token: &'t str,
+    algs: &[KeyAlg],
+    encs: &[Enc],
+    memo: &HeaderMemo<Header>,
+) -> Result<Jwe<'t>, DenyReason> {
+    parse_with(token, algs, encs, Some(memo))
+}
+
+fn parse_with<'t>(
+    token: &'t str,
+    algs: &[KeyAlg],
+    encs: &[Enc],
+    memo: Option<&HeaderMemo<Header>>,
+) -> Result<Jwe<'t>, DenyReason> {
     const MALFORMED: DenyReason = DenyReason::Malformed;
     let mut parts = crate::token::segments(token);
     let (Some(h), Some(k), Some(i), Some(c), Some(t), None) = (
@@ -185,6 +219,59 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
     if h.is_empty() || i.is_empty() || c.is_empty() || t.is_empty() {
         return Err(MALFORMED);
     }
+    let read = match memo.and_then(|m| m.get(h, Header::clone)) {
+        // A kept header passed every check of `read_header` but the allowlists (this
+        // caller's), which come first there too.
+        Some(header) if algs.contains(&header.alg) && encs.contains(&header.enc) => Read {
+            header,
+            epk: None,
+            apu: Vec::new(),
+            apv: Vec::new(),
+            keep: false,
+        },
+        Some(_) => return Err(DenyReason::BadAlg),
+        None => read_header(h, algs, encs)?,
+    };
+    let alg = read.header.alg;
+    let decode = |s: &str| crate::token::decode(s).ok_or(MALFORMED);
+    let encrypted_key = decode(k)?;
+    // `dir` and `ECDH-ES` (direct) carry no encrypted key (RFC 7516 §5.1 step 5).
+    if matches!(alg, KeyAlg::Dir | KeyAlg::EcdhEs) != encrypted_key.is_empty() {
+        return Err(MALFORMED);
+    }
+    Ok(Jwe {
+        alg,
+        enc: read.header.enc,
+        kid: read.header.kid,
+        cty: read.header.cty,
+        apu: read.apu,
+        apv: read.apv,
+        epk: read.epk,
+        aad: h,
+        encrypted_key,
+        iv: decode(i)?,
+        ciphertext: decode(c)?,
+        tag: decode(t)?,
+        keep: read.keep,
+    })
+}
+
+/// What [`read_header`] read.
+struct Read {
+    header: Header,
+    epk: Option<Value>,
+    apu: Vec<u8>,
+    apv: Vec<u8>,
+    /// A memo may keep the header: it has no `epk`, `apu` or `apv` (an `ECDH-ES`
+    /// header changes with every token's ephemeral key).
+    keep: bool,
+}
+
+/// Reads and checks the protected header segment `h`: every check that depends on the
+/// header alone (the allowlists first: a refused `alg` or `enc` is refused whatever else
+/// the header says).
+fn read_header(h: &str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Read, DenyReason> {
+    const MALFORMED: DenyReason = DenyReason::Malformed;
     let header_bytes = crate::token::decode(h).ok_or(MALFORMED)?;
     if header_bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
         return Err(MALFORMED);
@@ -204,7 +291,6 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
         Some(ClaimValue::Str(s)) => Ok(Some(s)),
         Some(_) => Err(MALFORMED),
     };
-    // The algorithms first: a refused one is refused whatever else the header says.
     let alg = text("alg")?
         .and_then(|n| KeyAlg::from_name(n))
         .filter(|a| algs.contains(a));
@@ -231,31 +317,40 @@ pub fn parse<'t>(token: &'t str, algs: &[KeyAlg], encs: &[Enc]) -> Result<Jwe<'t
             Some(s) => crate::token::decode(s).ok_or(MALFORMED),
         }
     };
-    let decode = |s: &str| crate::token::decode(s).ok_or(MALFORMED);
-    let encrypted_key = decode(k)?;
-    // `dir` and `ECDH-ES` (direct) carry no encrypted key (RFC 7516 §5.1 step 5).
-    if matches!(alg, KeyAlg::Dir | KeyAlg::EcdhEs) != encrypted_key.is_empty() {
-        return Err(MALFORMED);
-    }
-    Ok(Jwe {
-        alg,
-        enc,
-        kid: text("kid")?.map(|s| s.to_string()),
-        cty: text("cty")?.map(|s| s.to_string()),
+    let keep = epk.is_none() && !header.contains("apu") && !header.contains("apv");
+    Ok(Read {
+        header: Header {
+            alg,
+            enc,
+            kid: text("kid")?.map(|s| s.to_string()),
+            cty: text("cty")?.map(|s| s.to_string()),
+        },
         apu: party("apu")?,
         apv: party("apv")?,
         epk,
-        aad: h,
-        encrypted_key,
-        iv: decode(i)?,
-        ciphertext: decode(c)?,
-        tag: decode(t)?,
+        keep,
     })
 }
 
 // === impl Jwe ===
 
 impl Jwe<'_> {
+    /// Keeps this JWE's protected header in `memo` (call it once the JWE opened: only
+    /// JWEs that did take a slot). An `ECDH-ES` header is not kept.
+    pub fn memoize(&self, memo: &HeaderMemo<Header>) {
+        if self.keep {
+            memo.insert(
+                self.aad,
+                Header {
+                    alg: self.alg,
+                    enc: self.enc,
+                    kid: self.kid.clone(),
+                    cty: self.cty.clone(),
+                },
+            );
+        }
+    }
+
     /// Decrypts with `key`: the plaintext, or [`Undecryptable`] for every failure alike.
     /// The content key is wiped when dropped; the plaintext, a token or a session's
     /// claims as a plain token's would be, is not (it is not key material).

@@ -228,4 +228,98 @@ proptest! {
             );
         }
     }
+
+    #[test]
+    fn a_kept_jws_header_reads_as_the_header_itself(
+        alg in prop_oneof![Just("RS256"), Just("ES256"), Just("HS256"), Just("none"), Just("RS257")],
+        kid in prop_oneof![Just(serde_json::json!(null)), Just(serde_json::json!("k1")), Just(serde_json::json!(7)), Just(serde_json::json!("a\"b"))],
+        members in proptest::collection::vec(prop_oneof![
+            Just(("typ", serde_json::json!("at+jwt"))), Just(("typ", serde_json::json!(1))),
+            Just(("crit", serde_json::json!(["exp"]))), Just(("crit", serde_json::json!(null))),
+            Just(("b64", serde_json::json!(false))), Just(("b64", serde_json::json!(true))),
+            Just(("jwk", serde_json::json!({"kty": "EC"}))), Just(("jwk", serde_json::json!("x"))),
+            Just(("x5u", serde_json::json!("https://evil.example"))),
+        ], 0..4),
+        repeat in any::<bool>(),
+        first in proptest::sample::subsequence(Alg::ALL.to_vec(), 0..=Alg::ALL.len()),
+        second in proptest::sample::subsequence(Alg::ALL.to_vec(), 0..=Alg::ALL.len()),
+        payload in prop_oneof![Just("{\"sub\":\"a\"}".to_string()), Just("[1]".to_string()), "\\PC{0,20}"],
+        sig in proptest::collection::vec(any::<u8>(), 0..8),
+    ) {
+        // A header kept after one token read cleanly under one allowlist answers, for any
+        // other token with that header under any allowlist, what reading it would.
+        let mut header = format!("{{\"alg\":{}", serde_json::json!(alg));
+        if !kid.is_null() {
+            header.push_str(&format!(",\"kid\":{kid}"));
+        }
+        for (k, v) in &members {
+            header.push_str(&format!(",\"{k}\":{v}"));
+        }
+        if repeat {
+            header.push_str(&format!(",\"alg\":{}", serde_json::json!(alg)));
+        }
+        header.push('}');
+        let h = URL_SAFE_NO_PAD.encode(&header);
+        let memo = tokengate::token::memo::HeaderMemo::new();
+        let first_token = format!("{h}.{}.c2ln", URL_SAFE_NO_PAD.encode("{}"));
+        if let Ok(j) = jws::parse(&first_token, first.into_iter().collect()) {
+            j.memoize(&memo);
+        }
+        let token = format!("{h}.{}.{}", URL_SAFE_NO_PAD.encode(&payload), URL_SAFE_NO_PAD.encode(&sig));
+        let allowed: AlgSet = second.into_iter().collect();
+        let read = |r: Result<jws::Jws<'_>, tokengate::decision::DenyReason>| {
+            r.map(|j| (j.alg, j.kid.clone(), j.typ.clone(), j.jwk.clone(), j.signing_input.to_string(), j.signature.clone(), j.claims().map(|c| format!("{c:?}"))))
+        };
+        prop_assert_eq!(read(jws::parse_memo(&token, allowed, &memo)), read(jws::parse(&token, allowed)), "{}", header);
+    }
+
+    #[test]
+    fn a_kept_jwe_header_reads_as_the_header_itself(
+        alg in prop_oneof![Just("dir"), Just("A128KW"), Just("RSA-OAEP-256"), Just("ECDH-ES"), Just("RSA1_5"), Just("x")],
+        enc in prop_oneof![Just("A128GCM"), Just("A256GCM"), Just("A256CBC-HS512"), Just("A1GCM")],
+        members in proptest::collection::vec(prop_oneof![
+            Just(("kid", serde_json::json!("k32"))), Just(("kid", serde_json::json!(3))),
+            Just(("cty", serde_json::json!("JWT"))), Just(("cty", serde_json::json!("json"))),
+            Just(("zip", serde_json::json!("DEF"))), Just(("crit", serde_json::json!(["b64"]))),
+            Just(("epk", serde_json::json!({"kty": "EC", "crv": "P-256", "x": "AA", "y": "AA"}))),
+            Just(("apu", serde_json::json!("QWxpY2U"))), Just(("apv", serde_json::json!("!!"))),
+        ], 0..4),
+        repeat in any::<bool>(),
+        first_algs in proptest::sample::subsequence(tokengate::jwe::KeyAlg::ALL.to_vec(), 0..=8),
+        second_algs in proptest::sample::subsequence(tokengate::jwe::KeyAlg::ALL.to_vec(), 0..=8),
+        second_encs in proptest::sample::subsequence(tokengate::jwe::Enc::ALL.to_vec(), 0..=4),
+        segments in proptest::collection::vec(proptest::collection::vec(any::<u8>(), 0..40), 4),
+    ) {
+        use tokengate::jwe::{self, Enc};
+        let mut header = format!("{{\"alg\":\"{alg}\",\"enc\":\"{enc}\"");
+        for (k, v) in &members {
+            header.push_str(&format!(",\"{k}\":{v}"));
+        }
+        if repeat {
+            header.push_str(&format!(",\"enc\":\"{enc}\""));
+        }
+        header.push('}');
+        let h = URL_SAFE_NO_PAD.encode(&header);
+        let memo = tokengate::token::memo::HeaderMemo::new();
+        // The first token's encrypted key fits `dir` (none) or any other (some).
+        for k in ["", "a2V5"] {
+            if let Ok(j) = jwe::parse(&format!("{h}.{k}.aXY.Yw.dA"), &first_algs, &Enc::ALL) {
+                j.memoize(&memo);
+            }
+        }
+        let mut token = h.clone();
+        for s in &segments {
+            token.push('.');
+            token.push_str(&URL_SAFE_NO_PAD.encode(s));
+        }
+        // Every field (`keep` aside: it says where the header came from).
+        let read = |r: Result<jwe::Jwe<'_>, tokengate::decision::DenyReason>| {
+            r.map(|j| format!("{j:?}").replace("keep: true", "keep: false"))
+        };
+        prop_assert_eq!(
+            read(jwe::parse_memo(&token, &second_algs, &second_encs, &memo)),
+            read(jwe::parse(&token, &second_algs, &second_encs)),
+            "{}", header
+        );
+    }
 }

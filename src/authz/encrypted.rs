@@ -62,7 +62,7 @@ impl Authorizer {
         let Some(d) = &policy.decryption else {
             return jwe::parse(token, &[], &[]).and(Err(DenyReason::BadAlg));
         };
-        let jwe = jwe::parse(token, &d.algorithms, &d.methods)?;
+        let jwe = jwe::parse_memo(token, &d.algorithms, &d.methods, &self.jwe_headers)?;
         if jwe.cty.is_some() && !jwe.is_nested_jwt() {
             return Err(DenyReason::BadDecryption);
         }
@@ -72,7 +72,10 @@ impl Authorizer {
             policy.config.fallback_max_keys,
             &self.budget,
         ) {
-            Ok(opened) => Ok(opened),
+            Ok(opened) => {
+                jwe.memoize(&self.jwe_headers);
+                Ok(opened)
+            }
             Err(Shut::NoKeys) => Err(DenyReason::KeysUnavailable),
             Err(Shut::Failed) => Err(DenyReason::BadDecryption),
         }
@@ -105,7 +108,12 @@ impl Authorizer {
             judged.cached = true;
             return judged;
         }
-        let Ok(jwe) = jwe::parse(token, &[KeyAlg::Dir], &session.config.methods) else {
+        let Ok(jwe) = jwe::parse_memo(
+            token,
+            &[KeyAlg::Dir],
+            &session.config.methods,
+            &self.jwe_headers,
+        ) else {
             return bad(DenyReason::BadSession);
         };
         let opened = match open(
@@ -114,7 +122,10 @@ impl Authorizer {
             policy.config.fallback_max_keys,
             &self.budget,
         ) {
-            Ok(o) => o,
+            Ok(o) => {
+                jwe.memoize(&self.jwe_headers);
+                o
+            }
             Err(Shut::NoKeys) => return bad(DenyReason::KeysUnavailable),
             Err(Shut::Failed) => return bad(DenyReason::BadSession),
         };

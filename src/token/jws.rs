@@ -13,6 +13,7 @@ use serde_json::{Number, Value};
 
 use crate::alg::{Alg, AlgSet};
 use crate::decision::DenyReason;
+use crate::token::memo::HeaderMemo;
 
 /// The unverified parts of a compact JWS.
 #[derive(Debug)]
@@ -34,6 +35,19 @@ pub struct Jws<'t> {
     pub signature: Vec<u8>,
     /// The decoded payload (unverified!); [`Jws::claims`] reads it.
     payload: Vec<u8>,
+    /// [`Jws::memoize`] may keep the header: it was read (not taken from a
+    /// [`HeaderMemo`]) and has no `jwk` member (a DPoP proof's changes with its key).
+    keep: bool,
+}
+
+/// What a JWS header that passed every check of its own read as (a [`HeaderMemo`]
+/// keeps it by the header's segment). The `alg` is a known one, not yet held against
+/// anyone's allowlist.
+#[derive(Debug, Clone)]
+pub struct Header {
+    alg: Alg,
+    kid: Option<String>,
+    typ: Option<String>,
 }
 
 /// The claims of a token, read once from its decoded payload without copying what can be
@@ -69,6 +83,24 @@ const HEADER_MEMBERS: [&str; 6] = ["alg", "kid", "typ", "crit", "b64", "jwk"];
 /// (including every casing of `none`) is `bad_alg`; everything else wrong is `malformed`.
 /// The claims are read afterwards, by [`Jws::claims`].
 pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
+    parse_with(token, allowed, None)
+}
+
+/// [`parse`], taking the header from `memo` when its segment is kept there (the same
+/// answer, without reading the header again). [`Jws::memoize`] keeps it there.
+pub fn parse_memo<'t>(
+    token: &'t str,
+    allowed: AlgSet,
+    memo: &HeaderMemo<Header>,
+) -> Result<Jws<'t>, DenyReason> {
+    parse_with(token, allowed, Some(memo))
+}
+
+fn parse_with<'t>(
+    token: &'t str,
+    allowed: AlgSet,
+    memo: Option<&HeaderMemo<Header>>,
+) -> Result<Jws<'t>, DenyReason> {
     let mut parts = super::segments(token);
     let (Some(h), Some(p), Some(s), None) =
         (parts.next(), parts.next(), parts.next(), parts.next())
@@ -78,6 +110,46 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     if h.is_empty() || p.is_empty() {
         return Err(DenyReason::Malformed);
     }
+    let (header, jwk, keep) = match memo.and_then(|m| m.get(h, Header::clone)) {
+        // A kept header passed every check of `read_header` but the allowlist (this
+        // caller's) and the signature segment's (this token's), in the same order.
+        Some(header) => {
+            if !allowed.contains(header.alg) {
+                return Err(DenyReason::BadAlg);
+            }
+            if s.is_empty() {
+                return Err(DenyReason::Malformed);
+            }
+            (header, None, false)
+        }
+        None => read_header(h, s, allowed)?,
+    };
+    let payload = super::decode(p).ok_or(DenyReason::Malformed)?;
+    let signature = super::decode(s).ok_or(DenyReason::Malformed)?;
+    if !first_non_space_is(&payload, b'{') {
+        return Err(DenyReason::Malformed);
+    }
+    Ok(Jws {
+        alg: header.alg,
+        kid: header.kid,
+        typ: header.typ,
+        jwk,
+        signing_input: &token[..h.len() + 1 + p.len()],
+        payload_b64: p,
+        signature,
+        payload,
+        keep,
+    })
+}
+
+/// Reads and checks the header segment `h` (`s` is the signature segment: an empty one
+/// is `malformed`, after the `alg` checks): the header, its `jwk` (an object), and
+/// whether a memo may keep it (it has no `jwk` member at all).
+fn read_header(
+    h: &str,
+    s: &str,
+    allowed: AlgSet,
+) -> Result<(Header, Option<Value>, bool), DenyReason> {
     let header_bytes = super::decode(h).ok_or(DenyReason::Malformed)?;
     if !first_non_space_is(&header_bytes, b'{') {
         // An array or a scalar is not a JOSE header (serde would read an array as a struct).
@@ -104,6 +176,8 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
     }
     let kid = optional_string(header.get("kid"))?;
     let typ = optional_string(header.get("typ"))?;
+    // A header with a `jwk` member (a DPoP proof's, whose key changes) is never kept.
+    let keep = !header.contains("jwk");
     // Moved out of the header (at most one `jwk` member, checked above), not copied.
     let jwk = match header.members.iter().position(|(k, _)| k == "jwk") {
         Some(i) => match header.members.swap_remove(i).1 {
@@ -121,26 +195,29 @@ pub fn parse(token: &str, allowed: AlgSet) -> Result<Jws<'_>, DenyReason> {
         None | Some(ClaimValue::Null | ClaimValue::Bool(true)) => {}
         Some(_) => return Err(DenyReason::Malformed),
     }
-    let payload = super::decode(p).ok_or(DenyReason::Malformed)?;
-    let signature = super::decode(s).ok_or(DenyReason::Malformed)?;
-    if !first_non_space_is(&payload, b'{') {
-        return Err(DenyReason::Malformed);
-    }
-    Ok(Jws {
-        alg,
-        kid,
-        typ,
-        jwk,
-        signing_input: &token[..h.len() + 1 + p.len()],
-        payload_b64: p,
-        signature,
-        payload,
-    })
+    Ok((Header { alg, kid, typ }, jwk, keep))
 }
 
 // === impl Jws ===
 
 impl Jws<'_> {
+    /// Keeps this token's header in `memo` (call it once the signature verified: only
+    /// tokens that did take a slot). A header with a `jwk` member is not kept.
+    pub fn memoize(&self, memo: &HeaderMemo<Header>) {
+        if !self.keep {
+            return;
+        }
+        let segment = self.signing_input.split('.').next().unwrap_or_default();
+        memo.insert(
+            segment,
+            Header {
+                alg: self.alg,
+                kid: self.kid.clone(),
+                typ: self.typ.clone(),
+            },
+        );
+    }
+
     /// The claims (unverified until the signature is): `malformed` unless the payload is
     /// one JSON object.
     pub fn claims(&self) -> Result<ClaimSet<'_>, DenyReason> {
@@ -322,6 +399,36 @@ mod tests {
 
     fn all() -> AlgSet {
         Alg::ALL.into_iter().collect()
+    }
+
+    #[test]
+    fn a_header_is_kept_once_read_and_never_with_a_jwk() {
+        let memo = HeaderMemo::new();
+        let plain = tok(r#"{"alg":"RS256","kid":"k1"}"#, r#"{"sub":"a"}"#);
+        let h = plain.split('.').next().unwrap_or_default();
+        let jws = parse_memo(&plain, all(), &memo).unwrap_or_else(|e| panic!("{e:?}"));
+        assert!(memo.get(h, |_| ()).is_none(), "kept before memoize");
+        jws.memoize(&memo);
+        let kept = memo.get(h, |k| (k.alg, k.kid.clone()));
+        assert_eq!(kept, Some((Alg::RS256, Some("k1".to_string()))));
+        // Read from the memo: the same token, under this caller's allowlist.
+        let again = parse_memo(&plain, all(), &memo).unwrap_or_else(|e| panic!("{e:?}"));
+        assert_eq!((again.alg, again.kid.as_deref()), (Alg::RS256, Some("k1")));
+        let hs: AlgSet = [Alg::HS256].into_iter().collect();
+        assert_eq!(
+            parse_memo(&plain, hs, &memo).err(),
+            Some(DenyReason::BadAlg)
+        );
+        for header in [
+            r#"{"alg":"ES256","jwk":{"kty":"EC","crv":"P-256","x":"AA","y":"AA"}}"#,
+            r#"{"alg":"ES256","jwk":"not an object"}"#,
+        ] {
+            let t = tok(header, "{}");
+            let jws = parse_memo(&t, all(), &memo).unwrap_or_else(|e| panic!("{e:?}"));
+            jws.memoize(&memo);
+            let h = t.split('.').next().unwrap_or_default();
+            assert!(memo.get(h, |_| ()).is_none(), "{header} kept");
+        }
     }
 
     #[test]

@@ -3,6 +3,7 @@
 
 pub mod extract;
 pub mod jws;
+pub mod memo;
 
 /// The `.`-separated segments of a compact JWS or JWE, as `str::split('.')` gives them,
 /// the dots found by SIMD search (a token is mostly base64 between four dots at most).
