@@ -6,7 +6,8 @@
 //! `fuzz/seeds/<target>/` through them, so CI exercises the same checks without nightly.
 //!
 //! - [`jws_parse`]: token extraction from an `Authorization` or `Cookie` value, then the
-//!   compact-JWS parser and header checks (`token::jws::parse`) under three allowlists;
+//!   compact-JWS parser and header checks (`token::jws::parse`) under three allowlists,
+//!   and a header kept in a `token::memo::HeaderMemo` read alike;
 //! - [`authorize`]: the input is a JOSE header and a claims set, signed here with a known
 //!   HMAC key, then judged by the real `Authorizer`: claim checks on verified tokens;
 //! - [`jwks_parse`]: the JWK set parser (`keys::jwks::parse_set`), remote and local;
@@ -15,7 +16,7 @@
 //!   from every config it accepts (when that reads no file);
 //! - [`pem_parse`]: the `pem_file` source (`keys::files::parse_pem`);
 //! - [`jwe_decrypt`]: the compact-JWE parser and decryptor (`jwe::parse`, `Jwe::decrypt`)
-//!   with fixed symmetric and EC keys.
+//!   with fixed symmetric and EC keys, and a header kept in a memo read alike.
 
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, OnceLock};
@@ -37,6 +38,7 @@ use tokengate::keys::keystore::KeystoreSource;
 use tokengate::metrics::{Listener, Metrics};
 use tokengate::token::extract::extract;
 use tokengate::token::jws;
+use tokengate::token::memo::HeaderMemo;
 
 /// The store password of every keystore seed (`fuzz/seeds/generate-keystores.sh`).
 pub const KEYSTORE_PASSWORD: &str = "fuzz-Keystore-Pa55";
@@ -117,6 +119,24 @@ fn check_parse(token: &str) {
             Err(other) => panic!("parse denied {token:?} with {other:?}"),
         }
     }
+    // A header kept once read (as the authorizer keeps the header of a token that
+    // verified) answers what reading it again would, under every allowlist.
+    let memo = HeaderMemo::new();
+    if let Ok(j) = jws::parse(token, all) {
+        j.memoize(&memo);
+        for allowed in [all, rs256, AlgSet::default()] {
+            assert_eq!(
+                read_alike(jws::parse_memo(token, allowed, &memo)),
+                read_alike(jws::parse(token, allowed)),
+                "kept header of {token:?}"
+            );
+        }
+    }
+}
+
+/// A parse result as text, without where its header came from (`keep`).
+fn read_alike<T: std::fmt::Debug>(r: Result<T, DenyReason>) -> String {
+    format!("{r:?}").replace("keep: true", "keep: false")
 }
 
 // === authorize ===
@@ -470,6 +490,19 @@ pub fn jwe_decrypt(data: &[u8]) {
         Err(other) => panic!("parse refused {token:?} with {other:?}"),
     };
     assert_eq!(token.split('.').count(), 5, "accepted {token:?}");
+    let memo = HeaderMemo::new();
+    parsed.memoize(&memo);
+    for (algs, encs) in [
+        (&KeyAlg::ALL[..], &Enc::ALL[..]),
+        (&[KeyAlg::Dir][..], &[Enc::A256Gcm, Enc::A256CbcHs512][..]),
+        (&[][..], &Enc::ALL[..]),
+    ] {
+        assert_eq!(
+            read_alike(jwe::parse_memo(&token, algs, encs, &memo)),
+            read_alike(jwe::parse(&token, algs, encs)),
+            "kept header of {token:?}"
+        );
+    }
     let mut keys: Vec<DecryptionKey> = JWE_SECRETS
         .iter()
         .map(|s| DecryptionKey::secret(s))
