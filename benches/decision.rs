@@ -47,7 +47,7 @@ use base64::engine::general_purpose::URL_SAFE_NO_PAD;
 use criterion::Criterion;
 use jsonwebtoken::{Algorithm, EncodingKey};
 use serde_json::{Value, json};
-use support::{app_of, criterion, decide, fixtures, median, runtime};
+use support::{app_of, criterion, decide, fixtures, median, runtime, signing_input_and_signature};
 use tokengate::app::App;
 use tokengate::authz::{RequestView, Verdict};
 use tokengate::decision::{AllowReason, Decision, DenyReason};
@@ -478,17 +478,6 @@ fn encoding_key(case: &Case) -> EncodingKey {
         Family::Hmac => Ok(EncodingKey::from_secret(&hmac_secret(case.key))),
     }
     .unwrap_or_else(|e| panic!("private/{}.key.pem: {e}", case.key))
-}
-
-/// The signing input and the decoded signature of a compact JWS.
-fn signing_input_and_signature(token: &str) -> (&str, Vec<u8>) {
-    let (input, sig) = token
-        .rsplit_once('.')
-        .unwrap_or_else(|| panic!("not a compact JWS: {token}"));
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig)
-        .unwrap_or_else(|e| panic!("signature of {token}: {e}"));
-    (input, sig)
 }
 
 /// `token` with the low bit of its signature's second-to-last byte flipped: still in range

@@ -147,12 +147,7 @@ fn main() {
     .into_iter()
     .find(|k| k.id == "rsa-1")
     .unwrap_or_else(|| panic!("no rsa-1"));
-    let (input, sig) = inner
-        .rsplit_once('.')
-        .unwrap_or_else(|| panic!("not a JWS"));
-    let sig = URL_SAFE_NO_PAD
-        .decode(sig)
-        .unwrap_or_else(|e| panic!("signature: {e}"));
+    let (input, sig) = support::signing_input_and_signature(&inner);
     let verify_inner = || rsa_1.material.verify(Alg::RS256, input.as_bytes(), &sig);
     assert!(verify_inner());
     let rt = runtime();

@@ -171,3 +171,16 @@ pub fn alternate(rounds: usize, block: u32, a: &dyn Fn(), b: &dyn Fn()) -> Alter
         diff_p90: ds[p90],
     }
 }
+
+/// The signing input and the decoded signature of a compact JWS.
+#[allow(dead_code)]
+pub fn signing_input_and_signature(token: &str) -> (&str, Vec<u8>) {
+    use base64::Engine as _;
+    let (input, sig) = token
+        .rsplit_once('.')
+        .unwrap_or_else(|| panic!("not a compact JWS: {token}"));
+    let sig = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(sig)
+        .unwrap_or_else(|e| panic!("signature of {token}: {e}"));
+    (input, sig)
+}
